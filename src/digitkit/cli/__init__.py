@@ -1,0 +1,85 @@
+"""The `digitkit` command line: a thin click layer over the library modules.
+
+Each subcommand lives in its own module under `digitkit.cli` and is imported only when
+invoked (or listed by --help), and none of them imports TensorFlow at module level:
+`digitkit infer model.onnx ...` must never pay TensorFlow's seconds of import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import click
+
+from digitkit import __version__
+from digitkit.errors import EXIT_ERROR, DigitkitError
+
+# name -> module under digitkit.cli; each module defines a click command called `command`.
+_COMMANDS = {
+    "train": "train",
+    "export": "export",
+    "view": "view",
+    "infer": "infer",
+    "bench": "bench",
+    "data": "data",
+}
+
+
+class _Failure(click.ClickException):
+    """Carries a DigitkitError through click's standalone mode with its own exit code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None):
+        click.echo(f"digitkit: error: {self.message}", err=True)
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(name for name in _COMMANDS if self._load(name) is not None)
+
+    def get_command(self, ctx, name):
+        return self._load(name)
+
+    def invoke(self, ctx):
+        # Mapping lives here, not in main(), so CliRunner sees the same exit codes as a shell.
+        try:
+            return super().invoke(ctx)
+        except DigitkitError as e:
+            raise _Failure(e.message, e.exit_code) from None
+        except KeyboardInterrupt:
+            raise _Failure("interrupted", 130) from None
+        except OSError as e:
+            # Disk full, permission denied and friends: one line naming the file.
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            raise _Failure(f"{where}{e.strerror or e}", EXIT_ERROR) from None
+
+    @staticmethod
+    def _load(name):
+        module = _COMMANDS.get(name)
+        if module is None:
+            return None
+        try:
+            return importlib.import_module(f"digitkit.cli.{module}").command
+        except ModuleNotFoundError as e:
+            # A command whose module has not landed is simply not offered.
+            if e.name == f"digitkit.cli.{module}":
+                return None
+            raise
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="digitkit")
+def cli():
+    """Train, export, serve and benchmark handwritten-digit classifiers.
+
+    \b
+    Exit codes: 0 ok, 1 could not run, 2 usage error,
+    3 some inputs failed (results for the rest were written),
+    4 an artifact failed validation, 130 interrupted.
+    """
+
+
+def main(argv=None) -> None:
+    cli.main(args=argv, prog_name="digitkit")
