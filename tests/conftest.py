@@ -1,0 +1,69 @@
+"""Shared fixtures: the read-only MNIST copies beside the checkout and a small trained model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_data() -> Path:
+    return Path(os.environ.get("DIGITKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = _shared_data()
+    if not (path / "mnist").is_dir():
+        msg = f"shared MNIST data not found at {path} (set DIGITKIT_SHARED_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)  # CI always has it: a missing copy is a broken run, not a skip
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(shared_data) -> Path:
+    return shared_data / "mnist"
+
+
+@pytest.fixture(scope="session")
+def png_test_dir(shared_data) -> Path:
+    return shared_data / "mnist-png" / "test"
+
+
+@pytest.fixture(scope="session")
+def mnist_test(mnist_dir):
+    """(x_test uint8 (10000,28,28), y_test uint8) straight from the IDX files."""
+    from digitkit.data import read_idx
+
+    x, _ = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")
+    y, _ = read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")
+    return x, y
+
+
+@pytest.fixture(scope="session")
+def seed_mlp_h5(tmp_path_factory, mnist_dir) -> Path:
+    """A real seed-mlp trained for one epoch on 12,000 training images (~93-95% test accuracy).
+
+    Session-scoped because training costs seconds; tests must treat the file as read-only
+    (copy it into tmp_path before writing beside it).
+    """
+    import keras
+
+    from digitkit.data import read_idx
+    from digitkit.models import build_model, compile_model
+
+    x, _ = read_idx(mnist_dir / "train-images-idx3-ubyte.gz")
+    y, _ = read_idx(mnist_dir / "train-labels-idx1-ubyte.gz")
+    keras.utils.set_random_seed(0)
+    model = compile_model(build_model("seed-mlp"), 1e-3)
+    model.fit(x[:12000].astype(np.float32), y[:12000], epochs=1, batch_size=32, verbose=0)
+    path = tmp_path_factory.mktemp("seed_mlp") / "model.h5"
+    model.save(path)
+    os.chmod(path, 0o444)
+    return path
