@@ -51,7 +51,8 @@ def classification_report(y_true, y_pred, target_names=CLASS_NAMES, digits: int 
         "accuracy", "", "", accuracy, total, w=width, d=digits)
     weights = m["support"] / total if total else np.zeros(len(target_names))
     for label, avg in (("macro avg", np.mean), ("weighted avg", None)):
-        vals = [avg(m[k]) if avg else float(np.sum(m[k] * weights)) for k in ("precision", "recall", "f1")]
+        vals = [avg(m[k]) if avg else float(np.sum(m[k] * weights))
+                for k in ("precision", "recall", "f1")]
         out += row.format(label, *vals, total, w=width, d=digits)
     return out
 

@@ -8,6 +8,7 @@ invoked (or listed by --help), and none of them imports TensorFlow at module lev
 from __future__ import annotations
 
 import importlib
+
 import click
 
 from digitkit import __version__
