@@ -8,11 +8,16 @@ invoked (or listed by --help), and none of them imports TensorFlow at module lev
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
 from digitkit import __version__
 from digitkit.errors import EXIT_ERROR, DigitkitError
+
+# TensorFlow's C++ INFO lines (oneDNN, CPU features) drown the CLI's own output; warnings and
+# errors still show. Set before any command imports TensorFlow; a user's own value wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # name -> module under digitkit.cli; each module defines a click command called `command`.
 _COMMANDS = {
