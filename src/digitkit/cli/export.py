@@ -1,0 +1,68 @@
+"""`digitkit export`: thin option parsing over digitkit.export.export_model."""
+
+from __future__ import annotations
+
+import click
+
+from digitkit.quantize import DEFAULT_MAX_ACCURACY_DROP
+from digitkit.validate import DEFAULT_ATOL, DEFAULT_N_IMAGES
+
+# Kept literal (not imported from digitkit.export) only to keep --help instant; a test checks
+# it equals digitkit.export.DEFAULT_OPSET.
+_DEFAULT_OPSET = 17
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "savedmodel", "all"]),
+              default="all", show_default=True,
+              help="What to produce; 'all' is both, the layout `digitkit bench` expects.")
+@click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
+              help="Export directory.  [default: <directory of MODEL>/export]")
+@click.option("--opset", type=int, default=_DEFAULT_OPSET, show_default=True,
+              help="ONNX opset (13..18). 17: newest opset every onnxruntime >= 1.13 runs, "
+                   "native LayerNormalization, well inside tf2onnx 1.17's tested range.")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="Also write model.int8.onnx, calibrated on MNIST training images.")
+@click.option("--max-accuracy-drop", type=float, default=DEFAULT_MAX_ACCURACY_DROP,
+              show_default=True,
+              help="Percentage points of test accuracy the int8 copy may lose.")
+@click.option("--atol", type=float, default=DEFAULT_ATOL, show_default=True,
+              help="Largest allowed |difference| of any output probability vs Keras.")
+@click.option("--images", "n_images", type=int, default=DEFAULT_N_IMAGES, show_default=True,
+              help="Real MNIST test images used by the parity check.")
+@click.option("--data", type=click.Path(path_type=str), default=None,
+              help="MNIST location (IDX directory or mnist.npz); default: digitkit's data "
+                   "resolution ($DIGITKIT_DATA, cache, download).")
+@click.option("--view", is_flag=True, help="Open the validated ONNX model in Netron.")
+@click.option("--port", type=int, default=None, help="Netron port for --view.")
+@click.option("--no-browser", is_flag=True, help="With --view: print the URL only.")
+@click.option("--force", is_flag=True, help="Overwrite an existing export.")
+@click.option("--trust-model", is_flag=True,
+              help="Load models with Lambda or custom layers (they can run arbitrary code).")
+def command(model, fmt, out_dir, opset, quantize, max_accuracy_drop, atol, n_images, data,
+            view, port, no_browser, force, trust_model):
+    """Export MODEL (.h5) to SavedModel and/or ONNX, validated against the Keras model.
+
+    \b
+    Every copy is checked on real MNIST test images plus edge inputs (all zeros,
+    all 255, batch of 1, odd batch); results, sizes and sha256 checksums go to
+    export.json beside the artifacts. A copy that fails is moved aside as
+    <name>.FAILED and the command exits 4.
+    """
+    from digitkit.export import ONNX_FILE, export_model
+
+    if view and fmt == "savedmodel":
+        raise click.UsageError("--view opens the ONNX result: use --format onnx or all")
+    manifest = export_model(model, out_dir, formats=(fmt,), opset=opset, atol=atol,
+                            quantize=quantize, data=data, force=force, trust_model=trust_model,
+                            n_images=n_images, max_accuracy_drop=max_accuracy_drop,
+                            echo=click.echo)
+    click.echo(f"export ok: {manifest['export_dir']} ({manifest['seconds']:.1f} s)")
+    if view:
+        from pathlib import Path
+
+        from digitkit.view import view_until_interrupted
+
+        view_until_interrupted(Path(manifest["export_dir"]) / ONNX_FILE, port=port,
+                               browse=not no_browser, echo=click.echo)
