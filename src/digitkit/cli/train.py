@@ -40,6 +40,7 @@ def _arch_help() -> str:
 def command(arch, epochs, batch_size, learning_rate, augment, seed, validation_size, limit,
             data_path, out_dir, force, quiet):
     """Train a digit classifier on MNIST and write model.h5 with its reports."""
+    from digitkit.cli.data import _progress
     from digitkit.data import load_mnist
     from digitkit.train import TrainConfig, Trainer
 
@@ -50,7 +51,7 @@ def command(arch, epochs, batch_size, learning_rate, augment, seed, validation_s
                       verbose=0 if quiet else (1 if sys.stdout.isatty() else 2))
     config.resolved()  # bad combinations fail before data is read
     trainer.check_output()
-    data = load_mnist(data_path, progress=None if quiet else _download_progress)
+    data = load_mnist(data_path, progress=None if quiet else _progress)
     if not quiet:
         click.echo(f"data: {data.source} ({len(data.x_train)} train, {len(data.x_test)} test)")
     record = trainer.fit(data)
@@ -60,8 +61,3 @@ def command(arch, epochs, batch_size, learning_rate, augment, seed, validation_s
                "{model.h5, train.json, history.png, classification_report.txt, "
                "confusion_matrix.png}")
 
-
-def _download_progress(name: str, done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        pct = f"{100 * done / total:5.1f}%" if total else f"{done} bytes"
-        click.echo(f"\rdownloading {name}: {pct}", err=True, nl=done == total)
