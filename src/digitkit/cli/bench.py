@@ -1,0 +1,82 @@
+"""`digitkit bench`: throughput and latency of ONNX Runtime against TensorFlow's paths."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("bench")
+@click.argument("models", nargs=-1, required=True, metavar="MODEL...")
+@click.option("--runtimes", default=None, metavar="LIST",
+              help="Comma-separated: onnxruntime, tensorflow, keras (groups), or single engines "
+                   "onnxruntime-int8, tf-savedmodel, tf-function, keras-predict. "
+                   "[default: every runtime whose model copy exists]")
+@click.option("--batch-sizes", default=None, metavar="LIST",
+              help="Comma-separated batch sizes. [default: 1,8,32,128,512,2048]")
+@click.option("--threads", type=int, default=None,
+              help="Intra-op threads for every runtime alike. [default: CPUs this process may "
+                   "use]")
+@click.option("--duration", type=float, default=None, metavar="S",
+              help="Seconds of timed calls per runtime and batch size. [default: 3]")
+@click.option("--iterations", type=int, default=None, metavar="N",
+              help="Exact number of timed calls per batch size (instead of --duration).")
+@click.option("--warmup", type=int, default=5, show_default=True, metavar="N",
+              help="Untimed calls per batch size before timing.")
+@click.option("--repeat", type=int, default=1, show_default=True, metavar="R",
+              help="Run every runtime R times round robin and keep the best round per batch "
+                   "size (steadier figures on a shared machine).")
+@click.option("--images", "images", multiple=True, type=click.Path(path_type=str),
+              metavar="DIR", help="Also measure end to end over these image files or folders "
+                                  "(decode and preprocess, then infer). Repeatable.")
+@click.option("--data", default=None, type=click.Path(path_type=str),
+              help="MNIST location (IDX directory or mnist.npz). [default: standard resolution]")
+@click.option("--check-images", type=int, default=10000, show_default=True, metavar="N",
+              help="Test images every runtime classifies for the top-1 cross-check.")
+@click.option("--json", "json_out", default=None, type=click.Path(path_type=str),
+              metavar="OUT", help="Write the full record (results and environment) as JSON.")
+@click.option("--plot", "plot_out", default=None, type=click.Path(path_type=str),
+              metavar="OUT.png", help="Write a PNG of throughput against batch size.")
+@click.option("--force", is_flag=True, help="Overwrite existing --json/--plot files.")
+def command(models, runtimes, batch_sizes, threads, duration, iterations, warmup, repeat,
+            images, data, check_images, json_out, plot_out, force):
+    """Benchmark MODEL (an export directory, or its individual files) on every runtime.
+
+    \b
+    Each runtime runs in its own process with the same threads and the same MNIST test
+    images; results are cross-checked (top-1 agreement with the Keras reference) and a
+    runtime that disagrees is flagged, not crowned. Exit status 4 when one is flagged.
+    """
+    import sys
+
+    from digitkit import bench
+    from digitkit._io import guard_output, write_json_atomic
+    from digitkit.errors import UsageError, ValidationError
+
+    if plot_out is not None and not plot_out.lower().endswith(".png"):
+        raise UsageError(f"--plot: {plot_out}: expected a .png file name")
+    for out in (json_out, plot_out):
+        if out is not None:
+            guard_output(out, force)
+
+    def progress(msg):
+        click.echo(f"bench: {msg}", err=True)
+
+    def warn(msg):
+        click.echo(f"digitkit: note: {msg}", err=True)
+
+    record = bench.run_bench(
+        models, runtimes=runtimes, batch_sizes=batch_sizes, threads=threads, duration=duration,
+        iterations=iterations, warmup=warmup, images=list(images) or None, data=data,
+        check_images=check_images, repeat=repeat, progress=progress, warn=warn,
+        command=bench.command_line(sys.argv if sys.argv and "digitkit" in sys.argv[0]
+                                   else ["digitkit", "bench", *models]),
+    )
+    click.echo(bench.format_table(record))
+    if json_out:
+        write_json_atomic(json_out, record)
+        click.echo(f"wrote {json_out}", err=True)
+    if plot_out:
+        bench.save_plot(record, plot_out)
+        click.echo(f"wrote {plot_out}", err=True)
+    if bench.any_flagged(record):
+        raise ValidationError("a runtime disagrees with the reference (see FLAGGED above)")
