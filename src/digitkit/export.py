@@ -226,14 +226,14 @@ def export_model(h5_path, out_dir=None, formats=FORMATS, opset: int = DEFAULT_OP
         raise ModelError(f"{out}: exists and is not a directory")
     for name in planned + [MANIFEST] + ([] if same_source else [SOURCE_COPY]):
         guard_output(out / name, force)
-    ensure_dir(out)
 
     src_sha = sha256_file(src)
+    model = load_keras_model(src, trust_model)  # refuses unsafe models before we write a byte
     x_test, y_test, x_train, data_source = load_test_data(data, need_train=quantize == "int8")
+    ensure_dir(out)
     from digitkit.validate import fill_reference, make_cases
 
     cases = make_cases(x_test, n_images)
-    model = load_keras_model(src, trust_model)
     fill_reference(model, cases)
     say(f"loaded {src} ({_human(src.stat().st_size)}), sha256 {src_sha[:12]}; "
         f"validating on {len(cases[0].pixels)} MNIST test images + {len(cases) - 1} edge batches")

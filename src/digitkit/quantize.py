@@ -65,7 +65,7 @@ def quantize_int8(float_onnx: str | os.PathLike, out_path: str | os.PathLike,
             # Only the weight-heavy ops: that is where the size and the integer kernels are.
             # Quantizing the in-graph normalisation (ReduceSum/Sqrt/Reciprocal on 0..255
             # input) squeezes its tiny outputs into a few int8 steps and wrecks accuracy.
-            op_types_to_quantize=list(QUANTIZED_OPS),
+            op_types_to_quantize=list(QUANTIZED_OPS) if QUANTIZED_OPS else None,
         )
     finally:
         root.setLevel(level)

@@ -1,0 +1,147 @@
+"""Show a model's graph in Netron, served from this machine.
+
+Netron is a static web app plus a tiny HTTP server that hands it the model bytes; we only
+choose what to serve and where. The default address is 127.0.0.1: a model is someone's
+work and the server has no authentication, so exposing it to the network must be a choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import webbrowser
+from pathlib import Path
+
+from digitkit.errors import DigitkitError, ModelError
+
+DEFAULT_HOST = "127.0.0.1"
+VIEWABLE_SUFFIXES = (".h5", ".hdf5", ".keras", ".onnx")
+
+
+def resolve_viewable(path: str | os.PathLike) -> Path:
+    """The file Netron should open for `path` (a SavedModel directory means its saved_model.pb)."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"{p}: no such file or directory")
+    if p.is_dir():
+        pb = p / "saved_model.pb"
+        if not pb.is_file():
+            raise ModelError(f"{p}: directory is not a SavedModel (no saved_model.pb)")
+        return pb
+    if p.suffix.lower() not in VIEWABLE_SUFFIXES:
+        raise ModelError(f"{p}: cannot view '{p.suffix or 'no extension'}' files; expected "
+                         ".h5, .keras, .onnx or a SavedModel directory")
+    return p
+
+
+class NetronViewer:
+    """One Netron server for one model. Cheap to construct; `start()` binds and serves.
+
+    Usable as a context manager so tests and scripts always stop the server.
+    """
+
+    def __init__(self, path: str | os.PathLike, host: str = DEFAULT_HOST,
+                 port: int | None = None):
+        self.path = Path(path)
+        self.host = host
+        self.port = port  # None: Netron's choice (8080, 8081, then a free port); 0: any free
+        self.address: tuple[str, int] | None = None
+
+    @property
+    def url(self) -> str:
+        if self.address is None:
+            raise DigitkitError("the Netron server is not running")
+        return f"http://{self.address[0]}:{self.address[1]}/"
+
+    def start(self) -> str:
+        try:
+            import netron
+        except ImportError:
+            from digitkit.errors import DependencyError
+
+            raise DependencyError("netron is not installed: pip install netron") from None
+        target = resolve_viewable(self.path)
+        # Netron logs "Serving ... at ..." itself; we print the URL once, our way.
+        logging.getLogger("netron.server").setLevel(logging.WARNING)
+        try:
+            self.address = tuple(netron.start(str(target), address=(self.host, self.port),
+                                              browse=False))
+        except OSError as e:
+            where = f"{self.host}:{self.port}" if self.port else self.host
+            raise DigitkitError(f"{where}: cannot serve Netron ({e.strerror or e})") from None
+        return self.url
+
+    def alive(self) -> bool:
+        import netron
+
+        return self.address is not None and netron.status(self.address)
+
+    def stop(self) -> None:
+        if self.address is not None:
+            import netron
+
+            netron.stop(self.address)
+            self.address = None
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def open_browser(url: str) -> bool:
+    """Open `url` in a graphical browser if there is a display; never a terminal browser."""
+    headless = sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if headless:
+        return False
+    try:
+        return bool(webbrowser.open(url))
+    except webbrowser.Error:
+        return False
+
+
+def view_until_interrupted(path: str | os.PathLike, port: int | None = None,
+                           host: str = DEFAULT_HOST, browse: bool = True, echo=print) -> None:
+    """Serve `path` in Netron, print the URL, and block until Ctrl-C; then stop cleanly."""
+    viewer = NetronViewer(path, host=host, port=port)
+    url = viewer.start()
+    restore = _stop_on_signals()
+    try:
+        echo(f"Netron is serving {viewer.path} at {url}")
+        if browse and not open_browser(url):
+            echo("no display found: open the URL above in a browser")
+        echo("press Ctrl-C to stop")
+        while viewer.alive():
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a viewer is meant to end: a clean stop, exit status 0
+    finally:
+        viewer.stop()
+        restore()
+    echo("Netron stopped")
+
+
+def _stop_on_signals():
+    """Make SIGINT and SIGTERM end the wait, even if the shell started us with SIGINT ignored
+    (as non-interactive shells do for background jobs). Returns a function restoring them."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    saved = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore():
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+    return restore

@@ -1,0 +1,147 @@
+"""digitkit view: the real Netron server, fetched over HTTP; a real Ctrl-C on a real process."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from digitkit.cli import cli
+from digitkit.view import NetronViewer, resolve_viewable
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read()
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory, seed_mlp_h5, mnist_dir):
+    from digitkit.export import export_model
+
+    out = tmp_path_factory.mktemp("view") / "export"
+    export_model(seed_mlp_h5, out, data=mnist_dir, n_images=100)
+    return out
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.h5", "saved_model"])
+def test_netron_serves_page_and_model_bytes(export_dir, name):
+    target = export_dir / name
+    with NetronViewer(target, port=0) as viewer:
+        assert viewer.address[0] == "127.0.0.1"
+        assert viewer.url.startswith("http://127.0.0.1:")
+        page = _get(viewer.url).decode()
+        served = resolve_viewable(target).name
+        assert f'<meta name="file" content="/data/{served}">' in page
+        assert _get(viewer.url + "data/" + served) == resolve_viewable(target).read_bytes()
+    assert not viewer.alive()
+
+
+def test_keras_v3_file_is_viewable(tmp_path):
+
+    from digitkit.models import build_model
+
+    path = tmp_path / "m.keras"
+    build_model("seed-mlp").save(path)
+    with NetronViewer(path, port=0) as viewer:
+        assert _get(viewer.url + "data/m.keras") == path.read_bytes()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "missing.onnx", "no such file or directory"),
+    (lambda d: (d / "a.txt").write_text("x") and d / "a.txt", "cannot view '.txt' files"),
+    (lambda d: d, "not a SavedModel"),
+])
+def test_bad_paths_are_one_line_errors(tmp_path, make, message):
+    result = CliRunner().invoke(cli, ["view", str(make(tmp_path)), "--no-browser"])
+    assert result.exit_code == 1
+    line = result.output.strip()
+    assert "\n" not in line and line.startswith("digitkit: error: ") and message in line
+
+
+def _start_cli(args, env=None):
+    """Run `digitkit ...` as a real process and wait for the Netron URL on its stdout."""
+    proc = subprocess.Popen([sys.executable, "-m", "digitkit", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
+        if m:
+            return proc, m.group(1), lines
+    proc.kill()
+    pytest.fail("no URL printed:\n" + "".join(lines))
+
+
+def _ctrl_c(proc, lines):
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=30)
+    return proc.returncode, "".join(lines) + rest
+
+
+def test_cli_serves_until_ctrl_c(export_dir):
+    proc, url, lines = _start_cli(["view", str(export_dir / "model.onnx"), "--port", "0",
+                                   "--no-browser"])
+    try:
+        assert _get(url + "data/model.onnx") == (export_dir / "model.onnx").read_bytes()
+    finally:
+        code, output = _ctrl_c(proc, lines)
+    assert code == 0, output
+    assert "Netron stopped" in output and "Traceback" not in output
+
+
+def test_export_view_opens_the_validated_onnx(seed_mlp_h5, mnist_dir, tmp_path):
+    src = tmp_path / "seed.h5"
+    shutil.copyfile(seed_mlp_h5, src)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc, url, lines = _start_cli(["export", str(src), "--format", "onnx", "--images", "100",
+                                   "--data", str(mnist_dir), "--view", "--no-browser",
+                                   "--port", "0"], env=env)
+    try:
+        served = _get(url + "data/model.onnx")
+        assert served == (tmp_path / "export" / "model.onnx").read_bytes()
+    finally:
+        code, output = _ctrl_c(proc, lines)
+    assert code == 0, output
+    assert output.index("[ok] onnx") < output.index("Netron is serving")
+
+
+# ---------------------------------------------------------------- browser level (optional)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None,
+                    reason="chromium not installed (Debian: apt-get install -y chromium)")
+def test_headless_chromium_renders_the_graph(export_dir, tmp_path):
+    """Netron really draws the ONNX graph: its operators appear in the rendered DOM."""
+    with NetronViewer(export_dir / "model.onnx", port=0) as viewer:
+        profile = tmp_path / "chromium-profile"
+        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+               "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+               "--virtual-time-budget=15000", "--dump-dom", viewer.url]
+        dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    for op in ("MatMul", "Softmax", "Relu"):
+        assert op in dom, f"{op} not in the rendered graph ({len(dom)} bytes of DOM)"
+
+
+def test_view_module_has_no_tensorflow_import():
+    code = ("import sys, digitkit.cli.view, digitkit.view; "
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).parent)
+    assert out.stdout.strip() == "False"
