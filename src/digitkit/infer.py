@@ -1,0 +1,390 @@
+"""Batch inference: files in, one result row per file out, streamed in input order.
+
+Engine-independent pieces (reused by the Ray engine): `decode_files` (decode + preprocess,
+errors as values), `make_rows` (probabilities -> rows) and `classify_batch` (both plus a
+predictor). `run_infer` owns everything around an engine: discovery, resume, the output file,
+warnings, progress, and the accuracy summary.
+
+The local engine (design, for throughput at bounded memory):
+- Decoding and preprocessing dominate the cost (~100-200 us per small PNG against ~1 us of
+  MLP inference), so they run in a process pool: `workers` defaults to the number of usable
+  cores, which keeps every core decoding; the main process's share (inference, writing) is
+  small and interleaves.
+- Files travel in chunks of `batch_size` paths per task (amortises inter-process overhead:
+  one pickled list of paths out, one uint8 array back) and each chunk is one inference batch.
+- At most 2 x workers + 2 chunks are in flight: enough to keep every worker busy while the
+  main process predicts and writes, and memory stays constant however many files there are.
+- ONNX Runtime runs in the main process with spinning disabled, so its idle threads don't
+  burn the cores the decoders need.
+- Results are consumed in submission order, so rows come out in input order.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from digitkit.errors import DigitkitError, ImageError, UsageError
+from digitkit.files import class_label_of, find_images
+from digitkit.preprocess import load_image
+from digitkit.results import Row, RowWriter, format_for, scan_existing
+
+ENGINES = ("local",)
+#: 256 images per batch: large enough that per-batch costs (IPC, an inference call, one
+#: write) vanish per image, small enough that rows stream out steadily and a Ctrl-C loses
+#: little work.
+DEFAULT_BATCH_SIZE = 256
+#: Three labels show the runner-ups of a doubtful prediction without bloating every row.
+DEFAULT_TOP_K = 3
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# -- engine-independent pieces --------------------------------------------------------------
+
+
+def decode_files(paths: list) -> tuple[np.ndarray, list[str]]:
+    """Decode and preprocess `paths`. Returns (uint8 (n_ok, 28, 28) of the good files in
+    order, a reason per path: "" for a good file)."""
+    arrays, reasons = [], []
+    for p in paths:
+        try:
+            arrays.append(load_image(p))
+            reasons.append("")
+        except ImageError as e:
+            reasons.append(e.reason)
+        except Exception as e:  # one bad file must never stop the run
+            reasons.append(f"cannot decode ({type(e).__name__}: {e})")
+    pixels = np.stack(arrays) if arrays else np.zeros((0, 28, 28), np.uint8)
+    return pixels, reasons
+
+
+def make_rows(paths: list, reasons: list[str], probs: np.ndarray | None, top_k: int) -> list[Row]:
+    """Rows for `paths`; `probs` holds one (10,) row per good path, in order."""
+    rows = []
+    if probs is not None and len(probs):
+        k = min(top_k, probs.shape[1])
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        top_p = np.take_along_axis(probs, order, axis=1)
+        order_l, top_l = order.tolist(), top_p.tolist()
+    j = 0
+    for p, reason in zip(paths, reasons, strict=True):
+        if reason:
+            rows.append(Row(str(p), error=reason))
+        else:
+            rows.append(Row(str(p), order_l[j][0], top_l[j][0], tuple(order_l[j]),
+                            tuple(top_l[j])))
+            j += 1
+    return rows
+
+
+def predict_rows(predictor, paths: list, pixels: np.ndarray, reasons: list[str],
+                 top_k: int) -> list[Row]:
+    probs = predictor.predict(pixels.astype(np.float32)) if len(pixels) else None
+    return make_rows(paths, reasons, probs, top_k)
+
+
+def classify_batch(predictor, paths: list, top_k: int = DEFAULT_TOP_K) -> list[Row]:
+    """Decode, preprocess and classify `paths` in this process; bad files get error rows."""
+    pixels, reasons = decode_files(paths)
+    return predict_rows(predictor, paths, pixels, reasons, top_k)
+
+
+# -- the local engine -----------------------------------------------------------------------
+
+
+def _worker_init():
+    # Ctrl-C goes to the whole process group; only the main process decides what to do.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _chunks(it: Iterable, n: int) -> Iterator[list]:
+    it = iter(it)
+    while chunk := list(islice(it, n)):
+        yield chunk
+
+
+def local_engine(predictor, paths: Iterable, *, batch_size: int, workers: int,
+                 top_k: int) -> Iterator[list[Row]]:
+    """Yield lists of rows, in input order. workers=0 decodes in this process."""
+    if workers == 0:
+        for chunk in _chunks(paths, batch_size):
+            yield classify_batch(predictor, chunk, top_k)
+        return
+    # forkserver: workers are forked from a clean server that preloaded the decoder, never
+    # from this process (which may hold ONNX Runtime or TensorFlow threads by then).
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["digitkit.preprocess"])
+    max_in_flight = 2 * workers + 2
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
+    pending: deque = deque()
+    try:
+        for chunk in _chunks(map(str, paths), batch_size):
+            pending.append((chunk, pool.submit(decode_files, chunk)))
+            if len(pending) >= max_in_flight:
+                yield _finish(predictor, *pending.popleft(), top_k)
+        while pending:
+            yield _finish(predictor, *pending.popleft(), top_k)
+    except BrokenProcessPool:
+        raise DigitkitError("a decoder process died (out of memory, or a crash in the image "
+                            "library); the rows so far are written: rerun with --resume "
+                            "and fewer --workers") from None
+    finally:
+        for _, fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _finish(predictor, chunk, future, top_k) -> list[Row]:
+    pixels, reasons = future.result()
+    return predict_rows(predictor, chunk, pixels, reasons, top_k)
+
+
+_ENGINE_FUNCS = {"local": local_engine}
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+@dataclass
+class InferSummary:
+    output: str | None = None
+    written: int = 0  # rows written by this run
+    resumed: int = 0  # rows already in the file before this run
+    failed: int = 0  # error rows, this run and resumed ones
+    seconds: float = 0.0
+    #: confusion counts over files in class-named folders: [true, predicted]
+    confusion: np.ndarray = field(default_factory=lambda: np.zeros((10, 10), np.int64))
+    unlabelled_or_failed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.written + self.resumed
+
+    @property
+    def labelled(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def accuracy(self) -> float | None:
+        n = self.labelled
+        return float(np.trace(self.confusion)) / n if n else None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, row: Row, resumed: bool = False) -> None:
+        if resumed:
+            self.resumed += 1
+        else:
+            self.written += 1
+        if row.error:
+            self.failed += 1
+            return
+        truth = class_label_of(row.path)
+        if truth is not None and row.label is not None and 0 <= row.label < 10:
+            self.confusion[truth, row.label] += 1
+
+
+class _Progress:
+    """A one-line `\\r` progress display on stderr; silent unless enabled."""
+
+    def __init__(self, enabled: bool, stream=None, every: float = 0.25):
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.every = every
+        self.start = self.last = time.monotonic()
+        self.count = 0
+
+    def update(self, n: int) -> None:
+        self.count += n
+        now = time.monotonic()
+        if self.enabled and now - self.last >= self.every:
+            self.last = now
+            self._show(now)
+
+    def _show(self, now: float) -> None:
+        rate = self.count / max(now - self.start, 1e-9)
+        self.stream.write(f"\r{self.count:,} images  {rate:,.0f} images/s ")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.count:
+            self._show(time.monotonic())
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def run_infer(model: str | os.PathLike, inputs: Iterable[str | os.PathLike],
+              output: str | os.PathLike | None = None, *, runtime: str | None = None,
+              batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
+              top_k: int = DEFAULT_TOP_K, resume: bool = False, force: bool = False,
+              progress: bool = False, engine: str = "local",
+              warn: Callable[[str], None] | None = None) -> InferSummary:
+    """Classify every image under `inputs` with `model`, streaming rows to `output`.
+
+    Returns the summary; the caller decides what a failed file means (the CLI exits 3).
+    """
+    from digitkit.runtimes import open_predictor
+
+    if engine not in _ENGINE_FUNCS:
+        raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(_ENGINE_FUNCS)}")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if top_k < 1 or top_k > 10:
+        raise UsageError(f"--top-k must be between 1 and 10, got {top_k}")
+    workers = usable_cpus() if workers is None else workers
+    if workers < 0:
+        raise UsageError(f"--workers must be 0 (decode in-process) or more, got {workers}")
+    if resume and output in (None, "-"):
+        raise UsageError("--resume needs an output file (-o)")
+    warn = warn or (lambda msg: print(msg, file=sys.stderr))
+
+    out = None if output in (None, "-") else Path(output)
+    fmt = format_for(out)
+    # With decoders on every core, ONNX Runtime gets the cores too but must not spin-wait
+    # on them: a heavy model (the CNN) then uses the cores the decoders leave idle.
+    predictor = open_predictor(model, runtime, threads=usable_cpus(), spin=workers == 0)
+    summary = InferSummary(output=None if out is None else str(out))
+    done: set[str] = set()
+    append_at = None
+    if resume and out is not None and out.exists():
+        def _seen(row: Row):
+            done.add(row.path)
+            summary.add(row, resumed=True)
+        append_at = scan_existing(out, fmt, _seen)
+
+    def _dir_error(path, reason):
+        warn(f"warning: {path}: {reason}")
+
+    paths = find_images(inputs, on_error=_dir_error)
+    first = next(paths, None)  # fail before touching the output if there is nothing to do
+    if first is None and not summary.total:
+        raise DigitkitError(f"no images found in {', '.join(map(str, inputs))}")
+    pending_paths = (p for p in _prepend(first, paths) if str(p) not in done)
+
+    bar = _Progress(progress)
+    start = time.monotonic()
+    with RowWriter(out, fmt, append_at=append_at, force=force) as writer, \
+            _sigterm_as_interrupt():
+        try:
+            for rows in _ENGINE_FUNCS[engine](predictor, pending_paths, batch_size=batch_size,
+                                              workers=workers, top_k=top_k):
+                writer.write(rows)
+                for row in rows:
+                    summary.add(row)
+                    if row.error:
+                        warn(f"warning: {row.path}: {row.error}")
+                bar.update(len(rows))
+        finally:
+            summary.seconds = time.monotonic() - start
+            bar.close()
+    return summary
+
+
+def _prepend(first, rest):
+    if first is not None:
+        yield first
+    yield from rest
+
+
+class _sigterm_as_interrupt:
+    """`kill` stops a run like Ctrl-C: the batch in hand is written, the pool shut down."""
+
+    def __enter__(self):
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+# -- the summary ----------------------------------------------------------------------------
+
+
+def format_summary(summary: InferSummary) -> str:
+    lines = []
+    total = summary.total
+    what = f"{summary.written:,} classified in {summary.seconds:.1f} s " \
+           f"({summary.images_per_second:,.0f} images/s)"
+    if summary.resumed:
+        what += f", {summary.resumed:,} already done (resumed)"
+    lines.append(f"{total:,} files: {what}; {summary.failed:,} failed")
+    if summary.labelled:
+        lines.append(f"accuracy over {summary.labelled:,} files in class folders: "
+                     f"{summary.accuracy:.4f}")
+        lines.append("")
+        lines.append(classification_report_from_confusion(summary.confusion))
+    return "\n".join(lines)
+
+
+def classification_report_from_confusion(cm: np.ndarray) -> str:
+    """Per-class precision/recall/F1 from confusion counts (memory independent of N)."""
+    y_true = np.repeat(np.repeat(np.arange(10), 10), cm.ravel())
+    y_pred = np.repeat(np.tile(np.arange(10), 10), cm.ravel())
+    try:
+        from digitkit.reports import classification_report
+    except ImportError:
+        return _simple_report(cm)
+    return classification_report(y_true, y_pred)
+
+
+def _simple_report(cm: np.ndarray) -> str:
+    rows = ["              precision    recall  f1-score   support", ""]
+    for c in range(10):
+        tp, support, predicted = cm[c, c], cm[c].sum(), cm[:, c].sum()
+        if not support and not predicted:
+            continue
+        p = tp / predicted if predicted else 0.0
+        r = tp / support if support else 0.0
+        f = 2 * p * r / (p + r) if p + r else 0.0
+        rows.append(f"{c:>12} {p:>11.4f} {r:>9.4f} {f:>9.4f} {support:>9}")
+    n = cm.sum()
+    rows += ["", f"{'accuracy':>12} {'':>11} {'':>9} {np.trace(cm) / n:>9.4f} {n:>9}"]
+    return "\n".join(rows)
+
+
+def save_confusion(summary: InferSummary, path: str | os.PathLike, force: bool = False) -> Path:
+    """Write the confusion matrix: .csv as counts, anything else as a PNG figure."""
+    from digitkit._io import atomic_path, guard_output
+
+    p = Path(path)
+    guard_output(p, force)
+    cm = summary.confusion
+    if p.suffix.lower() == ".csv":
+        text = "true\\pred," + ",".join(map(str, range(10))) + "\n" + "".join(
+            f"{t}," + ",".join(map(str, cm[t])) + "\n" for t in range(10))
+        with atomic_path(p) as tmp:
+            tmp.write_text(text)
+        return p
+    from digitkit.reports import save_confusion_matrix_png
+
+    with atomic_path(p) as tmp:
+        save_confusion_matrix_png(cm, tmp, f"Confusion matrix ({summary.labelled:,} images)")
+    return p

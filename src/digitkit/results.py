@@ -1,0 +1,233 @@
+"""Result rows of batch inference and their CSV / JSON Lines files, with resume.
+
+Engine-independent: the local engine and the Ray engine produce `Row`s and hand them to a
+`RowWriter`.
+
+Columns: path, label, confidence, top_k_labels, top_k_probs, error.
+- CSV (the default): top-k values space-separated in one field ("7 2 3"); label and
+  confidence empty on error.
+- JSON Lines (`.jsonl` / `.ndjson`): one object per line, top-k as arrays, null label and
+  confidence on error.
+- `error` is the empty string on success.
+
+Crash safety: every batch of rows is encoded first and handed to the kernel in one write()
+on an unbuffered file, so a killed process leaves whole rows (a partial last line can only
+come from a crash inside that write, or a full disk). `resume` keeps every complete row,
+cuts off a partial last line, and appends.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from digitkit.errors import DataError, OutputExistsError, UsageError
+
+COLUMNS = ("path", "label", "confidence", "top_k_labels", "top_k_probs", "error")
+CSV_HEADER = ",".join(COLUMNS) + "\n"
+FORMATS = ("csv", "jsonl")
+#: Probabilities are written with 6 decimals: float32 carries ~7 significant digits, and
+#: 1e-6 resolves any confidence a human or a threshold cares about.
+PROB_DECIMALS = 6
+
+
+@dataclass(slots=True)
+class Row:
+    path: str
+    label: int | None = None
+    confidence: float | None = None
+    top_k_labels: tuple = field(default_factory=tuple)
+    top_k_probs: tuple = field(default_factory=tuple)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+def format_for(path: str | os.PathLike | None) -> str:
+    """CSV unless the output file's name ends in .jsonl or .ndjson."""
+    if path is None:
+        return "csv"
+    return "jsonl" if Path(path).suffix.lower() in (".jsonl", ".ndjson") else "csv"
+
+
+# -- encoding -------------------------------------------------------------------------------
+
+
+def encode_rows(rows: Iterable[Row], fmt: str) -> str:
+    if fmt == "jsonl":
+        return "".join(json.dumps(_row_dict(r), ensure_ascii=False) + "\n" for r in rows)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    d = PROB_DECIMALS
+    w.writerows(
+        (r.path, r.label, f"{r.confidence:.{d}f}", " ".join(map(str, r.top_k_labels)),
+         " ".join(f"{p:.{d}f}" for p in r.top_k_probs), r.error)
+        if r.label is not None else (r.path, "", "", "", "", r.error)
+        for r in rows
+    )
+    return buf.getvalue()
+
+
+def _row_dict(r: Row) -> dict:
+    return {
+        "path": r.path,
+        "label": r.label,
+        "confidence": None if r.confidence is None else round(float(r.confidence),
+                                                                PROB_DECIMALS),
+        "top_k_labels": list(r.top_k_labels),
+        "top_k_probs": [round(float(p), PROB_DECIMALS) for p in r.top_k_probs],
+        "error": r.error,
+    }
+
+
+def _parse_csv_record(rec: list[str]) -> Row:
+    if len(rec) != len(COLUMNS):
+        raise ValueError(f"{len(rec)} fields, expected {len(COLUMNS)}")
+    path, label, conf, labels, probs, error = rec
+    if label == "":
+        return Row(path, error=error)
+    return Row(path, int(label), float(conf), tuple(int(v) for v in labels.split()),
+               tuple(float(v) for v in probs.split()), error)
+
+
+def _parse_json_line(line: str) -> Row:
+    d = json.loads(line)
+    if not isinstance(d, dict) or "path" not in d:
+        raise ValueError("not a result row")
+    return Row(d["path"], d.get("label"), d.get("confidence"), tuple(d.get("top_k_labels") or ()),
+               tuple(d.get("top_k_probs") or ()), d.get("error") or "")
+
+
+# -- resume ---------------------------------------------------------------------------------
+
+
+def scan_existing(path: str | os.PathLike, fmt: str, on_row: Callable[[Row], None]) -> int:
+    """Call `on_row` for every complete row of an existing result file.
+
+    Returns the byte offset where the complete rows end: a partial last line (a crash
+    mid-write) lies beyond it and is to be cut off. A malformed row anywhere else means
+    the file is not ours to append to: DataError.
+    """
+    p = Path(path)
+    good_end = 0
+    with open(p, "rb") as f:
+        if fmt == "csv":
+            header = f.readline()
+            if not header.endswith(b"\n"):
+                return 0  # nothing (or a partial header): start afresh
+            if header.decode("utf-8", "replace") != CSV_HEADER:
+                raise DataError(p, "cannot resume: not a digitkit CSV result file "
+                                   f"(header {header[:80]!r})")
+            good_end = f.tell()
+        pending = b""  # a CSV record may span lines when a path holds a newline
+        for line in f:
+            complete = line.endswith(b"\n")
+            chunk = pending + line
+            if fmt == "csv" and complete and chunk.count(b'"') % 2:
+                pending = chunk  # inside a quoted field: the record goes on
+                continue
+            pending = b""
+            if not complete:
+                break  # partial last line
+            text = chunk.decode("utf-8")
+            try:
+                if fmt == "csv":
+                    row = _parse_csv_record(next(csv.reader(io.StringIO(text))))
+                else:
+                    row = _parse_json_line(text)
+            except (ValueError, StopIteration, csv.Error) as e:
+                if f.read(1):  # not the last line: the file is damaged, don't guess
+                    raise DataError(p, f"cannot resume: malformed row at byte {good_end} "
+                                       f"({e})") from None
+                break
+            good_end += len(chunk)
+            on_row(row)
+    return good_end
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+class RowWriter:
+    """Streams rows to a file (or stdout), one write() per batch."""
+
+    def __init__(self, path: str | os.PathLike | None, fmt: str | None = None, *,
+                 append_at: int | None = None, force: bool = False):
+        """Open `path` for writing: a new file (refusing an existing one unless `force`),
+        or, with `append_at`, an existing one cut to that offset (see `scan_existing`).
+        `path` None or "-" writes to stdout."""
+        self.fmt = fmt or format_for(None if path in (None, "-") else path)
+        if self.fmt not in FORMATS:
+            raise UsageError(f"unknown output format {self.fmt!r}")
+        self.path = None if path in (None, "-") else Path(path)
+        self._fd = None
+        self._close_fd = False
+        if self.path is None:
+            sys.stdout.flush()
+            self._fd = sys.stdout.fileno() if _has_fileno(sys.stdout) else None
+            if self.fmt == "csv":
+                self._write_str(CSV_HEADER)
+            return
+        if append_at is not None:
+            self._fd = os.open(self.path, os.O_WRONLY)
+            self._close_fd = True
+            os.ftruncate(self._fd, append_at)
+            os.lseek(self._fd, 0, os.SEEK_END)
+            if append_at == 0 and self.fmt == "csv":
+                self._write_str(CSV_HEADER)
+            return
+        if (self.path.exists() or self.path.is_symlink()) and not force:
+            raise OutputExistsError(self.path, "pass --resume to finish it, or --force to "
+                                               "overwrite it")
+        if self.path.parent and not self.path.parent.is_dir():
+            raise DataError(self.path.parent, "output directory does not exist")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._close_fd = True
+        if self.fmt == "csv":
+            self._write_str(CSV_HEADER)
+
+    def write(self, rows: list[Row]) -> None:
+        if rows:
+            self._write_str(encode_rows(rows, self.fmt))
+
+    def _write_str(self, text: str) -> None:
+        if self._fd is None:  # a stdout without a file descriptor (CliRunner)
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        data = memoryview(text.encode("utf-8"))
+        while data:
+            n = os.write(self._fd, data)
+            data = data[n:]
+
+    def close(self) -> None:
+        if self._close_fd and self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            except OSError:
+                pass  # pipes and some file systems don't fsync; the rows are written anyway
+            os.close(self._fd)
+        self._fd = None
+        self._close_fd = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _has_fileno(stream) -> bool:
+    try:
+        stream.fileno()
+        return True
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return False
