@@ -202,21 +202,34 @@ def _load_image_fn():
         return load_image
 
 
-def end_to_end(run, paths: list[str], batch: int) -> dict:
-    """One pass over the image files: decode and preprocess, then infer, timed separately."""
+def end_to_end(run, paths: list[str], batch: int, duration: float | None,
+               iterations: int | None) -> dict:
+    """Decode and preprocess files, then infer, timed separately, batch by batch.
+
+    Stops after one pass over the files or, like the timed loop, after `duration` seconds
+    (`iterations` batches), whichever comes first: a slow path at batch 1 must not turn a
+    benchmark over 10,000 files into an hour.
+    """
     load_image = _load_image_fn()
     pre = inf = 0.0
     top1 = []
+    n = calls = 0
     for s in range(0, len(paths), batch):
+        chunk = paths[s:s + batch]
         t0 = time.perf_counter()
-        x = np.stack([load_image(p) for p in paths[s:s + batch]]).astype(np.float32)
+        x = np.stack([load_image(p) for p in chunk]).astype(np.float32)
         t1 = time.perf_counter()
         p = run(x)
         t2 = time.perf_counter()
         pre += t1 - t0
         inf += t2 - t1
         top1.append(np.argmax(p, axis=1))
-    n = len(paths)
+        n += len(chunk)
+        calls += 1
+        if iterations is not None and calls >= iterations:
+            break
+        if duration is not None and pre + inf >= duration and calls >= MIN_TIMED_CALLS:
+            break
     return {
         "batch": batch,
         "images": n,
@@ -251,8 +264,8 @@ def measure(spec: dict) -> dict:
                             for s in range(0, len(check), CHECK_BATCH)])
     np.save(spec["predictions"], probs.astype(np.float32))
 
-    e2e = [end_to_end(run, spec["images"], b) for b in spec["batch_sizes"]] \
-        if spec.get("images") else []
+    e2e = [end_to_end(run, spec["images"], b, spec.get("duration"), spec.get("iterations"))
+           for b in spec["batch_sizes"]] if spec.get("images") else []
     return {
         "engine": spec["engine"],
         "model_file": spec["model"],
