@@ -124,17 +124,54 @@ def test_export_view_opens_the_validated_onnx(seed_mlp_h5, mnist_dir, tmp_path):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.fixture
+def consent_page():
+    """A page on 127.0.0.1 (another port) that pre-accepts Netron's cookie notice, then jumps.
+
+    Netron's web app waits for a click on "Accept" before it opens a model; cookies are
+    shared across ports of one host, so setting its `consent` cookie here skips the click.
+    """
+    import http.server
+    import threading
+
+    target = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = ('<script>document.cookie = "consent=" + Date.now() + "; path=/; '
+                    f'max-age=3600"; location.replace("{target["url"]}");</script>').encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield target, f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.skipif(CHROMIUM is None,
                     reason="chromium not installed (Debian: apt-get install -y chromium)")
-def test_headless_chromium_renders_the_graph(export_dir, tmp_path):
+def test_headless_chromium_renders_the_graph(export_dir, tmp_path, consent_page):
     """Netron really draws the ONNX graph: its operators appear in the rendered DOM."""
+    target, start_url = consent_page
     with NetronViewer(export_dir / "model.onnx", port=0) as viewer:
-        profile = tmp_path / "chromium-profile"
+        target["url"] = viewer.url
         cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
                "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-               "--virtual-time-budget=15000", "--dump-dom", viewer.url]
+               "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+               "--virtual-time-budget=20000", "--dump-dom", start_url]
         dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    assert 'class="default"' in dom, "Netron did not get past its start screen"
     for op in ("MatMul", "Softmax", "Relu"):
         assert op in dom, f"{op} not in the rendered graph ({len(dom)} bytes of DOM)"
 
