@@ -1,0 +1,368 @@
+"""The Ray engine of batch inference: the local engine's work, spread over a Ray cluster.
+
+Ray Data's offline batch-inference pattern: the file list becomes a dataset of (index, path)
+records, `map_batches` runs a stateful worker class in an actor pool (one ONNX Runtime session
+per actor, opened once), and the driver collects the results in input order and turns them
+into rows. Every per-file step is the local engine's own code (`digitkit.infer.decode_files`:
+`digitkit.preprocess.load_image` with the same error reasons; `OnnxPredictor`;
+`digitkit.infer.make_rows`), so rows, error rows and the output format are the same; the
+caller writes them with the same `RowWriter`, resume included.
+
+Ray is optional (`pip install 'digitkit[ray]'`): it is imported inside functions only, and
+nothing else in digitkit imports this module unless `--engine ray` is asked for.
+
+Choices, and why:
+- The model travels as bytes (read once on the driver, captured by the worker class that Ray
+  ships to every actor): it works on any cluster without a shared model path, and a digit
+  model is ~0.1-2 MB. Each actor writes it to a private temp file for `OnnxPredictor`, loads
+  it, and deletes the file.
+- One ONNX Runtime thread per actor: each actor reserves one CPU from Ray's scheduler, and
+  decoding (not the ~1 us MLP) is the work; more intra-op threads would only oversubscribe
+  cores that neighbouring actors own. Parallelism comes from the number of actors.
+- Order: the driver numbers the files; Ray Data runs with `preserve_order` so blocks come back
+  in input order, and a small reorder buffer keyed by that number makes the order exact
+  whatever Ray does. Trade-off of `preserve_order`: a slow batch holds back the finished ones
+  behind it (they wait in the object store, spilling to disk under pressure), in exchange for
+  rows streaming out sorted with no driver-side sort of everything.
+- Input paths must be readable by every node: a shared file system mounted at the same path,
+  or object-store URIs (`s3://`, `gs://`, `abfs://`, `hdfs://`, `file://`) read through
+  `pyarrow.fs`, listed on the driver and fetched by the actors.
+- The file list lives on the driver (from_items): ~100 bytes per path, so ~100 MB for a
+  million files; results stream back and are written as they come, so memory does not grow
+  with the output.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from digitkit.errors import DataError, DependencyError, UsageError
+from digitkit.results import Row
+
+RAY_HINT = "the ray engine needs Ray: pip install 'digitkit[ray]'"
+#: Same batch as the local engine, for the same reasons (per-batch costs vanish per image);
+#: in Ray a batch is also one task's worth of work (~50 ms of decoding), large against Ray's
+#: ~1 ms per-task overhead and small enough that 10,000 files still make ~40 batches to
+#: balance over the workers.
+DEFAULT_BATCH_SIZE = 256
+DEFAULT_TOP_K = 3
+#: Ray sets up its own logging and prints INFO lines for every dataset; the CLI wants only
+#: real problems on stderr.
+_QUIET_LOGGERS = ("ray", "ray.data", "ray.data._internal")
+
+
+def import_ray():
+    """Import Ray and Ray Data, or raise DependencyError with the one-line install hint."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the [data] extra: pyarrow, pandas)
+    except ImportError:
+        raise DependencyError(RAY_HINT) from None
+    return ray
+
+
+def is_uri(path) -> bool:
+    return "://" in str(path)
+
+
+# -- listing --------------------------------------------------------------------------------
+
+
+def find_inputs(paths: Iterable[str | os.PathLike],
+                on_error: Callable[[Path, str], None] | None = None) -> Iterator[str]:
+    """Like `digitkit.files.find_images`, also for object-store URIs (through pyarrow.fs).
+
+    Arguments are visited in the order given; a folder's images come sorted the way
+    `find_images` sorts them (by path, component by component). Every argument is checked
+    for existence before anything is yielded.
+    """
+    from digitkit.files import find_images
+
+    paths = [str(p) for p in paths]
+    if not any(is_uri(p) for p in paths):
+        yield from map(str, find_images(paths, on_error=on_error))
+        return
+    resolved = [_resolve_uri(p) if is_uri(p) else p for p in paths]
+    for p, r in zip(paths, resolved, strict=True):
+        if isinstance(r, tuple):
+            yield from _list_uri(p, *r)
+        else:
+            yield from map(str, find_images([r], on_error=on_error))
+
+
+def _resolve_uri(uri: str):
+    """(file system, path inside it, FileInfo), or DataError when it is not there."""
+    from pyarrow import fs as pafs
+
+    try:
+        filesystem, inner = pafs.FileSystem.from_uri(uri)
+        info = filesystem.get_file_info(inner)
+    except Exception as e:  # pyarrow raises ArrowInvalid/OSError for bad schemes or access
+        raise DataError(uri, f"cannot open ({str(e).splitlines()[0] if str(e) else e})") \
+            from None
+    if info.type == pafs.FileType.NotFound:
+        raise DataError(uri, "no such file or directory")
+    return filesystem, inner, info
+
+
+def _list_uri(uri: str, filesystem, inner: str, info) -> Iterator[str]:
+    from pyarrow import fs as pafs
+
+    from digitkit.files import is_image_name
+
+    if info.type != pafs.FileType.Directory:
+        yield uri  # a file named by the user is taken as is, like find_images does
+        return
+    base = inner.rstrip("/")
+    prefix = uri.rstrip("/")
+    found = []
+    for f in filesystem.get_file_info(pafs.FileSelector(base, recursive=True)):
+        rel = f.path[len(base):].lstrip("/")
+        parts = rel.split("/")
+        if f.type != pafs.FileType.File or any(s.startswith(".") for s in parts):
+            continue
+        if is_image_name(parts[-1]):
+            found.append(parts)
+    # Component-wise sort = find_images' depth-first walk over sorted directory listings.
+    for parts in sorted(found):
+        yield prefix + "/" + "/".join(parts)
+
+
+# -- the workers ----------------------------------------------------------------------------
+
+
+def _decode_uris(uris: list[str], scratch: Path, filesystems: dict):
+    """decode_files for object-store URIs: fetch each into a scratch file, decode it there,
+    so the error reasons are exactly the local ones (empty file, not an image, truncated)."""
+    from pyarrow import fs as pafs
+
+    from digitkit.infer import decode_files
+
+    local, fetch_errors = [], {}
+    for n, uri in enumerate(uris):
+        target = scratch / f"{n}{os.path.splitext(uri)[1]}"
+        try:
+            # One FileSystem per folder: from_uri resolves credentials and regions each time.
+            folder, name = uri.rsplit("/", 1)
+            if folder not in filesystems:
+                filesystems[folder] = pafs.FileSystem.from_uri(folder)
+            filesystem, inner = filesystems[folder]
+            with filesystem.open_input_stream(inner.rstrip("/") + "/" + name) as f:
+                target.write_bytes(f.read())
+        except FileNotFoundError:
+            fetch_errors[n] = "no such file"
+        except Exception as e:
+            fetch_errors[n] = f"cannot read ({str(e).splitlines()[0] if str(e) else e})"
+        local.append(str(target))
+    try:
+        pixels, reasons = decode_files(local)
+    finally:
+        for p in local:
+            Path(p).unlink(missing_ok=True)
+    if fetch_errors:
+        # A file that could not be fetched has no scratch copy; its decode reason ("no such
+        # file") is replaced by the fetch error, and it never produced pixels.
+        for n, reason in fetch_errors.items():
+            reasons[n] = reason
+    return pixels, reasons
+
+
+def _worker_class(model_bytes: bytes, model_name: str):
+    """The stateful map_batches class; the model bytes ride along in its closure."""
+
+    class DigitWorker:
+        def __init__(self):
+            import tempfile
+
+            from digitkit.runtimes import OnnxPredictor
+
+            self._scratch = Path(tempfile.mkdtemp(prefix="digitkit-ray-"))
+            model = self._scratch / model_name
+            model.write_bytes(model_bytes)
+            # threads=1: see the module docstring; no spinning, the actor's core is its own.
+            self._predictor = OnnxPredictor(model, threads=1, spin=False).load()
+            model.unlink()  # ONNX Runtime holds the graph in memory now
+            self._filesystems: dict = {}
+
+        def __call__(self, batch: dict) -> dict:
+            from digitkit.infer import decode_files
+
+            paths = [str(p) for p in batch["path"]]
+            uris = [i for i, p in enumerate(paths) if is_uri(p)]
+            if uris:
+                pixels, reasons = _decode_mixed(paths, uris, self._scratch, self._filesystems)
+            else:
+                pixels, reasons = decode_files(paths)
+            probs = np.full((len(paths), 10), np.nan, np.float32)
+            if len(pixels):
+                good = np.array([not r for r in reasons])
+                probs[good] = self._predictor.predict(pixels.astype(np.float32))
+            return {"i": batch["i"], "path": batch["path"],
+                    "reason": np.array(reasons, dtype=object), "probs": probs}
+
+    return DigitWorker
+
+
+def _decode_mixed(paths, uri_idx, scratch, filesystems):
+    from digitkit.infer import decode_files
+
+    if len(uri_idx) == len(paths):
+        return _decode_uris(paths, scratch, filesystems)
+    # Rare (local and object-store inputs in one run): decode each kind, merge in order.
+    uri_set = set(uri_idx)
+    loc = [i for i in range(len(paths)) if i not in uri_set]
+    px_u, r_u = _decode_uris([paths[i] for i in uri_idx], scratch, filesystems)
+    px_l, r_l = decode_files([paths[i] for i in loc])
+    reasons = [""] * len(paths)
+    for i, r in zip(uri_idx, r_u, strict=True):
+        reasons[i] = r
+    for i, r in zip(loc, r_l, strict=True):
+        reasons[i] = r
+    it_u, it_l = iter(px_u), iter(px_l)
+    arrays = [next(it_u if i in uri_set else it_l) for i in range(len(paths)) if not reasons[i]]
+    pixels = np.stack(arrays) if arrays else np.zeros((0, 28, 28), np.uint8)
+    return pixels, reasons
+
+
+# -- the driver -----------------------------------------------------------------------------
+
+
+@contextmanager
+def connect(address: str | None = None, num_cpus: int | None = None):
+    """Use the running Ray instance, or start/join one; shut down only what we started.
+
+    address None: the instance this process already has, else a new local one with
+    `num_cpus` CPUs (default: all). "auto" joins the cluster this machine belongs to;
+    "ray://host:port" connects through Ray Client.
+    """
+    ray = import_ray()
+    started = False
+    if not ray.is_initialized():
+        kwargs = dict(logging_level=logging.ERROR, log_to_driver=False,
+                      include_dashboard=False, configure_logging=True)
+        if address is None:
+            kwargs["num_cpus"] = num_cpus
+        try:
+            ray.init(address=address, **kwargs)
+        except ConnectionError as e:
+            raise UsageError(f"cannot connect to Ray at {address}: "
+                             f"{str(e).splitlines()[0]}") from None
+        started = True
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+@contextmanager
+def _data_context(ray):
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
+    ctx.execution_options.preserve_order = True
+    # Ray's own bars only where a person watches; the CLI has its own progress line.
+    ctx.enable_progress_bars = sys.stderr.isatty()
+    try:
+        yield ctx
+    finally:
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+
+
+def ray_engine(predictor, paths: Iterable, *, batch_size: int = DEFAULT_BATCH_SIZE,
+               workers: int | None = None, top_k: int = DEFAULT_TOP_K,
+               address: str | None = None, on_start: Callable[[], None] | None = None
+               ) -> Iterator[list[Row]]:
+    """Yield lists of rows in input order: the local engine's contract, run on Ray.
+
+    `predictor`: an `OnnxPredictor` (its file is read and shipped to the workers).
+    `workers`: actors in the pool (None: one per CPU of the cluster). `on_start` is called
+    once the workers are up and the first results arrive (benchmarks time start-up with it).
+    """
+    if getattr(predictor, "runtime", None) != "onnxruntime":
+        raise UsageError("the ray engine runs .onnx models on ONNX Runtime; export the model "
+                         "with `digitkit export` first")
+    if workers is not None and workers < 1:
+        raise UsageError(f"--num-workers must be at least 1 for the ray engine, got {workers}")
+    predictor.load()  # a bad model fails here, in one line, before any cluster work
+    model_path = Path(predictor.model_path)
+    model_bytes = model_path.read_bytes()
+    items = [{"i": i, "path": str(p)} for i, p in enumerate(paths)]
+    if not items:
+        return
+    with connect(address, num_cpus=workers) as ray, _data_context(ray):
+        n_workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        n_blocks = max(1, -(-len(items) // batch_size))
+        # No more actors than batches: an actor without work only costs its start-up.
+        n_workers = min(n_workers, n_blocks)
+        ds = ray.data.from_items(items, override_num_blocks=n_blocks)
+        del items  # the dataset holds them now
+        ds = ds.map_batches(
+            _worker_class(model_bytes, model_path.name),
+            compute=ray.data.ActorPoolStrategy(size=n_workers),
+            batch_size=batch_size, batch_format="numpy", num_cpus=1)
+        first = True
+        for batch in _in_order(ds.iter_batches(batch_size=None, batch_format="numpy")):
+            if first and on_start is not None:
+                on_start()
+            first = False
+            yield _rows(batch, top_k)
+
+
+def _in_order(batches: Iterable[dict]) -> Iterator[dict]:
+    """Re-sequence batches by their first index (a safety net behind preserve_order)."""
+    expected, heap, seq = 0, [], 0
+    for b in batches:
+        if not len(b["i"]):
+            continue
+        heapq.heappush(heap, (int(b["i"][0]), seq, b))
+        seq += 1
+        while heap and heap[0][0] == expected:
+            _, _, out = heapq.heappop(heap)
+            expected = int(out["i"][-1]) + 1
+            yield out
+    while heap:  # only if indices were not contiguous: still yield everything, sorted
+        yield heapq.heappop(heap)[2]
+
+
+def _rows(batch: dict, top_k: int) -> list[Row]:
+    from digitkit.infer import make_rows
+
+    reasons = [str(r) for r in batch["reason"]]
+    good = np.array([not r for r in reasons], dtype=bool)
+    probs = batch["probs"][good] if good.any() else None
+    return make_rows([str(p) for p in batch["path"]], reasons, probs, top_k)
+
+
+def run(model_path: str | os.PathLike, paths: Iterable[str | os.PathLike], *,
+        address: str | None = None, num_workers: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE, top_k: int = DEFAULT_TOP_K,
+        skip: Callable[[str], bool] | None = None,
+        on_error: Callable[[Path, str], None] | None = None) -> Iterator[Row]:
+    """Classify every image under `paths` (files, folders, object-store URIs) on Ray.
+
+    Rows come in `find_inputs` order (sorted by path within each argument). `skip(path)`
+    drops files already done (resume).
+    """
+    import_ray()  # the hint before anything else
+    from digitkit.runtimes import OnnxPredictor
+
+    if Path(model_path).suffix.lower() != ".onnx":
+        raise UsageError(f"{model_path}: the ray engine runs .onnx models; export the model "
+                         "with `digitkit export` first")
+    predictor = OnnxPredictor(model_path, threads=1)
+    files = find_inputs(paths, on_error=on_error)
+    if skip is not None:
+        files = (f for f in files if not skip(f))
+    for rows in ray_engine(predictor, files, batch_size=batch_size, workers=num_workers,
+                           top_k=top_k, address=address):
+        yield from rows
