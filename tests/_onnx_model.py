@@ -59,3 +59,13 @@ def write_linear_onnx(path: Path, w: np.ndarray, b: np.ndarray) -> Path:
 def predict_numpy(w: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
     logits = x.reshape(len(x), -1).astype(np.float32) @ w + b
     return logits.argmax(axis=1)
+
+
+def build_linear_model(mnist_dir: Path, out_dir: Path):
+    """Fit on the first 20,000 training images and write `linear.onnx`; returns (path, w, b)."""
+    from digitkit.data import read_idx
+
+    x, _ = read_idx(mnist_dir / "train-images-idx3-ubyte.gz")
+    y, _ = read_idx(mnist_dir / "train-labels-idx1-ubyte.gz")
+    w, b = fit_linear(x, y)
+    return write_linear_onnx(out_dir / "linear.onnx", w, b), w, b

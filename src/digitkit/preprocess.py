@@ -117,6 +117,14 @@ def to_mnist(image: Image.Image) -> np.ndarray:
             return out
     image = ImageOps.exif_transpose(image) if image.getexif() else image
     if max(image.size) > 2 * WORK_SIDE:
+        # Box-reduce big images early (cheap, and averaging is what a shrink needs); the few
+        # modes reduce() lacks are widened first, keeping alpha and 16-bit depth.
+        if image.mode == "P":
+            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        elif image.mode == "1":
+            image = image.convert("L")
+        elif image.mode.startswith("I;16"):
+            image = image.convert("I")
         image = image.reduce(max(image.size) // WORK_SIDE)
     gray = _to_gray(image)  # float32, 0..255
     if gray.shape == (SIZE, SIZE):

@@ -1,0 +1,92 @@
+"""digitkit.files: which files a run sees, in which order."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from digitkit.errors import DataError
+from digitkit.files import class_label_of, find_images
+
+
+def _touch(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+def test_recursive_sorted_case_insensitive_hidden_skipped(tmp_path):
+    names = ["b/2.PNG", "a/z.jpeg", "a/y.JPG", "a/sub/x.tif", "a/w.TIFF", "c.bmp", "d.gif",
+             "e.webp", "f.Png"]
+    for n in names:
+        _touch(tmp_path / n)
+    for n in ["notes.txt", "a/model.onnx", ".hidden.png", ".cache/1.png", "a/.git/3.png",
+              "a/noext"]:
+        _touch(tmp_path / n)
+    got = [p.relative_to(tmp_path).as_posix() for p in find_images([tmp_path])]
+    assert got == ["a/sub/x.tif", "a/w.TIFF", "a/y.JPG", "a/z.jpeg", "b/2.PNG", "c.bmp",
+                   "d.gif", "e.webp", "f.Png"]
+    # Same as sorting the full paths component by component, and repeatable.
+    assert got == sorted(got, key=lambda s: s.split("/"))
+    assert [p for p in find_images([tmp_path])] == [tmp_path / g for g in got]
+
+
+def test_explicit_files_are_taken_as_given_in_argument_order(tmp_path):
+    a, b = _touch(tmp_path / "b.txt"), _touch(tmp_path / "a.png")
+    d = tmp_path / "dir"
+    _touch(d / "1.png")
+    assert list(find_images([a, d, b])) == [a, d / "1.png", b]
+
+
+def test_symlink_loops_and_duplicate_links_are_walked_once(tmp_path):
+    root = tmp_path / "root"
+    _touch(root / "real" / "1.png")
+    os.symlink(root, root / "real" / "loop")  # real/loop -> root: a cycle
+    os.symlink(root / "real", root / "again")  # a second way into real/
+    got = list(find_images([root]))
+    assert [p.name for p in got] == ["1.png"]
+    # A linked folder outside the tree is followed (once).
+    other = tmp_path / "other"
+    _touch(other / "7" / "9.png")
+    os.symlink(other, root / "link")
+    assert sorted(p.name for p in find_images([root])) == ["1.png", "9.png"]
+
+
+def test_missing_path_fails_before_yielding(tmp_path):
+    _touch(tmp_path / "1.png")
+    with pytest.raises(DataError, match="no such file or directory"):
+        list(find_images([tmp_path, tmp_path / "nope"]))
+    os.symlink(tmp_path / "gone", tmp_path / "dangling")
+    with pytest.raises(DataError, match="broken symbolic link"):
+        list(find_images([tmp_path / "dangling"]))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can list chmod 000 directories")
+def test_unlistable_directory_is_reported(tmp_path):
+    _touch(tmp_path / "ok" / "1.png")
+    locked = tmp_path / "locked"
+    _touch(locked / "2.png")
+    locked.chmod(0)
+    errors = []
+    try:
+        got = list(find_images([tmp_path], on_error=lambda p, r: errors.append((p, r))))
+    finally:
+        locked.chmod(0o755)
+    assert [p.name for p in got] == ["1.png"]
+    assert errors and errors[0][0] == locked
+
+
+def test_streams_without_listing_everything_first(tmp_path):
+    for d in range(3):
+        _touch(tmp_path / str(d) / "x.png")
+    it = find_images([tmp_path])
+    assert next(it) == tmp_path / "0" / "x.png"  # a generator: nothing else walked yet
+
+
+def test_class_label_of():
+    assert class_label_of("data/test/7/60000.png") == 7
+    assert class_label_of("0/a.png") == 0
+    assert class_label_of("data/x/a.png") is None
+    assert class_label_of("10/a.png") is None
+    assert class_label_of("a.png") is None
