@@ -19,6 +19,7 @@ import pytest
 
 pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'digitkit[ray]'")
 
+from _onnx_model import build_linear_model  # noqa: E402
 from digitkit.files import find_images  # noqa: E402
 from digitkit.infer import run_infer  # noqa: E402
 from digitkit.results import RowWriter  # noqa: E402
@@ -47,14 +48,7 @@ def ray_local():
 @pytest.fixture(scope="module")
 def linear_onnx(tmp_path_factory, mnist_dir) -> Path:
     """The TensorFlow-free linear ONNX classifier of tests/_onnx_model.py (~85% accurate)."""
-    sys.path.insert(0, str(TESTS))
-    from _onnx_model import fit_linear, write_linear_onnx
-    from digitkit.data import read_idx
-
-    x, _ = read_idx(mnist_dir / "train-images-idx3-ubyte.gz")
-    y, _ = read_idx(mnist_dir / "train-labels-idx1-ubyte.gz")
-    w, b = fit_linear(x, y, n=10000)
-    return write_linear_onnx(tmp_path_factory.mktemp("model") / "linear.onnx", w, b)
+    return build_linear_model(mnist_dir, tmp_path_factory.mktemp("model"))[0]
 
 
 @pytest.fixture(scope="module")

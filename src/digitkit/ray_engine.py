@@ -139,40 +139,52 @@ def _list_uri(uri: str, filesystem, inner: str, info) -> Iterator[str]:
 # -- the workers ----------------------------------------------------------------------------
 
 
+#: Object stores answer a small GET in ~10-50 ms: fetching one file at a time would leave an
+#: actor's core idle most of the time, so each actor keeps this many fetches in flight.
+FETCH_THREADS = 16
+
+
 def _decode_uris(uris: list[str], scratch: Path, filesystems: dict):
     """decode_files for object-store URIs: fetch each into a scratch file, decode it there,
     so the error reasons are exactly the local ones (empty file, not an image, truncated)."""
-    from pyarrow import fs as pafs
+    from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
 
     from digitkit.infer import decode_files
 
-    local, fetch_errors = [], {}
-    for n, uri in enumerate(uris):
-        target = scratch / f"{n}{os.path.splitext(uri)[1]}"
-        try:
-            # One FileSystem per folder: from_uri resolves credentials and regions each time.
-            folder, name = uri.rsplit("/", 1)
-            if folder not in filesystems:
-                filesystems[folder] = pafs.FileSystem.from_uri(folder)
-            filesystem, inner = filesystems[folder]
-            with filesystem.open_input_stream(inner.rstrip("/") + "/" + name) as f:
-                target.write_bytes(f.read())
-        except FileNotFoundError:
-            fetch_errors[n] = "no such file"
-        except Exception as e:
-            fetch_errors[n] = f"cannot read ({str(e).splitlines()[0] if str(e) else e})"
-        local.append(str(target))
+    local = [str(scratch / f"{n}{os.path.splitext(u)[1]}") for n, u in enumerate(uris)]
+    with ThreadPoolExecutor(min(FETCH_THREADS, len(uris))) as pool:
+        fetch_errors = list(pool.map(partial(_fetch, filesystems=filesystems), uris, local))
     try:
         pixels, reasons = decode_files(local)
     finally:
         for p in local:
             Path(p).unlink(missing_ok=True)
-    if fetch_errors:
-        # A file that could not be fetched has no scratch copy; its decode reason ("no such
-        # file") is replaced by the fetch error, and it never produced pixels.
-        for n, reason in fetch_errors.items():
-            reasons[n] = reason
-    return pixels, reasons
+    # A file that could not be fetched has no scratch copy (so no pixels); its reason is
+    # the fetch error rather than the scratch file's "no such file".
+    return pixels, [f or r for f, r in zip(fetch_errors, reasons, strict=True)]
+
+
+def _fetch(uri: str, target: str, filesystems: dict) -> str:
+    """Copy `uri` to `target`; "" on success, else the reason."""
+    from pyarrow import fs as pafs
+
+    try:
+        # One FileSystem per folder: from_uri resolves credentials and regions each time.
+        # (A race between threads only builds a FileSystem twice.)
+        folder, name = uri.rsplit("/", 1)
+        if folder not in filesystems:
+            filesystems[folder] = pafs.FileSystem.from_uri(folder)
+        filesystem, inner = filesystems[folder]
+        with filesystem.open_input_stream(inner.rstrip("/") + "/" + name) as f:
+            data = f.read()
+        with open(target, "wb") as out:
+            out.write(data)
+        return ""
+    except FileNotFoundError:
+        return "no such file"
+    except Exception as e:  # network, permissions: one bad object must not stop the run
+        return f"cannot read ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
 
 
 def _worker_class(model_bytes: bytes, model_name: str):
