@@ -40,7 +40,7 @@ CHECK_BATCH = 500
 MIN_TIMED_CALLS = 5
 
 
-def ort_session_options(threads: int):
+def ort_session_options(threads: int, spinning: bool = True):
     """The ONNX Runtime settings the bench measures (and recommends for inference).
 
     - graph optimisation ALL: constant folding plus layout and fusion passes (Conv+BN+ReLU,
@@ -48,6 +48,9 @@ def ort_session_options(threads: int):
     - intra-op threads = the bench's --threads, the same number TensorFlow gets.
     - sequential execution: these graphs are a chain, so a parallel executor adds
       scheduling cost and nothing to overlap; inter-op threads are then unused (1).
+    - spinning (ORT's default): idle pool threads busy-wait for the next op, which saves
+      wake-up latency on small batches but burns CPU others could use; `digitkit infer`
+      turns it off, and `--no-ort-spinning` measures that setting.
     """
     import onnxruntime as ort
 
@@ -56,6 +59,9 @@ def ort_session_options(threads: int):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return so
 
 
@@ -82,12 +88,12 @@ def _configure_tf(threads: int):
     return tf
 
 
-def load_engine(engine: str, path: str, threads: int):
+def load_engine(engine: str, path: str, threads: int, ort_spinning: bool = True):
     """Load the copy; return `run(x: float32 (N,28,28)) -> float32 (N,10) numpy`."""
     if engine.startswith("onnxruntime"):
         import onnxruntime as ort
 
-        sess = ort.InferenceSession(path, sess_options=ort_session_options(threads),
+        sess = ort.InferenceSession(path, sess_options=ort_session_options(threads, ort_spinning),
                                     providers=["CPUExecutionProvider"])
         out_name = sess.get_outputs()[0].name
         in_name = sess.get_inputs()[0].name
@@ -247,7 +253,7 @@ def measure(spec: dict) -> dict:
     """Run one engine as `spec` says; the result is JSON-ready (predictions go to a .npy)."""
     threads = int(spec["threads"])
     t0 = time.perf_counter()
-    run = load_engine(spec["engine"], spec["model"], threads)
+    run = load_engine(spec["engine"], spec["model"], threads, spec.get("ort_spinning", True))
     load_s = time.perf_counter() - t0
     rss_load = _rss_mb()
     x = np.load(spec["inputs"]).astype(np.float32)

@@ -237,7 +237,7 @@ def plan_engines(models: list[ModelCopies], engines: list[str], required: set[st
 
 # ---------------------------------------------------------------------------- environment
 
-def environment(threads: int) -> dict:
+def environment(threads: int, ort_spinning: bool = True) -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -280,7 +280,8 @@ def environment(threads: int) -> dict:
         "threads": {
             "bench_threads": threads,
             "onnxruntime": {"intra_op_num_threads": threads, "inter_op_num_threads": 1,
-                            "execution_mode": "sequential", "graph_optimization_level": "all"},
+                            "execution_mode": "sequential", "graph_optimization_level": "all",
+                            "allow_spinning": ort_spinning},
             "tensorflow": {"intra_op_parallelism_threads": threads,
                            "inter_op_parallelism_threads": 1},
         },
@@ -393,7 +394,8 @@ def run_bench(model_paths, runtimes: str | None = None, batch_sizes: str | None 
               threads: int | None = None, duration: float | None = None,
               iterations: int | None = None, warmup: int = DEFAULT_WARMUP,
               images=None, data=None, check_images: int = DEFAULT_CHECK_IMAGES,
-              repeat: int = 1, progress=lambda msg: None, warn=lambda msg: None,
+              repeat: int = 1, ort_spinning: bool = True, progress=lambda msg: None,
+              warn=lambda msg: None,
               command: str | None = None) -> dict:
     """Run the whole benchmark; return the JSON-ready record."""
     engines, required = parse_runtimes(runtimes)
@@ -426,7 +428,7 @@ def run_bench(model_paths, runtimes: str | None = None, batch_sizes: str | None 
         "tool": "digitkit bench",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
-        "environment": environment(threads),
+        "environment": environment(threads, ort_spinning),
         "settings": {
             "batch_sizes": sizes, "threads": threads, "warmup": warmup,
             "duration_s": duration, "iterations": iterations, "repeat": repeat,
@@ -444,7 +446,8 @@ def run_bench(model_paths, runtimes: str | None = None, batch_sizes: str | None 
         work = Path(tmp)
         np.save(work / "inputs.npy", x_test)
         np.save(work / "check.npy", x_check)
-        spec = {"threads": threads, "batch_sizes": sizes, "warmup": warmup,
+        spec = {"threads": threads, "ort_spinning": ort_spinning, "batch_sizes": sizes,
+                "warmup": warmup,
                 "duration": duration, "iterations": iterations,
                 "inputs": str(work / "inputs.npy"), "check": str(work / "check.npy"),
                 "images": [str(p) for p in image_paths] if image_paths else None}

@@ -25,6 +25,9 @@ import click
 @click.option("--repeat", type=int, default=1, show_default=True, metavar="R",
               help="Run every runtime R times round robin and keep the best round per batch "
                    "size (steadier figures on a shared machine).")
+@click.option("--ort-spinning/--no-ort-spinning", default=True, show_default=True,
+              help="Let ONNX Runtime's idle threads busy-wait (its default; `digitkit infer` "
+                   "turns it off).")
 @click.option("--images", "images", multiple=True, type=click.Path(path_type=str),
               metavar="DIR", help="Also measure end to end over these image files or folders "
                                   "(decode and preprocess, then infer). Repeatable.")
@@ -38,7 +41,7 @@ import click
               metavar="OUT.png", help="Write a PNG of throughput against batch size.")
 @click.option("--force", is_flag=True, help="Overwrite existing --json/--plot files.")
 def command(models, runtimes, batch_sizes, threads, duration, iterations, warmup, repeat,
-            images, data, check_images, json_out, plot_out, force):
+            ort_spinning, images, data, check_images, json_out, plot_out, force):
     """Benchmark MODEL (an export directory, or its individual files) on every runtime.
 
     \b
@@ -67,7 +70,8 @@ def command(models, runtimes, batch_sizes, threads, duration, iterations, warmup
     record = bench.run_bench(
         models, runtimes=runtimes, batch_sizes=batch_sizes, threads=threads, duration=duration,
         iterations=iterations, warmup=warmup, images=list(images) or None, data=data,
-        check_images=check_images, repeat=repeat, progress=progress, warn=warn,
+        check_images=check_images, repeat=repeat, ort_spinning=ort_spinning, progress=progress,
+        warn=warn,
         command=bench.command_line(sys.argv if sys.argv and "digitkit" in sys.argv[0]
                                    else ["digitkit", "bench", *models]),
     )
