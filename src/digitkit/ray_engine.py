@@ -278,6 +278,18 @@ def connect(address: str | None = None, num_cpus: int | None = None):
 
 
 @contextmanager
+def session(address: str | None = None, num_workers: int | None = None):
+    """Connect (or start Ray) now, and yield an engine function with the local engine's
+    signature. Callers enter this before creating their output file, so a cluster that
+    cannot be reached fails without leaving one behind; Ray is shut down on exit if this
+    started it."""
+    from functools import partial
+
+    with connect(address, num_cpus=num_workers):
+        yield partial(ray_engine, address=address)
+
+
+@contextmanager
 def _data_context(ray):
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
