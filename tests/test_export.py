@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -69,7 +70,8 @@ def test_default_layout_and_manifest(exported, seed_mlp_h5):
 
 def test_table_is_printed(exported):
     _, _, output = exported
-    assert '[ok] onnx (onnxruntime ' in output
+    assert re.search(r"^\[ref\]\s+keras \(keras 3", output, re.M)
+    assert re.search(r"^\[ok\]\s+onnx \(onnxruntime ", output, re.M)
     assert 'output "probabilities" shape (1000, 10)' in output
     assert "top-1 agreement 1012/1012" in output
     assert "test accuracy int8" in output

@@ -254,7 +254,8 @@ def export_model(h5_path, out_dir=None, formats=FORMATS, opset: int = DEFAULT_OP
     write_json_atomic(out / MANIFEST, manifest)
 
     say("")
-    say(format_table(list(results.values())))
+    say(format_table(list(results.values()),
+                     reference=f"keras (keras {manifest['config']['versions'].get('keras', '?')})"))
     say("")
     for a in artifacts.values():
         say(f"  {a['path']:<22} {a['format']:<11} {_human(a['size_bytes']):>9}  "
@@ -520,6 +521,7 @@ def _manifest(src, src_sha, out, formats, opset, atol, quantize, n_images, max_d
             "formats": list(formats),
             "opset": opset if "onnx" in formats else None,
             "atol": atol,
+            "source_sha256": src_sha,
             "quantize": quantize,
             "max_accuracy_drop_points": max_drop if quantize else None,
             "validation_images": n_images,

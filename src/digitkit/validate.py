@@ -199,11 +199,16 @@ def fill_reference(model, cases: list[Case]) -> None:
         case.reference = np.asarray(model(case.pixels, training=False), dtype=np.float32)
 
 
-def format_table(results: list[ArtifactValidation]) -> str:
-    """Optimum-like, one line per artifact, aligned; failing cases spelled out below."""
+def format_table(results: list[ArtifactValidation], reference: str | None = None) -> str:
+    """Optimum-like, one line per artifact, aligned; failing cases spelled out below.
+
+    `reference` names the source of the reference outputs (a first "[ref]" row).
+    """
     if not results:
         return ""
     rows = []
+    if reference:
+        rows.append(("[ref]", reference, "reference outputs every copy below is compared to"))
     for r in results:
         tag = "[ok]" if r.ok else "[FAILED]"
         head = f"{r.artifact} ({r.runtime})"
