@@ -259,3 +259,22 @@ def test_run_infer_library_call(model, small_folder, tmp_path):
                   warn=warnings.append)
     assert s.written == 30 and s.failed == 0 and s.labelled == 30 and not warnings
     assert 0 <= s.accuracy <= 1
+
+
+def test_progress_line_only_when_enabled():
+    import io
+
+    from digitkit.infer import _Progress
+
+    s = io.StringIO()
+    p = _Progress(True, stream=s, every=0.0)
+    p.update(256)
+    p.update(256)
+    p.close()
+    assert s.getvalue().startswith("\r256 images") and "images/s" in s.getvalue()
+    assert s.getvalue().endswith("\n") and "\r512 images" in s.getvalue()
+    quiet = io.StringIO()
+    p = _Progress(False, stream=quiet, every=0.0)
+    p.update(10)
+    p.close()
+    assert quiet.getvalue() == ""

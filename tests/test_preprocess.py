@@ -10,7 +10,7 @@ from PIL import Image
 
 from _onnx_model import build_linear_model, predict_numpy
 from digitkit.errors import ImageError
-from digitkit.preprocess import MAX_PIXELS, load_image, to_mnist
+from digitkit.preprocess import MAX_PIXELS, load_image, load_images, to_mnist
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +169,27 @@ def test_unreadable_file(tmp_path):
     p.chmod(0)
     with pytest.raises(ImageError, match="permission denied"):
         load_image(p)
+
+
+def test_load_images_in_bulk_equals_load_image_one_by_one(mnist_test, tmp_path):
+    x, _ = mnist_test
+    paths = []
+    for i in range(12):
+        d = x[i]
+        if i % 4 == 1:
+            d = 255 - d  # inverted, 28x28
+        elif i % 4 == 2:
+            d = np.roll(d, (6, -5), axis=(0, 1))  # off-centre, 28x28
+        elif i % 4 == 3:
+            d = np.asarray(Image.fromarray(d).resize((90, 90)))
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(d).save(paths[-1])
+    paths.insert(5, tmp_path / "missing.png")
+    (tmp_path / "blank.png").write_bytes(b"")
+    paths.append(tmp_path / "blank.png")
+    pixels, reasons = load_images(paths)
+    assert reasons[5] == "no such file" and reasons[-1] == "empty file"
+    assert sum(1 for r in reasons if r) == 2
+    good = [p for p, r in zip(paths, reasons, strict=True) if not r]
+    assert np.array_equal(pixels, np.stack([load_image(p) for p in good]))
+    assert np.array_equal(pixels[0], x[0])

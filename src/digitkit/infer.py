@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -37,9 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from digitkit.errors import DigitkitError, ImageError, UsageError
+from digitkit.errors import DigitkitError, UsageError
 from digitkit.files import class_label_of, find_images
-from digitkit.preprocess import load_image
+from digitkit.preprocess import load_images
 from digitkit.results import Row, RowWriter, format_for, scan_existing
 
 ENGINES = ("local",)
@@ -64,17 +65,7 @@ def usable_cpus() -> int:
 def decode_files(paths: list) -> tuple[np.ndarray, list[str]]:
     """Decode and preprocess `paths`. Returns (uint8 (n_ok, 28, 28) of the good files in
     order, a reason per path: "" for a good file)."""
-    arrays, reasons = [], []
-    for p in paths:
-        try:
-            arrays.append(load_image(p))
-            reasons.append("")
-        except ImageError as e:
-            reasons.append(e.reason)
-        except Exception as e:  # one bad file must never stop the run
-            reasons.append(f"cannot decode ({type(e).__name__}: {e})")
-    pixels = np.stack(arrays) if arrays else np.zeros((0, 28, 28), np.uint8)
-    return pixels, reasons
+    return load_images([str(p) for p in paths])
 
 
 def make_rows(paths: list, reasons: list[str], probs: np.ndarray | None, top_k: int) -> list[Row]:
@@ -114,6 +105,11 @@ def classify_batch(predictor, paths: list, top_k: int = DEFAULT_TOP_K) -> list[R
 def _worker_init():
     # Ctrl-C goes to the whole process group; only the main process decides what to do.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Over-limit images become error rows (load_image checks first); Pillow's own warning for
+    # them would only repeat that on stderr.
+    from PIL import Image
+
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 
 def _chunks(it: Iterable, n: int) -> Iterator[list]:
@@ -243,6 +239,8 @@ def run_infer(model: str | os.PathLike, inputs: Iterable[str | os.PathLike],
     """Classify every image under `inputs` with `model`, streaming rows to `output`.
 
     Returns the summary; the caller decides what a failed file means (the CLI exits 3).
+    With workers > 0 the decoders are started by multiprocessing's forkserver, so a script
+    that calls this needs the usual `if __name__ == "__main__":` guard.
     """
     from digitkit.runtimes import open_predictor
 

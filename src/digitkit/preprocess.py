@@ -33,7 +33,6 @@ The steps, in order:
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -55,7 +54,7 @@ WORK_SIDE = 512
 #: with the same estimator as `_stroke_width`: median 2.8); thinner strokes are thickened.
 TARGET_STROKE = 2.8
 
-_ARANGE = np.arange(SIZE, dtype=np.float64)
+_ARANGE = np.arange(SIZE, dtype=np.int64)
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
@@ -64,20 +63,74 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     Raises ImageError(path, reason) for anything that is not a usable image: missing,
     unreadable, empty, truncated, not an image, over MAX_PIXELS.
     """
+    return _with_image(path, to_mnist)
+
+
+def load_images(paths: list) -> tuple[np.ndarray, list[str]]:
+    """`load_image` over many files, errors as values: (uint8 (n_good, 28, 28) in order, one
+    reason per path, "" for a good file). Same results as `load_image`, faster in bulk: files
+    already 28x28 8-bit grayscale are checked for the convention all at once."""
+    n = len(paths)
+    buf = np.empty((n, SIZE, SIZE), np.uint8)
+    raw = np.zeros(n, bool)  # slots still to be checked for the convention
+    reasons = [""] * n
+    for i, p in enumerate(paths):
+        try:
+            if _with_image(p, lambda im, i=i: _raw_or_mnist(im, buf, i)):
+                raw[i] = True
+        except ImageError as e:
+            reasons[i] = e.reason
+        except Exception as e:  # one strange file must never stop a batch
+            reasons[i] = f"cannot decode ({type(e).__name__}: {e})"
+    for i in np.flatnonzero(raw & ~_follows_convention(buf)):
+        buf[i] = to_mnist(Image.fromarray(buf[i]))
+    good = [i for i, r in enumerate(reasons) if not r]
+    return (buf if len(good) == n else buf[good]), reasons
+
+
+def _raw_or_mnist(im: Image.Image, buf: np.ndarray, i: int) -> bool:
+    if im.mode == "L" and im.size == (SIZE, SIZE):
+        buf[i] = np.asarray(im)
+        return True
+    buf[i] = to_mnist(im)
+    return False
+
+
+def _follows_convention(a: np.ndarray) -> np.ndarray:
+    """Vectorised `_convention_fast_path` test over (n, 28, 28): True where the image passes
+    through unchanged (dark border, ink within 20x20, centre of mass within a pixel of 14)."""
+    border = np.concatenate((a[:, 0], a[:, -1], a[:, 1:-1, 0], a[:, 1:-1, -1]), axis=1)
+    dark = np.count_nonzero(border, axis=1) * 2 < border.shape[1]
+    row_mass = a.sum(axis=2, dtype=np.int64)
+    col_mass = a.sum(axis=1, dtype=np.int64)
+    rows, cols = row_mass > 0, col_mass > 0
+    height = SIZE - rows[:, ::-1].argmax(axis=1) - rows.argmax(axis=1)
+    width = SIZE - cols[:, ::-1].argmax(axis=1) - cols.argmax(axis=1)
+    total = row_mass.sum(axis=1)
+    blank = total == 0
+    safe = np.where(blank, 1, total)
+    cy = (row_mass @ _ARANGE) / safe
+    cx = (col_mass @ _ARANGE) / safe
+    centred = (np.abs(cy - CENTRE) <= 1) & (np.abs(cx - CENTRE) <= 1)
+    fits = (height <= BOX) & (width <= BOX) & centred
+    return dark & (blank | fits)
+
+
+def _with_image(path, fn):
+    """Open `path`, refuse bombs, decode, and return fn(image); every failure -> ImageError."""
     try:
-        with warnings.catch_warnings():
-            # Pillow warns (instead of failing) between MAX_IMAGE_PIXELS and twice that.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > MAX_PIXELS:
-                    raise ImageError(path, f"decompression bomb: {w}x{h} pixels is over the "
-                                           f"{MAX_PIXELS:,} pixel limit")
-                if im.format == "JPEG" and max(w, h) > 2 * WORK_SIDE:
-                    # DCT-domain downscaling: decodes a 12 MP photo at 1/4 or 1/8 size, far faster.
-                    im.draft(im.mode, (WORK_SIDE, WORK_SIDE))
-                im.load()
-                return to_mnist(im)
+        # Pillow itself only warns between its MAX_IMAGE_PIXELS (89 MP) and twice that, and
+        # fails beyond; our lower limit is checked before any pixel is decoded.
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise ImageError(path, f"decompression bomb: {w}x{h} pixels is over the "
+                                       f"{MAX_PIXELS:,} pixel limit")
+            if im.format == "JPEG" and max(w, h) > 2 * WORK_SIDE:
+                # DCT-domain downscaling: decodes a 12 MP photo at 1/4 or 1/8 size, far faster.
+                im.draft(im.mode, (WORK_SIDE, WORK_SIDE))
+            im.load()
+            return fn(im)
     except ImageError:
         raise
     except FileNotFoundError:
@@ -145,12 +198,14 @@ def _convention_fast_path(a: np.ndarray, polarity_checked: bool = False) -> np.n
     Runs on every 28x28 file, so it is written for few numpy calls (~10 us).
     """
     border = _border(a, 1)
-    if not polarity_checked and _majority_above(border, (int(a.min()) + int(a.max())) / 2.0):
-        a = 255 - a
-        border = 255 - border
-    # Median of the border is 0 <=> more than half of it is 0.
+    # Median of the border is 0 <=> more than half of it is 0. Such a border can't be lighter
+    # than any midpoint, so MNIST-like files skip the polarity test altogether.
     if np.count_nonzero(border) * 2 >= border.size:
-        return None
+        if polarity_checked or not _majority_above(border, (int(a.min()) + int(a.max())) / 2):
+            return None
+        a = 255 - a
+        if np.count_nonzero(_border(a, 1)) * 2 >= border.size:
+            return None
     row_mass = a.sum(axis=1, dtype=np.int64)
     col_mass = a.sum(axis=0, dtype=np.int64)
     rows = np.flatnonzero(row_mass)
@@ -159,9 +214,9 @@ def _convention_fast_path(a: np.ndarray, polarity_checked: bool = False) -> np.n
     cols = np.flatnonzero(col_mass)
     if rows[-1] - rows[0] >= BOX or cols[-1] - cols[0] >= BOX:
         return None
-    total = float(row_mass.sum())
-    cy = float(row_mass @ _ARANGE) / total
-    cx = float(col_mass @ _ARANGE) / total
+    total = int(row_mass.sum())
+    cy = int(row_mass @ _ARANGE) / total
+    cx = int(col_mass @ _ARANGE) / total
     if abs(cy - CENTRE) <= 1.0 and abs(cx - CENTRE) <= 1.0:
         return np.array(a, dtype=np.uint8)  # a copy: np.asarray of a PIL image is read-only
     patch = a[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
