@@ -39,23 +39,34 @@ def find_images(paths: Iterable[str | os.PathLike],
     argument before anything is yielded, so a typo fails fast instead of after hours.
     A directory that cannot be listed is skipped and reported to `on_error(path, reason)`.
     """
+    return map(Path, iter_image_paths(paths, on_error))
+
+
+def iter_image_paths(paths: Iterable[str | os.PathLike],
+                     on_error: Callable[[Path, str], None] | None = None) -> Iterator[str]:
+    """`find_images` as plain strings: what the batch engine wants for millions of files (a
+    Path object per file costs more than the rest of the walk)."""
     paths = [Path(p) for p in paths]
     for p in paths:
         if not os.path.lexists(p):
             raise DataError(p, "no such file or directory")
         if not p.exists():
             raise DataError(p, "broken symbolic link")
+    return _iter(paths, on_error)
+
+
+def _iter(paths: list[Path], on_error) -> Iterator[str]:
     seen_dirs: set[tuple[int, int]] = set()
     for p in paths:
         if p.is_dir():
-            yield from _walk(p, seen_dirs, on_error)
+            yield from _walk(str(p), seen_dirs, on_error)
         else:
-            yield p
+            yield str(p)
 
 
-def _walk(top: Path, seen: set[tuple[int, int]], on_error) -> Iterator[Path]:
+def _walk(top: str, seen: set[tuple[int, int]], on_error) -> Iterator[str]:
     try:
-        st = top.stat()
+        st = os.stat(top)
     except OSError:
         return
     key = (st.st_dev, st.st_ino)
@@ -69,7 +80,7 @@ def _walk(top: Path, seen: set[tuple[int, int]], on_error) -> Iterator[Path]:
     except OSError as e:
         # The files we can see still get classified; the caller warns about this folder.
         if on_error is not None:
-            on_error(top, f"cannot list directory ({e.strerror or e})")
+            on_error(Path(top), f"cannot list directory ({e.strerror or e})")
         return
     for name, entry in entries:
         try:
@@ -77,9 +88,9 @@ def _walk(top: Path, seen: set[tuple[int, int]], on_error) -> Iterator[Path]:
         except OSError:
             continue
         if is_dir:
-            yield from _walk(top / name, seen, on_error)
-        elif is_image_name(name):
-            yield top / name
+            yield from _walk(entry.path, seen, on_error)
+        elif os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+            yield entry.path
 
 
 def class_label_of(path: str | os.PathLike) -> int | None:

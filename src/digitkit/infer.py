@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from digitkit.errors import DigitkitError, UsageError
-from digitkit.files import class_label_of, find_images
+from digitkit.files import class_label_of, iter_image_paths
 from digitkit.preprocess import load_images
 from digitkit.results import Row, RowWriter, format_for, scan_existing
 
@@ -133,7 +133,7 @@ def local_engine(predictor, paths: Iterable, *, batch_size: int, workers: int,
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
     pending: deque = deque()
     try:
-        for chunk in _chunks(map(str, paths), batch_size):
+        for chunk in _chunks(paths, batch_size):
             pending.append((chunk, pool.submit(decode_files, chunk)))
             if len(pending) >= max_in_flight:
                 yield _finish(predictor, *pending.popleft(), top_k)
@@ -274,11 +274,13 @@ def run_infer(model: str | os.PathLike, inputs: Iterable[str | os.PathLike],
     def _dir_error(path, reason):
         warn(f"warning: {path}: {reason}")
 
-    paths = find_images(inputs, on_error=_dir_error)
+    paths = iter_image_paths(inputs, on_error=_dir_error)
     first = next(paths, None)  # fail before touching the output if there is nothing to do
     if first is None and not summary.total:
         raise DigitkitError(f"no images found in {', '.join(map(str, inputs))}")
-    pending_paths = (p for p in _prepend(first, paths) if str(p) not in done)
+    pending_paths = _prepend(first, paths)
+    if done:
+        pending_paths = (p for p in pending_paths if p not in done)
 
     bar = _Progress(progress)
     start = time.monotonic()
