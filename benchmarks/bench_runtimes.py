@@ -141,8 +141,8 @@ def main() -> int:
                     help="models and exports (git-ignored scratch)")
     ap.add_argument("--seed-mlp-h5", type=Path, default=None)
     ap.add_argument("--cnn-h5", type=Path, default=None)
-    ap.add_argument("--duration", default="2", help="seconds per runtime and batch size")
-    ap.add_argument("--repeat", default="2", help="round-robin rounds (best kept)")
+    ap.add_argument("--duration", default="1.5", help="seconds per runtime and batch size")
+    ap.add_argument("--repeat", default="3", help="round-robin rounds (best kept)")
     ap.add_argument("--skip-export", action="store_true",
                     help="reuse exports already under --work")
     args = ap.parse_args()

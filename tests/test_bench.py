@@ -58,6 +58,7 @@ def test_full_run_writes_table_json_plot_and_end_to_end(export_dir, mnist_dir, p
     env = rec["environment"]
     assert env["cpu"] and env["logical_cores"] >= 1 and env["versions"]["onnxruntime"]
     assert env["threads"]["onnxruntime"]["intra_op_num_threads"] == 1
+    assert env["threads"]["onnxruntime"]["allow_spinning"] is False  # as `digitkit infer`
     assert env["threads"]["tensorflow"]["intra_op_parallelism_threads"] == 1
     assert rec["settings"]["batch_sizes"] == [1, 4] and rec["settings"]["images"] == 12
     (m,) = rec["models"]

@@ -237,7 +237,7 @@ def plan_engines(models: list[ModelCopies], engines: list[str], required: set[st
 
 # ---------------------------------------------------------------------------- environment
 
-def environment(threads: int, ort_spinning: bool = True) -> dict:
+def environment(threads: int, ort_spinning: bool = False) -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -394,7 +394,7 @@ def run_bench(model_paths, runtimes: str | None = None, batch_sizes: str | None 
               threads: int | None = None, duration: float | None = None,
               iterations: int | None = None, warmup: int = DEFAULT_WARMUP,
               images=None, data=None, check_images: int = DEFAULT_CHECK_IMAGES,
-              repeat: int = 1, ort_spinning: bool = True, progress=lambda msg: None,
+              repeat: int = 1, ort_spinning: bool = False, progress=lambda msg: None,
               warn=lambda msg: None,
               command: str | None = None) -> dict:
     """Run the whole benchmark; return the JSON-ready record."""

@@ -25,9 +25,10 @@ import click
 @click.option("--repeat", type=int, default=1, show_default=True, metavar="R",
               help="Run every runtime R times round robin and keep the best round per batch "
                    "size (steadier figures on a shared machine).")
-@click.option("--ort-spinning/--no-ort-spinning", default=True, show_default=True,
-              help="Let ONNX Runtime's idle threads busy-wait (its default; `digitkit infer` "
-                   "turns it off).")
+@click.option("--ort-spinning/--no-ort-spinning", default=False, show_default=True,
+              help="Let ONNX Runtime's idle threads busy-wait between ops (ORT's own default). "
+                   "Off by default because `digitkit infer` runs that way, and on a busy "
+                   "machine spinning threads steal the CPU the next op needs.")
 @click.option("--images", "images", multiple=True, type=click.Path(path_type=str),
               metavar="DIR", help="Also measure end to end over these image files or folders "
                                   "(decode and preprocess, then infer). Repeatable.")
