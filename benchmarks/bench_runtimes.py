@@ -84,8 +84,8 @@ def markdown(record: dict, e2e: dict | None, command: str, e2e_command: str | No
         f"Command: `{command}`",
         "",
         "| model | engine | batch | images/s | p50 ms | p99 ms | first call ms | load s | "
-        "peak RSS MB | top-1 agreement |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "first inference ms | peak RSS MB | top-1 agreement | test accuracy |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for m in record["models"]:
         for e, r in m["results"].items():
@@ -97,7 +97,8 @@ def markdown(record: dict, e2e: dict | None, command: str, e2e_command: str | No
                 lines.append(
                     f"| {m['model']} | {e} | {pb['batch']} | {pb['images_per_s']:,.0f} | "
                     f"{lat['p50']:.3f} | {lat['p99']:.3f} | {pb['first_call_ms']:.2f} | "
-                    f"{r['load_s']:.2f} | {pb['peak_rss_mb']:.0f} | {agree} |")
+                    f"{r['load_s']:.2f} | {r['first_inference_ms']:.1f} | "
+                    f"{pb['peak_rss_mb']:.0f} | {agree} | {100 * c['accuracy']:.2f}% |")
     lines += ["", "ONNX Runtime against the best TensorFlow path at each batch size "
               "(throughput ratio; target >= 1 everywhere, >= 10 at batch 1):", "",
               "| model | engine | " + " | ".join(f"b={b}" for b in record["settings"]
@@ -145,7 +146,21 @@ def main() -> int:
     ap.add_argument("--repeat", default="3", help="round-robin rounds (best kept)")
     ap.add_argument("--skip-export", action="store_true",
                     help="reuse exports already under --work")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rebuild bench.md and bench.png from the JSON records in --out")
     args = ap.parse_args()
+
+    if args.report_only:
+        record = json.loads((args.out / "bench.json").read_text())
+        e2e_path = args.out / "bench_e2e.json"
+        e2e = json.loads(e2e_path.read_text()) if e2e_path.is_file() else None
+        md = markdown(record, e2e, record["command"], e2e and e2e["command"])
+        (args.out / "bench.md").write_text(md)
+        from digitkit.bench import save_plot
+
+        save_plot(record, args.out / "bench.png")
+        print(md)
+        return 0
 
     t0 = time.time()
     work = args.work

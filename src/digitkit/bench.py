@@ -601,6 +601,7 @@ def save_plot(record: dict, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     from digitkit._io import atomic_path
 
@@ -618,6 +619,9 @@ def save_plot(record: dict, path) -> None:
             ax.plot(xs, ys, marker=marker, color=color, linestyle="--" if flagged else "-",
                     label=e + (" (FLAGGED)" if flagged else ""))
         ax.set_xscale("log", base=2)
+        sizes = record["settings"]["batch_sizes"]
+        ax.set_xticks(sizes, [str(b) for b in sizes])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_yscale("log")
         ax.set_xlabel("batch size")
         ax.set_ylabel("throughput (images/s)")
