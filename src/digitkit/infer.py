@@ -43,7 +43,7 @@ from digitkit.files import class_label_of, iter_image_paths
 from digitkit.preprocess import load_images
 from digitkit.results import Row, RowWriter, format_for, scan_existing
 
-ENGINES = ("local",)
+ENGINES = ("local", "ray")
 #: 256 images per batch: large enough that per-batch costs (IPC, an inference call, one
 #: write) vanish per image, small enough that rows stream out steadily and a Ctrl-C loses
 #: little work.
@@ -157,6 +157,20 @@ def _finish(predictor, chunk, future, top_k) -> list[Row]:
 _ENGINE_FUNCS = {"local": local_engine}
 
 
+def _engine_session(engine: str, address: str | None, workers: int | None):
+    """A context yielding the engine's row generator. Ray is imported only when asked for
+    (an optional extra), and connected before the output file is created."""
+    if engine == "ray":
+        from digitkit.ray_engine import session
+
+        return session(address, workers)
+    if address is not None:
+        raise UsageError("--address is for the ray engine (--engine ray)")
+    from contextlib import nullcontext
+
+    return nullcontext(_ENGINE_FUNCS[engine])
+
+
 # -- the run --------------------------------------------------------------------------------
 
 
@@ -234,7 +248,7 @@ def run_infer(model: str | os.PathLike, inputs: Iterable[str | os.PathLike],
               output: str | os.PathLike | None = None, *, runtime: str | None = None,
               batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
               top_k: int = DEFAULT_TOP_K, resume: bool = False, force: bool = False,
-              progress: bool = False, engine: str = "local",
+              progress: bool = False, engine: str = "local", address: str | None = None,
               warn: Callable[[str], None] | None = None) -> InferSummary:
     """Classify every image under `inputs` with `model`, streaming rows to `output`.
 
@@ -244,14 +258,20 @@ def run_infer(model: str | os.PathLike, inputs: Iterable[str | os.PathLike],
     """
     from digitkit.runtimes import open_predictor
 
-    if engine not in _ENGINE_FUNCS:
-        raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(_ENGINE_FUNCS)}")
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    if engine == "ray":
+        from digitkit.ray_engine import import_ray
+
+        import_ray()  # the one-line install hint before any work
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     if top_k < 1 or top_k > 10:
         raise UsageError(f"--top-k must be between 1 and 10, got {top_k}")
-    workers = usable_cpus() if workers is None else workers
-    if workers < 0:
+    # The ray engine's workers are actors on the cluster: None means one per cluster CPU.
+    if engine == "local":
+        workers = usable_cpus() if workers is None else workers
+    if workers is not None and workers < 0:
         raise UsageError(f"--workers must be 0 (decode in-process) or more, got {workers}")
     if resume and output in (None, "-"):
         raise UsageError("--resume needs an output file (-o)")
@@ -274,7 +294,12 @@ def run_infer(model: str | os.PathLike, inputs: Iterable[str | os.PathLike],
     def _dir_error(path, reason):
         warn(f"warning: {path}: {reason}")
 
-    paths = iter_image_paths(inputs, on_error=_dir_error)
+    if engine == "ray":
+        from digitkit.ray_engine import find_inputs  # also lists s3:// and other URIs
+
+        paths = iter(find_inputs(inputs, on_error=_dir_error))
+    else:
+        paths = iter_image_paths(inputs, on_error=_dir_error)
     first = next(paths, None)  # fail before touching the output if there is nothing to do
     if first is None and not summary.total:
         raise DigitkitError(f"no images found in {', '.join(map(str, inputs))}")
@@ -284,11 +309,12 @@ def run_infer(model: str | os.PathLike, inputs: Iterable[str | os.PathLike],
 
     bar = _Progress(progress)
     start = time.monotonic()
-    with RowWriter(out, fmt, append_at=append_at, force=force) as writer, \
+    with _engine_session(engine, address, workers) as engine_func, \
+            RowWriter(out, fmt, append_at=append_at, force=force) as writer, \
             _sigterm_as_interrupt():
         try:
-            for rows in _ENGINE_FUNCS[engine](predictor, pending_paths, batch_size=batch_size,
-                                              workers=workers, top_k=top_k):
+            for rows in engine_func(predictor, pending_paths, batch_size=batch_size,
+                                    workers=workers, top_k=top_k):
                 writer.write(rows)
                 for row in rows:
                     summary.add(row)

@@ -30,11 +30,19 @@ from digitkit.infer import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, ENGINES
               default=None, help="Also write the confusion matrix of files in class folders "
                                  "(0..9): .png figure or .csv counts.")
 @click.option("--engine", type=click.Choice(list(ENGINES)), default="local", show_default=True,
-              help="Where the work runs.")
+              help="Where the work runs: local processes, or a Ray cluster "
+                   "(pip install 'digitkit[ray]').")
+@click.option("--address", default=None, metavar="auto|ray://HOST:PORT",
+              help="Ray cluster to run on (--engine ray): 'auto' joins the cluster this "
+                   "machine belongs to, ray://HOST:PORT connects through Ray Client. "
+                   "Default: a local Ray instance on this machine.")
+@click.option("--num-workers", type=click.IntRange(min=1), default=None,
+              help="Ray actors, one CPU each (--engine ray). Default: one per CPU of the "
+                   "cluster.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress bar and no summary; warnings about bad files still go to stderr.")
 def command(model, paths, output, runtime, batch_size, workers, top_k, resume, force, confusion,
-            engine, quiet):
+            engine, address, num_workers, quiet):
     """Classify the images in PATHS (files or folders, recursive) with MODEL.
 
     MODEL: a .onnx file (ONNX Runtime; TensorFlow is never imported), or a SavedModel
@@ -51,6 +59,13 @@ def command(model, paths, output, runtime, batch_size, workers, top_k, resume, f
     from digitkit.infer import format_summary, run_infer, save_confusion
 
     to_stdout = output in (None, "-")
+    if engine == "ray":
+        if workers is not None:
+            raise UsageError("--workers is for the local engine; the ray engine takes "
+                             "--num-workers")
+        workers = num_workers
+    elif address is not None or num_workers is not None:
+        raise UsageError("--address and --num-workers are for the ray engine (--engine ray)")
     if confusion and not force:
         from digitkit._io import guard_output
 
@@ -62,7 +77,7 @@ def command(model, paths, output, runtime, batch_size, workers, top_k, resume, f
     progress = not quiet and sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())
     summary = run_infer(model, paths, output, runtime=runtime, batch_size=batch_size,
                         workers=workers, top_k=top_k, resume=resume, force=force,
-                        progress=progress, engine=engine,
+                        progress=progress, engine=engine, address=address,
                         warn=lambda msg: click.echo(msg, err=True))
     if confusion:
         if summary.labelled:
