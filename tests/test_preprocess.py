@@ -193,3 +193,98 @@ def test_load_images_in_bulk_equals_load_image_one_by_one(mnist_test, tmp_path):
     good = [p for p, r in zip(paths, reasons, strict=True) if not r]
     assert np.array_equal(pixels, np.stack([load_image(p) for p in good]))
     assert np.array_equal(pixels[0], x[0])
+
+
+def _gray_pngs(x: np.ndarray, tmp_path) -> list:
+    """Real digits as plain 8-bit gray PNGs of the kinds the fast decoder takes."""
+    from PIL import PngImagePlugin
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(40):
+        d = x[i]
+        kind = i % 5
+        if kind == 1:
+            d = 255 - d  # dark ink on white, 28x28
+        elif kind == 2:
+            d = np.roll(d, (int(rng.integers(-6, 7)), int(rng.integers(-6, 7))), axis=(0, 1))
+        elif kind == 3:  # bigger and not square, off-centre, on grey paper
+            side = int(rng.integers(40, 300))
+            big = np.asarray(Image.fromarray(d).resize((side, side)))
+            canvas = np.full((side + 37, side + 91), 200, np.uint8)
+            canvas[11:11 + side, 60:60 + side] = 200 - big * 0.7
+            d = canvas
+        elif kind == 4:  # 1x1, a thin strip
+            d = d[:1, :1] if i % 2 else d[10:12, :]
+        info = PngImagePlugin.PngInfo()
+        if i % 3 == 0:
+            info.add_text("Comment", "scanned, gamma 0.8")
+            info.add(b"gAMA", (80000).to_bytes(4, "big"))
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(np.ascontiguousarray(d)).save(p, pnginfo=info, optimize=i % 2 == 0)
+        paths.append(p)
+    return paths
+
+
+def test_fast_decoder_gives_pillows_arrays_on_real_digits(mnist_test, tmp_path, monkeypatch):
+    from digitkit import preprocess
+
+    paths = _gray_pngs(mnist_test[0], tmp_path)
+    # Every one of them takes the fast path, and decodes to Pillow's own pixels.
+    for p in paths:
+        raw = preprocess._decode(p)
+        assert raw is not None, p
+        assert np.array_equal(raw, np.asarray(Image.open(p))), p
+    fast_bulk, fast_reasons = load_images(paths)
+    fast_one = [load_image(p) for p in paths]
+    monkeypatch.setattr(preprocess, "_decode", lambda path: None)  # Pillow only
+    slow_bulk, slow_reasons = load_images(paths)
+    assert fast_reasons == slow_reasons == [""] * len(paths)
+    assert np.array_equal(fast_bulk, slow_bulk)
+    assert np.array_equal(np.stack(fast_one), slow_bulk)
+
+
+def test_fast_decoder_leaves_everything_unusual_to_pillow(mnist_test, tmp_path, monkeypatch):
+    from PIL import PngImagePlugin
+
+    from digitkit import preprocess
+
+    d = mnist_test[0][0]
+    good = tmp_path / "good.png"
+    Image.fromarray(d).save(good)
+    data = good.read_bytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    raw_exif = PngImagePlugin.PngInfo()
+    raw_exif.add_text("Raw profile type exif", "exif\n 10\n0000")
+    cases = {
+        "exif.png": lambda p: Image.fromarray(d).save(p, exif=exif.tobytes()),
+        "raw_profile.png": lambda p: Image.fromarray(d).save(p, pnginfo=raw_exif),
+        "trns.png": lambda p: Image.fromarray(d).save(p, transparency=0),
+        "rgb.png": lambda p: Image.fromarray(d).convert("RGB").save(p),
+        "16bit.png": lambda p: Image.fromarray(d.astype(np.uint16) * 257).save(p),
+        "bad_crc.png": lambda p: p.write_bytes(data[:29] + bytes([data[29] ^ 1]) + data[30:]),
+        "no_iend.png": lambda p: p.write_bytes(data[:-12]),
+        "gray.jpg": lambda p: Image.fromarray(d).save(p),
+    }
+    for name, make in cases.items():
+        p = tmp_path / name
+        make(p)
+        assert preprocess._decode(p) is None, name
+    # Pillow decides what is wrong with damaged files, as before the fast path.
+    damaged = [tmp_path / "bad_crc.png", tmp_path / "no_iend.png"]
+    _, fast_reasons = load_images(damaged)
+    with monkeypatch.context() as m:
+        m.setattr(preprocess, "_decode", lambda path: None)
+        _, slow_reasons = load_images(damaged)
+    assert fast_reasons == slow_reasons and fast_reasons[0]
+    # Bombs are refused from the header, before any decoding.
+    side = int(MAX_PIXELS**0.5) + 100
+    head = bytearray(data)
+    head[16:24] = side.to_bytes(4, "big") * 2
+    import zlib
+
+    head[29:33] = zlib.crc32(bytes(head[12:29])).to_bytes(4, "big")
+    (tmp_path / "bomb.png").write_bytes(bytes(head))
+    with pytest.raises(ImageError, match="decompression bomb"):
+        load_image(tmp_path / "bomb.png")

@@ -6,8 +6,11 @@ digit is prepared the same way whichever path it takes.
 
 The steps, in order:
 
-1. Decode with Pillow; apply the EXIF orientation (phone cameras store it there); take the
-   first frame of animations.
+1. Decode. Plain 8-bit grayscale PNGs (MNIST-like files, the bulk of any batch) go through
+   OpenCV's libpng decoder, ~4x cheaper per file than Pillow's; everything else through
+   Pillow: apply the EXIF orientation (phone cameras store it there); take the first frame
+   of animations. Both give the same pixels for the files the fast decoder takes (see
+   `_fast_gray_png`); any doubt or failure goes to Pillow, so error reasons stay Pillow's.
 2. Alpha first: an image with any transparency is composited onto a background that contrasts
    with its ink (a canvas app's black strokes on a transparent layer go onto white, white
    strokes onto black); fully opaque alpha is a no-op. Everything else is decided afterwards.
@@ -33,6 +36,8 @@ The steps, in order:
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -63,7 +68,10 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     Raises ImageError(path, reason) for anything that is not a usable image: missing,
     unreadable, empty, truncated, not an image, over MAX_PIXELS.
     """
-    return _with_image(path, to_mnist)
+    a = _decode(path)
+    if a is None:
+        return _with_image(path, to_mnist)
+    return to_mnist(Image.fromarray(a)) if a.shape != (SIZE, SIZE) else _to_mnist_array(a)
 
 
 def load_images(paths: list) -> tuple[np.ndarray, list[str]]:
@@ -76,8 +84,15 @@ def load_images(paths: list) -> tuple[np.ndarray, list[str]]:
     reasons = [""] * n
     for i, p in enumerate(paths):
         try:
-            if _with_image(p, lambda im, i=i: _raw_or_mnist(im, buf, i)):
+            a = _decode(p)
+            if a is None:
+                if _with_image(p, lambda im, i=i: _raw_or_mnist(im, buf, i)):
+                    raw[i] = True
+            elif a.shape == (SIZE, SIZE):
+                buf[i] = a
                 raw[i] = True
+            else:
+                buf[i] = to_mnist(Image.fromarray(a))
         except ImageError as e:
             reasons[i] = e.reason
         except Exception as e:  # one strange file must never stop a batch
@@ -86,6 +101,122 @@ def load_images(paths: list) -> tuple[np.ndarray, list[str]]:
         buf[i] = to_mnist(Image.fromarray(buf[i]))
     good = [i for i, r in enumerate(reasons) if not r]
     return (buf if len(good) == n else buf[good]), reasons
+
+
+def _to_mnist_array(a: np.ndarray) -> np.ndarray:
+    out = _convention_fast_path(a)
+    return out if out is not None else to_mnist(Image.fromarray(a))
+
+
+# -- the fast decoder -----------------------------------------------------------------------
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Chunks that change nothing in the gray pixels either decoder returns: text, physical
+#: size, time, colour space hints (neither decoder applies gamma or ICC profiles). Anything
+#: else (tRNS, eXIf, APNG's acTL, sBIT, private chunks) sends the file to Pillow.
+_HARMLESS_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt", b"pHYs", b"tIME", b"gAMA", b"cHRM",
+                              b"sRGB", b"iCCP", b"bKGD"})
+_TEXT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt"})
+_cv2 = None
+
+
+def _decode(path) -> np.ndarray | None:
+    """The file's pixels if it is a plain 8-bit grayscale PNG that OpenCV decodes (uint8,
+    (h, w)); None for anything else, to be decoded by Pillow.
+
+    Raises ImageError for a missing or unreadable file and for a decompression bomb (from
+    the header, before any pixel is decoded), with the reasons the Pillow path gives.
+    """
+    global _cv2
+    if not os.fspath(path).lower().endswith(".png"):
+        return None  # JPEG photos and friends: Pillow (and no second read of a big file)
+    try:
+        data = _read(path)
+    except FileNotFoundError:
+        raise ImageError(path, "no such file") from None
+    except IsADirectoryError:
+        raise ImageError(path, "is a directory") from None
+    except PermissionError:
+        raise ImageError(path, "permission denied") from None
+    except OSError:
+        return None  # let Pillow name it
+    size = _fast_gray_png(data)
+    if size is None:
+        return None
+    w, h = size
+    if w * h > MAX_PIXELS:
+        raise ImageError(path, f"decompression bomb: {w}x{h} pixels is over the "
+                               f"{MAX_PIXELS:,} pixel limit")
+    if _cv2 is None:
+        try:
+            import cv2
+        except ImportError:  # the fast path is an optimisation: Pillow does it all too
+            _cv2 = False
+        else:
+            _cv2 = cv2
+    if _cv2 is False:
+        return None
+    # IMREAD_UNCHANGED: the stored gray values as they are, and ~40% cheaper than
+    # IMREAD_GRAYSCALE, which runs a colour conversion even on gray input.
+    try:
+        a = _cv2.imdecode(np.frombuffer(data, np.uint8), _cv2.IMREAD_UNCHANGED)
+    except _cv2.error:
+        return None
+    if a is None or a.dtype != np.uint8 or a.shape != (h, w):
+        return None
+    return a
+
+
+def _read(path) -> bytes:
+    # os.read: half the per-file cost of open().read(), which matters at ~30 us a file.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, 1 << 16)
+        if len(data) == 1 << 16:
+            parts = [data]
+            while more := os.read(fd, 1 << 20):
+                parts.append(more)
+            data = b"".join(parts)
+        return data
+    finally:
+        os.close(fd)
+
+
+def _fast_gray_png(data: bytes) -> tuple[int, int] | None:
+    """(width, height) if `data` is a whole, well-formed, non-interlaced 8-bit grayscale PNG
+    with nothing but harmless chunks (every CRC checked, IEND at the end); else None.
+
+    Anything unusual, damaged or truncated goes to Pillow, so Pillow decides what is an error
+    and says why, exactly as before the fast path existed. ~2 us for a small file.
+    """
+    if len(data) < 45 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    w, h, depth, colour, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
+    if depth != 8 or colour != 0 or interlace != 0 or not w or not h:
+        return None
+    pos, end, crc32, unpack = 8, len(data), zlib.crc32, struct.unpack_from
+    idat = False
+    while pos + 12 <= end:
+        (length,) = unpack(">I", data, pos)
+        ctype = data[pos + 4:pos + 8]
+        stop = pos + 8 + length
+        if stop + 4 > end or crc32(data[pos + 4:stop]) != unpack(">I", data, stop)[0]:
+            return None
+        if ctype == b"IEND":
+            return (w, h) if idat else None
+        if ctype == b"IDAT":
+            idat = True
+        elif ctype == b"IHDR":
+            if pos != 8:
+                return None
+        elif ctype not in _HARMLESS_CHUNKS:
+            return None
+        elif ctype in _TEXT_CHUNKS and data.startswith(b"Raw profile type", pos + 8):
+            # ImageMagick stores EXIF (orientation) in a "Raw profile type exif" text chunk,
+            # and Pillow applies it.
+            return None
+        pos = stop + 4
+    return None
 
 
 def _raw_or_mnist(im: Image.Image, buf: np.ndarray, i: int) -> bool:
