@@ -278,3 +278,40 @@ def test_progress_line_only_when_enabled():
     p.update(10)
     p.close()
     assert quiet.getvalue() == ""
+
+
+def test_encoded_rows_are_the_row_encoders_text():
+    from digitkit.infer import encode_predictions, make_rows
+    from digitkit.results import encode_rows
+
+    rng = np.random.default_rng(3)
+    paths = ["/d/3/a.png", "/d/x/b,c.png", 'q"uote.png', "new\nline.png", "ünï cødé.png",
+             "/d/7/bad.png", " space .png", "tab\t.png", "/d/0/c.png"]
+    reasons = [""] * len(paths)
+    reasons[5] = "truncated image (broken data stream, at 12)"
+    logits = rng.normal(0, 3, (len(paths), 10))
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    probs[0] = 0.1  # ties: the stable order decides
+    for fmt in ("csv", "jsonl"):
+        for k in (1, 3, 10):
+            for sel in (range(len(paths)), [0, 1, 2, 8], [0, 8], [5]):  # with/without failures
+                p = [paths[i] for i in sel]
+                r = [reasons[i] for i in sel]
+                good = [i for i in sel if not reasons[i]]
+                pr = probs[good] if good else None
+                enc = encode_predictions(p, r, pr, k, fmt)
+                assert enc.text == encode_rows(make_rows(p, r, pr, k), fmt), (fmt, k, sel)
+                assert enc.count == len(p)
+                assert enc.errors == [(x, y) for x, y in zip(p, r, strict=True) if y]
+    enc = encode_predictions([paths[0], paths[-1]], ["", ""], probs[[0, -1]], 3, "csv")
+    assert enc.confusion.sum() == 2 and enc.confusion[3].sum() == 1 and enc.confusion[0].sum() == 1
+
+
+def test_a_model_that_cannot_load_leaves_no_output(small_folder, tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    out = tmp_path / "out.csv"
+    for workers in ("0", "2"):
+        r = _invoke(junk, small_folder / "1", "-o", out, "--workers", workers)
+        assert r.exit_code == 1 and "not a usable ONNX model" in r.stderr, r.output
+        assert not out.exists()

@@ -1,28 +1,36 @@
 """Batch inference: files in, one result row per file out, streamed in input order.
 
 Engine-independent pieces (reused by the Ray engine): `decode_files` (decode + preprocess,
-errors as values), `make_rows` (probabilities -> rows) and `classify_batch` (both plus a
-predictor). `run_infer` owns everything around an engine: discovery, resume, the output file,
+errors as values), `make_rows` (probabilities -> rows), `classify_batch` (both plus a
+predictor) and `encode_predictions` (probabilities -> the output file's text, without Row
+objects). `run_infer` owns everything around an engine: discovery, resume, the output file,
 warnings, progress, and the accuracy summary.
 
 The local engine (design, for throughput at bounded memory):
-- Decoding and preprocessing dominate the cost (~100-200 us per small PNG against ~1 us of
-  MLP inference), so they run in a process pool: `workers` defaults to the number of usable
-  cores, which keeps every core decoding; the main process's share (inference, writing) is
-  small and interleaves.
+- Every per-file step runs in a process pool, `workers` processes (default: one per usable
+  core): decode + preprocess (~20 us per small PNG), inference on the worker's own ONNX
+  Runtime session (one thread, no spinning: ~1 us per image for the MLP), and the rows'
+  text. The main process only walks the folders, hands out paths, and writes each chunk's
+  text in order: its per-file cost is a few microseconds, so it never holds the workers up.
 - Files travel in chunks of `batch_size` paths per task (amortises inter-process overhead:
-  one pickled list of paths out, one uint8 array back) and each chunk is one inference batch.
+  one pickled list of paths out, one string of rows back) and each chunk is one inference
+  batch.
 - At most 2 x workers + 2 chunks are in flight: enough to keep every worker busy while the
-  main process predicts and writes, and memory stays constant however many files there are.
-- ONNX Runtime runs in the main process with spinning disabled, so its idle threads don't
-  burn the cores the decoders need.
+  main process writes, and memory stays constant however many files there are.
+- The workers are forked from a forkserver that imported the decoder and ONNX Runtime once,
+  started before anything else so its imports overlap the main process's own start-up.
+- TensorFlow models (--runtime tensorflow) are predicted in the main process (TensorFlow in
+  forked workers is asking for trouble); the workers then only decode.
 - Results are consumed in submission order, so rows come out in input order.
+- Nothing is written before the first chunk is classified: a model that does not load fails
+  before the output file exists.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
 import signal
 import sys
 import threading
@@ -41,7 +49,15 @@ import numpy as np
 from digitkit.errors import DigitkitError, UsageError
 from digitkit.files import class_label_of, iter_image_paths
 from digitkit.preprocess import load_images
-from digitkit.results import Row, RowWriter, format_for, scan_existing
+from digitkit.results import (
+    PROB_DECIMALS,
+    Row,
+    RowWriter,
+    check_new_output,
+    encode_rows,
+    format_for,
+    scan_existing,
+)
 
 ENGINES = ("local", "ray")
 #: 256 images per batch: large enough that per-batch costs (IPC, an inference call, one
@@ -50,6 +66,10 @@ ENGINES = ("local", "ray")
 DEFAULT_BATCH_SIZE = 256
 #: Three labels show the runner-ups of a doubtful prediction without bloating every row.
 DEFAULT_TOP_K = 3
+
+
+#: Characters that make csv.writer quote a field (QUOTE_MINIMAL, "\\n" line terminator).
+_CSV_SPECIAL = re.compile(r'[,"\r\n]')
 
 
 def usable_cpus() -> int:
@@ -99,7 +119,89 @@ def classify_batch(predictor, paths: list, top_k: int = DEFAULT_TOP_K) -> list[R
     return predict_rows(predictor, paths, pixels, reasons, top_k)
 
 
+@dataclass(slots=True)
+class EncodedRows:
+    """A chunk of rows as the output file's text, with what the summary needs from them."""
+
+    text: str
+    count: int
+    errors: list  # (path, reason) of each failed file, in order
+    confusion: np.ndarray | None  # (10, 10) [true, predicted] over files in class folders
+
+
+def encode_predictions(paths: list, reasons: list[str], probs: np.ndarray | None, top_k: int,
+                       fmt: str) -> EncodedRows:
+    """`encode_rows(make_rows(...), fmt)` plus the summary's counts, without a Row object
+    per file: CSV rows are %-formatted straight from the top-k arrays (the same text
+    csv.writer gives: paths that csv would quote take csv's way)."""
+    errors = [(str(p), r) for p, r in zip(paths, reasons, strict=True) if r]
+    if probs is None or not len(probs):
+        probs = np.zeros((0, 10), np.float32)
+    k = min(top_k, probs.shape[1])
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(probs, order, axis=1)
+    good = [str(p) for p, r in zip(paths, reasons, strict=True) if not r]
+    confusion = _confusion(good, order[:, 0])
+    if fmt != "csv" or errors:
+        # JSON Lines, and chunks holding failures: the general (slower) encoder.
+        text = encode_rows(make_rows(paths, reasons, probs, top_k), fmt)
+        return EncodedRows(text, len(paths), errors, confusion)
+    d = PROB_DECIMALS
+    template = (f"%s,%d,%.{d}f," + " ".join(["%d"] * k) + ","
+                + " ".join([f"%.{d}f"] * k) + ",\n")
+    lines = [template % (p, o[0], t[0], *o, *t)
+             for p, o, t in zip(good, order.tolist(), top.tolist(), strict=True)]
+    for i, p in enumerate(good):
+        if _CSV_SPECIAL.search(p):
+            lines[i] = encode_rows(make_rows([p], [""], probs[i:i + 1], top_k), "csv")
+    return EncodedRows("".join(lines), len(paths), errors, confusion)
+
+
+def _confusion(good_paths: list[str], predicted: np.ndarray) -> np.ndarray | None:
+    truth = np.fromiter((_label_or_minus_one(p) for p in good_paths), np.int64,
+                        len(good_paths))
+    keep = (truth >= 0) & (predicted < 10)
+    if not keep.any():
+        return None
+    return np.bincount(truth[keep] * 10 + predicted[keep], minlength=100).reshape(10, 10)
+
+
+def _label_or_minus_one(path: str) -> int:
+    label = class_label_of(path)
+    return -1 if label is None else label
+
+
+def _encode_rows_batch(rows: list[Row], fmt: str) -> EncodedRows:
+    """EncodedRows from Row objects (the Ray engine's batches)."""
+    errors = [(r.path, r.error) for r in rows if r.error]
+    good = [r for r in rows if not r.error and r.label is not None]
+    confusion = _confusion([r.path for r in good], np.array([r.label for r in good], np.int64))
+    return EncodedRows(encode_rows(rows, fmt), len(rows), errors, confusion)
+
+
+def classify_encoded(predictor, paths: list, top_k: int, fmt: str) -> EncodedRows:
+    """Decode, classify and encode `paths` in this process."""
+    pixels, reasons = decode_files(paths)
+    probs = predictor.predict(pixels.astype(np.float32)) if len(pixels) else None
+    return encode_predictions(paths, reasons, probs, top_k, fmt)
+
+
 # -- the local engine -----------------------------------------------------------------------
+
+
+#: What the forkserver imports once for every worker: the decoder (with OpenCV) and ONNX
+#: Runtime (~0.6 s of imports, paid once instead of once per worker).
+_WORKER_PRELOAD = ["digitkit.infer", "digitkit.runtimes", "cv2", "onnxruntime"]
+
+
+def start_workers_early() -> None:
+    """Start the forkserver now, without waiting for it: its imports then run while this
+    process goes on with its own start-up (discovery, resume scan), instead of after."""
+    from multiprocessing import forkserver
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(_WORKER_PRELOAD)
+    forkserver.ensure_running()
 
 
 def _worker_init():
@@ -112,6 +214,21 @@ def _worker_init():
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 
+#: Each worker's ONNX Runtime sessions, by model path: loaded on its first chunk, kept.
+_WORKER_PREDICTORS: dict = {}
+
+
+def _classify_in_worker(paths: list, model_path: str, top_k: int, fmt: str) -> EncodedRows:
+    predictor = _WORKER_PREDICTORS.get(model_path)
+    if predictor is None:
+        from digitkit.runtimes import OnnxPredictor
+
+        # One thread each, no spinning: the workers already fill every core.
+        predictor = OnnxPredictor(model_path, threads=1, spin=False).load()
+        _WORKER_PREDICTORS[model_path] = predictor
+    return classify_encoded(predictor, paths, top_k, fmt)
+
+
 def _chunks(it: Iterable, n: int) -> Iterator[list]:
     it = iter(it)
     while chunk := list(islice(it, n)):
@@ -119,39 +236,53 @@ def _chunks(it: Iterable, n: int) -> Iterator[list]:
 
 
 def local_engine(predictor, paths: Iterable, *, batch_size: int, workers: int,
-                 top_k: int) -> Iterator[list[Row]]:
-    """Yield lists of rows, in input order. workers=0 decodes in this process."""
+                 top_k: int, fmt: str = "csv") -> Iterator[EncodedRows]:
+    """Yield chunks of encoded rows, in input order. workers=0 does everything in this
+    process; otherwise ONNX models run in the workers, other runtimes here."""
     if workers == 0:
         for chunk in _chunks(paths, batch_size):
-            yield classify_batch(predictor, chunk, top_k)
+            yield classify_encoded(predictor, chunk, top_k, fmt)
         return
     # forkserver: workers are forked from a clean server that preloaded the decoder, never
     # from this process (which may hold ONNX Runtime or TensorFlow threads by then).
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["digitkit.preprocess"])
+    start_workers_early()  # a no-op if run_infer already started it
+    in_workers = getattr(predictor, "runtime", None) == "onnxruntime"
     max_in_flight = 2 * workers + 2
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("forkserver"),
+                               initializer=_worker_init)
+    if in_workers:
+        model = str(predictor.model_path)
+
+        def submit(chunk):
+            return pool.submit(_classify_in_worker, chunk, model, top_k, fmt)
+
+        def finish(chunk, future):
+            return future.result()
+    else:
+        def submit(chunk):
+            return pool.submit(decode_files, chunk)
+
+        def finish(chunk, future):
+            pixels, reasons = future.result()
+            probs = predictor.predict(pixels.astype(np.float32)) if len(pixels) else None
+            return encode_predictions(chunk, reasons, probs, top_k, fmt)
+
     pending: deque = deque()
     try:
         for chunk in _chunks(paths, batch_size):
-            pending.append((chunk, pool.submit(decode_files, chunk)))
+            pending.append((chunk, submit(chunk)))
             if len(pending) >= max_in_flight:
-                yield _finish(predictor, *pending.popleft(), top_k)
+                yield finish(*pending.popleft())
         while pending:
-            yield _finish(predictor, *pending.popleft(), top_k)
+            yield finish(*pending.popleft())
     except BrokenProcessPool:
-        raise DigitkitError("a decoder process died (out of memory, or a crash in the image "
+        raise DigitkitError("a worker process died (out of memory, or a crash in the image "
                             "library); the rows so far are written: rerun with --resume "
                             "and fewer --workers") from None
     finally:
         for _, fut in pending:
             fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _finish(predictor, chunk, future, top_k) -> list[Row]:
-    pixels, reasons = future.result()
-    return predict_rows(predictor, chunk, pixels, reasons, top_k)
 
 
 _ENGINE_FUNCS = {"local": local_engine}
@@ -201,6 +332,12 @@ class InferSummary:
     @property
     def images_per_second(self) -> float:
         return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    def add_batch(self, batch: EncodedRows) -> None:
+        self.written += batch.count
+        self.failed += len(batch.errors)
+        if batch.confusion is not None:
+            self.confusion += batch.confusion
 
     def add(self, row: Row, resumed: bool = False) -> None:
         if resumed:
@@ -276,6 +413,8 @@ def run_infer(model: str | os.PathLike, inputs: Iterable[str | os.PathLike],
     if resume and output in (None, "-"):
         raise UsageError("--resume needs an output file (-o)")
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    if engine == "local" and workers:
+        start_workers_early()
 
     out = None if output in (None, "-") else Path(output)
     fmt = format_for(out)
@@ -307,21 +446,29 @@ def run_infer(model: str | os.PathLike, inputs: Iterable[str | os.PathLike],
     if done:
         pending_paths = (p for p in pending_paths if p not in done)
 
+    if append_at is None and out is not None:
+        check_new_output(out, force)  # refuse before any work; the file comes later
+    engine_kw = {"fmt": fmt} if engine == "local" else {}
     bar = _Progress(progress)
     start = time.monotonic()
-    with _engine_session(engine, address, workers) as engine_func, \
-            RowWriter(out, fmt, append_at=append_at, force=force) as writer, \
-            _sigterm_as_interrupt():
+    with _engine_session(engine, address, workers) as engine_func, _sigterm_as_interrupt():
+        batches = engine_func(predictor, pending_paths, batch_size=batch_size,
+                              workers=workers, top_k=top_k, **engine_kw)
         try:
-            for rows in engine_func(predictor, pending_paths, batch_size=batch_size,
-                                    workers=workers, top_k=top_k):
-                writer.write(rows)
-                for row in rows:
-                    summary.add(row)
-                    if row.error:
-                        warn(f"warning: {row.path}: {row.error}")
-                bar.update(len(rows))
+            # The output file is created once the first chunk is classified: a model that
+            # cannot load (it loads in the workers) leaves no file behind.
+            first_batch = next(batches, None)
+            with RowWriter(out, fmt, append_at=append_at, force=force) as writer:
+                for batch in _prepend(first_batch, batches):
+                    if not isinstance(batch, EncodedRows):  # the Ray engine's Row lists
+                        batch = _encode_rows_batch(batch, fmt)
+                    writer.write_text(batch.text)
+                    summary.add_batch(batch)
+                    for path, reason in batch.errors:
+                        warn(f"warning: {path}: {reason}")
+                    bar.update(batch.count)
         finally:
+            batches.close()  # shuts the pool down now, also on Ctrl-C or an error
             summary.seconds = time.monotonic() - start
             bar.close()
     return summary

@@ -156,6 +156,16 @@ def scan_existing(path: str | os.PathLike, fmt: str, on_row: Callable[[Row], Non
 # -- writing --------------------------------------------------------------------------------
 
 
+def check_new_output(path: str | os.PathLike, force: bool = False) -> None:
+    """Raise what `RowWriter(path, force=force)` would raise for a new file, without creating
+    it: callers check before long work and open the file once there is something to write."""
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not force:
+        raise OutputExistsError(path, "pass --resume to finish it, or --force to overwrite it")
+    if path.parent and not path.parent.is_dir():
+        raise DataError(path.parent, "output directory does not exist")
+
+
 class RowWriter:
     """Streams rows to a file (or stdout), one write() per batch."""
 
@@ -184,11 +194,7 @@ class RowWriter:
             if append_at == 0 and self.fmt == "csv":
                 self._write_str(CSV_HEADER)
             return
-        if (self.path.exists() or self.path.is_symlink()) and not force:
-            raise OutputExistsError(self.path, "pass --resume to finish it, or --force to "
-                                               "overwrite it")
-        if self.path.parent and not self.path.parent.is_dir():
-            raise DataError(self.path.parent, "output directory does not exist")
+        check_new_output(self.path, force)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         self._close_fd = True
         if self.fmt == "csv":
@@ -197,6 +203,12 @@ class RowWriter:
     def write(self, rows: list[Row]) -> None:
         if rows:
             self._write_str(encode_rows(rows, self.fmt))
+
+    def write_text(self, text: str) -> None:
+        """Write rows already encoded in this writer's format (by `encode_rows` or an
+        equivalent), in one write() like `write`."""
+        if text:
+            self._write_str(text)
 
     def _write_str(self, text: str) -> None:
         if self._fd is None:  # a stdout without a file descriptor (CliRunner)
