@@ -117,6 +117,10 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _HARMLESS_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt", b"pHYs", b"tIME", b"gAMA", b"cHRM",
                               b"sRGB", b"iCCP", b"bKGD"})
 _TEXT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt"})
+_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # an IEND chunk is always these 12 bytes
+_IHDR = struct.Struct(">IIBBBBBI")
+_CHUNK_HEAD = struct.Struct(">I4s")
+_CRC = struct.Struct(">I")
 _cv2 = None
 
 
@@ -184,31 +188,28 @@ def _read(path) -> bytes:
 
 def _fast_gray_png(data: bytes) -> tuple[int, int] | None:
     """(width, height) if `data` is a whole, well-formed, non-interlaced 8-bit grayscale PNG
-    with nothing but harmless chunks (every CRC checked, IEND at the end); else None.
+    with nothing but harmless chunks (every CRC checked, IEND last); else None.
 
     Anything unusual, damaged or truncated goes to Pillow, so Pillow decides what is an error
     and says why, exactly as before the fast path existed. ~2 us for a small file.
     """
-    if len(data) < 45 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+    iend = len(data) - 12
+    if (iend < 45 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR"
+            or not data.endswith(_IEND)):
         return None
-    w, h, depth, colour, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
-    if depth != 8 or colour != 0 or interlace != 0 or not w or not h:
+    w, h, depth, colour, _, _, interlace, ihdr_crc = _IHDR.unpack_from(data, 16)
+    if (depth != 8 or colour != 0 or interlace != 0 or not w or not h
+            or data[8:12] != b"\x00\x00\x00\x0d" or zlib.crc32(data[12:29]) != ihdr_crc):
         return None
-    pos, end, crc32, unpack = 8, len(data), zlib.crc32, struct.unpack_from
-    idat = False
-    while pos + 12 <= end:
-        (length,) = unpack(">I", data, pos)
-        ctype = data[pos + 4:pos + 8]
+    view, crc32, unpack = memoryview(data), zlib.crc32, _CHUNK_HEAD.unpack_from
+    pos, idat = 33, False
+    while pos < iend:
+        length, ctype = unpack(data, pos)
         stop = pos + 8 + length
-        if stop + 4 > end or crc32(data[pos + 4:stop]) != unpack(">I", data, stop)[0]:
+        if stop + 4 > iend or crc32(view[pos + 4:stop]) != _CRC.unpack_from(data, stop)[0]:
             return None
-        if ctype == b"IEND":
-            return (w, h) if idat else None
         if ctype == b"IDAT":
             idat = True
-        elif ctype == b"IHDR":
-            if pos != 8:
-                return None
         elif ctype not in _HARMLESS_CHUNKS:
             return None
         elif ctype in _TEXT_CHUNKS and data.startswith(b"Raw profile type", pos + 8):
@@ -216,7 +217,7 @@ def _fast_gray_png(data: bytes) -> tuple[int, int] | None:
             # and Pillow applies it.
             return None
         pos = stop + 4
-    return None
+    return (w, h) if idat and pos == iend else None
 
 
 def _raw_or_mnist(im: Image.Image, buf: np.ndarray, i: int) -> bool:
