@@ -35,6 +35,12 @@ DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "mnist-png" / "test"
 BATCH_SIZES = "1,8,32,128,512,2048"
 
 
+def rel(p) -> str:
+    """Paths in printed and recorded commands relative to where the script was run."""
+    r = os.path.relpath(p)
+    return r if not r.startswith("../../") else str(p)
+
+
 def sh(argv: list[str], **kw) -> subprocess.CompletedProcess:
     print("$ " + " ".join(shlex.quote(str(a)) for a in argv), flush=True)
     return subprocess.run([str(a) for a in argv], check=False, **kw)
@@ -175,9 +181,9 @@ def main() -> int:
             export(h5[name], out, args.data)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    bench_argv = ["digitkit", "bench", *map(str, exports.values()), "--batch-sizes", BATCH_SIZES,
-                  "--duration", args.duration, "--repeat", args.repeat, "--data", str(args.data),
-                  "--json", str(args.out / "bench.json"), "--plot", str(args.out / "bench.png"),
+    bench_argv = ["digitkit", "bench", *map(rel, exports.values()), "--batch-sizes", BATCH_SIZES,
+                  "--duration", args.duration, "--repeat", args.repeat, "--data", rel(args.data),
+                  "--json", rel(args.out / "bench.json"), "--plot", rel(args.out / "bench.png"),
                   "--force"]
     rc = sh([sys.executable, "-m", "digitkit", *bench_argv[1:]]).returncode
     if rc not in (0, 4):
@@ -186,9 +192,9 @@ def main() -> int:
 
     e2e = e2e_cmd = None
     if str(args.images) not in ("", "."):
-        e2e_argv = ["digitkit", "bench", *map(str, exports.values()), "--batch-sizes",
-                    "1,32,512", "--duration", args.duration, "--data", str(args.data),
-                    "--images", str(args.images), "--json", str(args.out / "bench_e2e.json"),
+        e2e_argv = ["digitkit", "bench", *map(rel, exports.values()), "--batch-sizes",
+                    "1,32,512", "--duration", args.duration, "--data", rel(args.data),
+                    "--images", rel(args.images), "--json", rel(args.out / "bench_e2e.json"),
                     "--force"]
         rc = sh([sys.executable, "-m", "digitkit", *e2e_argv[1:]]).returncode
         if rc not in (0, 4):

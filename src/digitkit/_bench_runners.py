@@ -40,7 +40,7 @@ CHECK_BATCH = 500
 MIN_TIMED_CALLS = 5
 
 
-def ort_session_options(threads: int, spinning: bool = True):
+def ort_session_options(threads: int, spinning: bool = False):
     """The ONNX Runtime settings the bench measures (and recommends for inference).
 
     - graph optimisation ALL: constant folding plus layout and fusion passes (Conv+BN+ReLU,
@@ -48,9 +48,10 @@ def ort_session_options(threads: int, spinning: bool = True):
     - intra-op threads = the bench's --threads, the same number TensorFlow gets.
     - sequential execution: these graphs are a chain, so a parallel executor adds
       scheduling cost and nothing to overlap; inter-op threads are then unused (1).
-    - spinning (ORT's default): idle pool threads busy-wait for the next op, which saves
-      wake-up latency on small batches but burns CPU others could use; `digitkit infer`
-      turns it off, and `--no-ort-spinning` measures that setting.
+    - spinning: ORT's default lets idle pool threads busy-wait for the next op, which saves
+      wake-up latency on small batches but burns CPU that the other pool thread (or another
+      process) needs; on a busy machine that made multi-threaded ops stall. `digitkit infer`
+      turns it off, so the bench does too unless --ort-spinning.
     """
     import onnxruntime as ort
 
@@ -66,8 +67,20 @@ def ort_session_options(threads: int, spinning: bool = True):
 
 
 def _peak_rss_mb() -> float:
-    # ru_maxrss is in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident memory of this process's own address space, in MiB.
+
+    VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child
+    started by a big parent would report the parent's peak (a pytest process holding
+    TensorFlow made the ONNX Runtime child look like 900 MB).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def _rss_mb() -> float:
@@ -88,7 +101,7 @@ def _configure_tf(threads: int):
     return tf
 
 
-def load_engine(engine: str, path: str, threads: int, ort_spinning: bool = True):
+def load_engine(engine: str, path: str, threads: int, ort_spinning: bool = False):
     """Load the copy; return `run(x: float32 (N,28,28)) -> float32 (N,10) numpy`."""
     if engine.startswith("onnxruntime"):
         import onnxruntime as ort
@@ -253,7 +266,7 @@ def measure(spec: dict) -> dict:
     """Run one engine as `spec` says; the result is JSON-ready (predictions go to a .npy)."""
     threads = int(spec["threads"])
     t0 = time.perf_counter()
-    run = load_engine(spec["engine"], spec["model"], threads, spec.get("ort_spinning", True))
+    run = load_engine(spec["engine"], spec["model"], threads, spec.get("ort_spinning", False))
     load_s = time.perf_counter() - t0
     rss_load = _rss_mb()
     x = np.load(spec["inputs"]).astype(np.float32)
