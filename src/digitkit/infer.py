@@ -17,8 +17,9 @@ The local engine (design, for throughput at bounded memory):
   batch.
 - At most 2 x workers + 2 chunks are in flight: enough to keep every worker busy while the
   main process writes, and memory stays constant however many files there are.
-- The workers are forked from a forkserver that imported the decoder and ONNX Runtime once,
-  started before anything else so its imports overlap the main process's own start-up.
+- The workers are forked from a forkserver that imported the decoder and ONNX Runtime once
+  (~0.25 s of imports, paid once rather than once per worker). A run that fits in one chunk
+  never starts it: it is classified in the main process, which is faster for a few files.
 - TensorFlow models (--runtime tensorflow) are predicted in the main process (TensorFlow in
   forked workers is asking for trouble); the workers then only decode.
 - Results are consumed in submission order, so rows come out in input order.
@@ -261,7 +262,7 @@ def local_engine(predictor, paths: Iterable, *, batch_size: int, workers: int,
         return
     # forkserver: workers are forked from a clean server that preloaded the decoder, never
     # from this process (which may hold ONNX Runtime or TensorFlow threads by then).
-    start_workers_early()  # a no-op if run_infer already started it
+    start_workers_early()  # before the pool object: its imports overlap the setup below
     in_workers = getattr(predictor, "runtime", None) == "onnxruntime"
     max_in_flight = 2 * workers + 2
     pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("forkserver"),
@@ -429,8 +430,6 @@ def run_infer(model: str | os.PathLike, inputs: Iterable[str | os.PathLike],
     if resume and output in (None, "-"):
         raise UsageError("--resume needs an output file (-o)")
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
-    if engine == "local" and workers:
-        start_workers_early()
 
     out = None if output in (None, "-") else Path(output)
     fmt = format_for(out)
