@@ -41,6 +41,7 @@ def test_record_holds_config_data_history_metrics(trained):
     assert rec["data"]["checksums_md5"]["t10k-images-idx3-ubyte.gz"] == \
         "2646ac647ad5339dbf082846283269ea"
     assert rec["data"]["train_images"] == 2500 and rec["data"]["validation_images"] == 500
+    assert "held out" in rec["data"]["validation_source"]
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert len(rec["history"][key]) == 2
     assert 0.75 < rec["test"]["accuracy"] <= 1.0
@@ -127,3 +128,15 @@ def test_missing_data_is_one_line(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
         f"digitkit: error: {tmp_path / 'nope'}: no such file or directory"]
+
+
+def test_validation_size_zero_trains_on_all_and_monitors_the_test_set(tmp_path, mnist_dir):
+    result = CliRunner().invoke(cli, [
+        "train", "--arch", "seed-mlp", "--data", str(mnist_dir), "--out", str(tmp_path / "r"),
+        "--limit", "2000", "--epochs", "1", "--validation-size", "0", "--quiet"])
+    assert result.exit_code == 0, result.output
+    rec = json.loads((tmp_path / "r" / "train.json").read_text())
+    assert rec["data"]["train_images"] == 2000 and rec["data"]["validation_images"] == 10000
+    assert rec["data"]["validation_source"].startswith("test set (monitoring only")
+    # The monitor's last figure is the final test accuracy: same model, same images.
+    assert rec["history"]["val_accuracy"][-1] == pytest.approx(rec["test"]["accuracy"], abs=1e-4)

@@ -24,12 +24,17 @@ ARCHITECTURES = {
 DEFAULT_ARCH = "cnn"
 
 #: Per-architecture training defaults; each has a reason:
-#: seed-mlp: the reference recipe (3 epochs, batch 32, adam at Keras's default 1e-3).
-#: cnn: 12 epochs of batch 128 fit the 10-minute budget on 2 cores and reach 99.5%+;
-#:      augmentation (small shifts/rotations) is what takes it past 99.4%.
+#: seed-mlp: the reference recipe (3 epochs, batch 32, adam at Keras's default 1e-3) trained,
+#:      like the original script, on all 60,000 training images (validation_size 0): holding
+#:      out 5,000 costs it ~0.2 points and the reference's 96 %.
+#: cnn: 15 epochs of batch 128 fit the 10-minute budget on 2 cores and reach 99.5 %+;
+#:      augmentation (small shifts/rotations/scaling) is what takes it past 99.4 %. The last
+#:      5,000 training images are held out for validation so the test set stays untouched.
 TRAIN_DEFAULTS = {
-    "seed-mlp": {"epochs": 3, "batch_size": 32, "learning_rate": 1e-3, "augment": False},
-    "cnn": {"epochs": 15, "batch_size": 128, "learning_rate": 3e-3, "augment": True},
+    "seed-mlp": {"epochs": 3, "batch_size": 32, "learning_rate": 1e-3, "augment": False,
+                 "validation_size": 0},
+    "cnn": {"epochs": 15, "batch_size": 128, "learning_rate": 3e-3, "augment": True,
+            "validation_size": 5000},
 }
 
 

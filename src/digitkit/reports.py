@@ -112,7 +112,8 @@ def save_confusion_matrix_png(cm: np.ndarray, path, title: str = "Confusion matr
     plt.close(fig)
 
 
-def save_history_png(history: dict, path, title: str = "Training history") -> None:
+def save_history_png(history: dict, path, title: str = "Training history",
+                     validation_label: str = "validation") -> None:
     """Loss and accuracy per epoch, train and validation, side by side."""
     from digitkit._io import atomic_path
 
@@ -123,7 +124,7 @@ def save_history_png(history: dict, path, title: str = "Training history") -> No
         if key in history:
             ax.plot(epochs, history[key], "o-", label=f"train {label}")
         if f"val_{key}" in history:
-            ax.plot(epochs, history[f"val_{key}"], "s--", label=f"validation {label}")
+            ax.plot(epochs, history[f"val_{key}"], "s--", label=f"{validation_label} {label}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_xticks(epochs)

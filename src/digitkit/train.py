@@ -42,9 +42,10 @@ class TrainConfig:
     learning_rate: float | None = None
     augment: bool | None = None
     seed: int = 0
-    # The last 5,000 training images are held out for validation curves: the test set stays
-    # untouched until the final evaluation (the classic 55k/5k MNIST split).
-    validation_size: int = 5000
+    # Training images held out (the last N) for the validation curves; None: the
+    # architecture's default. 0 trains on everything and monitors the test set per epoch
+    # (monitoring only: nothing is selected or stopped on it).
+    validation_size: int | None = None
     limit: int | None = None  # train on the first N training images only (quick runs, tests)
 
     def resolved(self) -> TrainConfig:
@@ -53,7 +54,7 @@ class TrainConfig:
                              f"choose from {', '.join(ARCHITECTURES)}")
         d = TRAIN_DEFAULTS[self.arch]
         cfg = TrainConfig(**asdict(self))
-        for key in ("epochs", "batch_size", "learning_rate", "augment"):
+        for key in ("epochs", "batch_size", "learning_rate", "augment", "validation_size"):
             if getattr(cfg, key) is None:
                 setattr(cfg, key, d[key])
         if cfg.epochs < 1:
@@ -109,13 +110,17 @@ class Trainer:
             x_train, y_train = x_train[: cfg.limit], y_train[: cfg.limit]
         n_val = min(cfg.validation_size, len(x_train) // 5)
         x_fit, y_fit = x_train[: len(x_train) - n_val], y_train[: len(y_train) - n_val]
-        x_val, y_val = x_train[len(x_train) - n_val:], y_train[len(y_train) - n_val:]
+        if n_val:
+            x_val, y_val = x_train[len(x_train) - n_val:], y_train[len(y_train) - n_val:]
+            val_source = f"last {n_val} training images (held out)"
+        else:
+            x_val, y_val = data.x_test, data.y_test
+            val_source = "test set (monitoring only: nothing is selected or stopped on it)"
 
         steps = math.ceil(len(x_fit) / cfg.batch_size)
         model = compile_model(build_model(cfg.arch), cfg.learning_rate, steps, cfg.epochs)
         train_ds = _dataset(x_fit, y_fit, cfg.batch_size, cfg.seed, cfg.augment, shuffle=True)
-        val_ds = (_dataset(x_val, y_val, 1024, cfg.seed, False, shuffle=False)
-                  if n_val else None)
+        val_ds = _dataset(x_val, y_val, 1024, cfg.seed, False, shuffle=False)
 
         epoch_times = []
 
@@ -149,7 +154,8 @@ class Trainer:
                 "source": data.source,
                 "checksums_md5": data.checksums,
                 "train_images": int(len(x_fit)),
-                "validation_images": int(n_val),
+                "validation_images": int(len(x_val)),
+                "validation_source": val_source,
                 "test_images": int(len(data.x_test)),
             },
             "history": hist,
@@ -167,7 +173,8 @@ class Trainer:
         write_text_atomic(self.out_dir / "classification_report.txt",
                           classification_report(data.y_test, y_pred))
         save_history_png(hist, self.out_dir / "history.png",
-                         title=f"{cfg.arch}: loss and accuracy per epoch")
+                         title=f"{cfg.arch}: loss and accuracy per epoch",
+                         validation_label="validation" if n_val else "test (monitor)")
         save_confusion_matrix_png(cm, self.out_dir / "confusion_matrix.png",
                                   title=f"{cfg.arch} on MNIST test (accuracy {test_acc:.4f})")
         record["wall_seconds"] = round(time.perf_counter() - t0, 3)

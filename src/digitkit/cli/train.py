@@ -26,8 +26,9 @@ def _arch_help() -> str:
               help="Random shifts/rotations/scaling [default: on for cnn, off for seed-mlp].")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for weights, shuffling and augmentation.")
-@click.option("--validation-size", type=click.IntRange(min=0), default=5000, show_default=True,
-              help="Training images held out for validation curves (the last N).")
+@click.option("--validation-size", type=click.IntRange(min=0), default=None,
+              help="Training images held out for validation curves (the last N); 0 trains on "
+                   "all and monitors the test set [default: 5000 for cnn, 0 for seed-mlp].")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on the first N training images only (quick experiments).")
 @click.option("--data", "data_path", type=click.Path(path_type=str), default=None,
