@@ -19,8 +19,9 @@ from digitkit.infer import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, ENGINES
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE,
               show_default=True, help="Images per inference batch (and per decode task).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Decoder processes; 0 decodes in the main process. "
-                   "Default: one per usable core (decoding is the bottleneck).")
+              help="Worker processes (decode, ONNX inference, row text); 0 does everything "
+                   "in the main process. Default: one per usable core (decoding is the "
+                   "bottleneck).")
 @click.option("--top-k", type=click.IntRange(1, 10), default=DEFAULT_TOP_K, show_default=True,
               help="Labels and probabilities per row.")
 @click.option("--resume", is_flag=True,
