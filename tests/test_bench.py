@@ -200,3 +200,13 @@ def test_best_of_rounds_keeps_fastest_round_per_batch():
     merged = bench._best_of([rnd(10, 80), rnd(12, 70)])
     assert [pb["images_per_s"] for pb in merged["per_batch"]] == [12, 80]
     assert merged["rounds"] == 2
+
+
+def test_undecodable_image_is_a_one_line_error(export_dir, mnist_dir, tmp_path):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "bad.png").write_bytes(b"not a png at all")
+    r = _run([str(export_dir / "model.onnx"), "--runtimes", "onnxruntime", *QUICK,
+              "--data", str(mnist_dir), "--images", str(tmp_path / "imgs")])
+    assert r.exit_code == 1, r.output
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith("digitkit: error: ") and "bad.png" in last and "Traceback" not in last

@@ -297,10 +297,21 @@ def measure(spec: dict) -> dict:
     }
 
 
+#: Exit status telling the parent that the last stderr line is a one-line user error
+#: (an undecodable --images file, say), to be shown as is rather than as an engine failure.
+EXIT_USER_ERROR = 3
+
+
 def main(argv=None) -> int:
+    from digitkit.errors import DigitkitError
+
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(argv[0]).read_text())
-    result = measure(spec)
+    try:
+        result = measure(spec)
+    except DigitkitError as e:
+        print(e.message, file=sys.stderr)
+        return EXIT_USER_ERROR
     Path(spec["result"]).write_text(json.dumps(result))
     return 0
 

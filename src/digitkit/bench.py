@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitkit._bench_runners import ENGINES
+from digitkit._bench_runners import ENGINES, EXIT_USER_ERROR
 from digitkit.errors import DigitkitError, ModelError, UsageError
 
 #: User-facing runtime groups, each expanding to the engines (code paths) it covers.
@@ -303,6 +303,8 @@ def _run_engine(engine: str, model_file: Path, spec: dict, work: Path, tag: str)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         last = lines[-1] if lines else f"exit status {proc.returncode}"
+        if proc.returncode == EXIT_USER_ERROR:
+            raise DigitkitError(last)
         raise ModelError(f"{model_file}: {engine} failed: {last}")
     result = json.loads(Path(spec["result"]).read_text())
     result["probabilities"] = np.load(spec["predictions"])
