@@ -82,8 +82,8 @@ def check_model_file(path: str | os.PathLike) -> Path:
     if p.is_dir():
         raise ModelError(f"{p}: is a directory, expected a Keras .h5 model file")
     if p.suffix.lower() not in (".h5", ".hdf5"):
-        raise ModelError(f"{p}: expected a Keras HDF5 model (.h5), got a '{p.suffix or 'no'}'"
-                         " extension")
+        got = f"a '{p.suffix}' file" if p.suffix else "a file without an extension"
+        raise ModelError(f"{p}: expected a Keras HDF5 model (.h5), got {got}")
     try:
         with open(p, "rb") as f:
             magic = f.read(8)
