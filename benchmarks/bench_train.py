@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="comma-separated; one full training per seed")
     ap.add_argument("--budget-seconds", type=float, default=600.0)
     ap.add_argument("--target-accuracy", type=float, default=0.995)
+    ap.add_argument("--keep", default=None, metavar="DIR",
+                    help="keep the last run's artifacts in DIR (e.g. for bench_runtimes.py)")
     ap.add_argument("extra", nargs="*", help="extra arguments passed to `digitkit train`")
     args = ap.parse_args()
 
@@ -38,13 +40,15 @@ def main() -> None:
     ok = True
     for seed in (int(s) for s in args.seeds.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
+            out = args.keep or tmp
             cmd = [str(digitkit), "train", "--arch", args.arch, "--seed", str(seed),
-                   "--out", tmp, "--quiet", *(["--data", args.data] if args.data else []),
+                   "--out", out, "--quiet", *(["--force"] if args.keep else []),
+                   *(["--data", args.data] if args.data else []),
                    *args.extra]
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True)
             wall = time.perf_counter() - t0
-            rec = json.loads((Path(tmp) / "train.json").read_text())
+            rec = json.loads((Path(out) / "train.json").read_text())
         acc = rec["test"]["accuracy"]
         epochs = rec["epoch_seconds"]
         passed = acc >= args.target_accuracy and wall <= args.budget_seconds
