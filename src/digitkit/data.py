@@ -143,10 +143,9 @@ def load_npz(path: str | os.PathLike) -> MnistData:
         raise
     except FileNotFoundError:
         raise DataError(p, "no such file") from None
-    except (OSError, ValueError, zlib.error, EOFError) as e:
-        # np.load raises ValueError for pickled content and BadZipFile (an OSError-alike) for junk
-        raise DataError(p, f"not a readable npz file ({type(e).__name__}: {e})") from None
-    except Exception as e:  # zipfile.BadZipFile is not an OSError
+    except Exception as e:
+        # np.load raises ValueError for pickled content, zipfile.BadZipFile (not an OSError)
+        # for junk, and zlib/EOF errors for truncation: all one message naming the file.
         raise DataError(p, f"not a readable npz file ({type(e).__name__}: {e})") from None
     for k in ("x_train", "x_test"):
         if a[k].ndim != 3 or a[k].shape[1:] != (28, 28) or a[k].dtype != np.uint8:

@@ -136,14 +136,11 @@ def _decode(path) -> np.ndarray | None:
         return None  # JPEG photos and friends: Pillow (and no second read of a big file)
     try:
         data = _read(path)
-    except FileNotFoundError:
-        raise ImageError(path, "no such file") from None
-    except IsADirectoryError:
-        raise ImageError(path, "is a directory") from None
-    except PermissionError:
-        raise ImageError(path, "permission denied") from None
-    except OSError:
-        return None  # let Pillow name it
+    except OSError as e:
+        reason = _open_error_reason(e)
+        if reason is None:
+            return None  # let Pillow name it
+        raise ImageError(path, reason) from None
     size = _fast_gray_png(data)
     if size is None:
         return None
@@ -265,12 +262,8 @@ def _with_image(path, fn):
             return fn(im)
     except ImageError:
         raise
-    except FileNotFoundError:
-        raise ImageError(path, "no such file") from None
-    except IsADirectoryError:
-        raise ImageError(path, "is a directory") from None
-    except PermissionError:
-        raise ImageError(path, "permission denied") from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        raise ImageError(path, _open_error_reason(e)) from None
     except UnidentifiedImageError:
         raise ImageError(path, _unidentified_reason(path)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -283,6 +276,17 @@ def _with_image(path, fn):
     except (SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as e:
         # Pillow's plugins report malformed headers with SyntaxError/ValueError and friends.
         raise ImageError(path, f"cannot decode ({type(e).__name__}: {e})") from None
+
+
+def _open_error_reason(e: OSError) -> str | None:
+    """One reason per way a file cannot be opened, shared by the OpenCV and Pillow paths so
+    both report a bad file the same way; None for anything else."""
+    for kind, reason in ((FileNotFoundError, "no such file"),
+                         (IsADirectoryError, "is a directory"),
+                         (PermissionError, "permission denied")):
+        if isinstance(e, kind):
+            return reason
+    return None
 
 
 def _unidentified_reason(path) -> str:
