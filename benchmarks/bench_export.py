@@ -36,7 +36,7 @@ def _train_seed(path: Path, data: str) -> None:
     import numpy as np
 
     from digitkit.data import load_mnist
-    from digitkit.models import build_model, compile_model
+    from digitkit.architectures import build_model, compile_model
 
     d = load_mnist(data)
     keras.utils.set_random_seed(0)

@@ -51,7 +51,7 @@ def train(arch: str, out: Path, data: Path, epochs: int, batch: int) -> Path:
     code = f"""
 import numpy as np, keras
 from digitkit.data import read_idx
-from digitkit.models import build_model, compile_model
+from digitkit.architectures import build_model, compile_model
 x, _ = read_idx({str(data / 'train-images-idx3-ubyte.gz')!r})
 y, _ = read_idx({str(data / 'train-labels-idx1-ubyte.gz')!r})
 keras.utils.set_random_seed(0)

@@ -13,7 +13,7 @@ if [ -e "$OUT" ]; then
     echo "end_to_end: $OUT already exists; remove it or set OUT=another/dir" >&2
     exit 1
 fi
-[ -x .venv/bin/digitkit ] || { python3 -m venv .venv && .venv/bin/pip install -q .; }
+[ -x .venv/bin/digitkit ] || { python3 -m venv .venv && .venv/bin/pip install -q '.[tensorflow]'; }
 dk() { echo "+ digitkit $*" >&2; .venv/bin/digitkit "$@"; }
 
 dk data fetch

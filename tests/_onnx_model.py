@@ -2,7 +2,7 @@
 
 A linear softmax classifier over the 784 pixels, fitted in closed form (ridge least squares
 on one-hot targets) on MNIST training images, written with `onnx.helper`. It honours the
-model contract of `digitkit.models` (input "pixels" float32 (N, 28, 28) raw 0..255, output
+model contract of `digitkit.architectures` (input "pixels" float32 (N, 28, 28) raw 0..255, output
 "probabilities" float32 (N, 10)) and scores about 85% on the test set: good enough to check
 that a preprocessed image is classified like its original, cheap enough to build per session.
 """

@@ -1,4 +1,5 @@
-"""Shared fixtures: the read-only MNIST copies beside the checkout and a small trained model."""
+"""Shared fixtures: the read-only MNIST copies beside the checkout, a small trained Keras
+model, a tiny TensorFlow-free ONNX model, one export directory, and a CliRunner helper."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def seed_mlp_h5(tmp_path_factory, mnist_dir) -> Path:
     import keras
 
     from digitkit.data import read_idx
-    from digitkit.models import build_model, compile_model
+    from digitkit.architectures import build_model, compile_model
 
     x, _ = read_idx(mnist_dir / "train-images-idx3-ubyte.gz")
     y, _ = read_idx(mnist_dir / "train-labels-idx1-ubyte.gz")
@@ -67,3 +68,37 @@ def seed_mlp_h5(tmp_path_factory, mnist_dir) -> Path:
     model.save(path)
     os.chmod(path, 0o444)
     return path
+
+
+def run_cli(*args, **kwargs):
+    """`digitkit ARGS...` in-process through click's CliRunner (arguments may be paths)."""
+    from click.testing import CliRunner
+
+    from digitkit.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], **kwargs)
+
+
+@pytest.fixture(scope="session")
+def linear_model(tmp_path_factory, mnist_dir):
+    """(path, w, b) of the TensorFlow-free linear ONNX classifier of tests/_onnx_model.py
+    (~85% accurate; read-only: copy it before writing beside it)."""
+    from _onnx_model import build_linear_model
+
+    return build_linear_model(mnist_dir, tmp_path_factory.mktemp("linear"))
+
+
+@pytest.fixture(scope="session")
+def linear_onnx(linear_model) -> Path:
+    return linear_model[0]
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory, seed_mlp_h5, mnist_dir) -> Path:
+    """One full `digitkit export --format all --quantize int8` of the seed model, made by the
+    real command and shared read-only by the export, bench and view tests."""
+    out = tmp_path_factory.mktemp("export") / "export"
+    result = run_cli("export", seed_mlp_h5, "--out", out, "--data", mnist_dir,
+                     "--quantize", "int8")
+    assert result.exit_code == 0, result.output
+    return out

@@ -30,7 +30,7 @@ def wrong_onnx(tmp_path_factory):
     """Same architecture and contract, untrained weights: runs fine, answers wrongly."""
     import keras
 
-    from digitkit.models import build_model
+    from digitkit.architectures import build_model
 
     keras.utils.set_random_seed(123)
     out = make_export_dir(build_model("seed-mlp"), tmp_path_factory.mktemp("wrong") / "w",

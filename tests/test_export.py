@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from digitkit._io import sha256_file, sha256_tree
+from digitkit.outputs import sha256_file, sha256_tree
 from digitkit.cli import cli
 
 

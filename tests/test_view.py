@@ -49,7 +49,7 @@ def test_netron_serves_page_and_model_bytes(export_dir, name):
 
 def test_keras_v3_file_is_viewable(tmp_path):
 
-    from digitkit.models import build_model
+    from digitkit.architectures import build_model
 
     path = tmp_path / "m.keras"
     build_model("seed-mlp").save(path)

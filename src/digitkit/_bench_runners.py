@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitkit.models import INPUT_NAME, OUTPUT_NAME
+from digitkit.architectures import INPUT_NAME, OUTPUT_NAME
 
 #: engine name -> (user-facing runtime group, model copy it loads, short description)
 ENGINES = {

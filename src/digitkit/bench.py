@@ -605,7 +605,7 @@ def save_plot(record: dict, path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullLocator
 
-    from digitkit._io import atomic_path
+    from digitkit.outputs import atomic_path
 
     models = record["models"]
     fig, axes = plt.subplots(1, len(models), figsize=(6.4 * len(models), 4.8), squeeze=False)

@@ -75,3 +75,14 @@ class ValidationError(DigitkitError):
     """An artifact was produced but failed its parity or accuracy check."""
 
     exit_code = EXIT_VALIDATION
+
+
+def missing_extra(what: str, extra: str) -> DependencyError:
+    """The one-line error for a command whose optional extra is not installed."""
+    return DependencyError(f"{what} needs the '{extra}' extra: pip install 'digitkit[{extra}]'")
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (library errors can be pages long)."""
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:limit]

@@ -27,9 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from digitkit import CLASS_NAMES, __version__
-from digitkit._io import ensure_dir, guard_output, sha256_file, sha256_tree, write_json_atomic
+from digitkit.outputs import ensure_dir, guard_output, sha256_file, sha256_tree, write_json_atomic
 from digitkit.errors import ModelError, UsageError, ValidationError
-from digitkit.models import INPUT_NAME, INPUT_SHAPE, NUM_CLASSES, OUTPUT_NAME
+from digitkit.architectures import INPUT_NAME, INPUT_SHAPE, NUM_CLASSES, OUTPUT_NAME
 from digitkit.quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP
 from digitkit.validate import DEFAULT_ATOL, DEFAULT_N_IMAGES, ArtifactValidation, format_table
 
@@ -494,7 +494,7 @@ def _record(out: Path, name: str, fmt: str, status: str) -> dict:
         digest = sha256_file(p)
     rec = {"path": name, "format": fmt, "size_bytes": size, "sha256": digest, "status": status}
     if fmt == "savedmodel":
-        rec["sha256_method"] = "digitkit._io.sha256_tree (relative paths + file sha256s)"
+        rec["sha256_method"] = "digitkit.outputs.sha256_tree (relative paths + file sha256s)"
         rec["signature"] = {"name": "serving_default",
                             "inputs": {INPUT_NAME: {"shape": [None, *INPUT_SHAPE],
                                                     "dtype": "float32"}},

@@ -560,7 +560,7 @@ def _simple_report(cm: np.ndarray) -> str:
 
 def save_confusion(summary: InferSummary, path: str | os.PathLike, force: bool = False) -> Path:
     """Write the confusion matrix: .csv as counts, anything else as a PNG figure."""
-    from digitkit._io import atomic_path, guard_output
+    from digitkit.outputs import atomic_path, guard_output
 
     p = Path(path)
     guard_output(p, force)

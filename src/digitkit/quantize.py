@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitkit.models import INPUT_NAME, OUTPUT_NAME
+from digitkit.architectures import INPUT_NAME, OUTPUT_NAME
 
 #: Training images used to calibrate activation ranges. 1,000 images (100 per class on
 #: average) give stable MinMax ranges; more only adds calibration time.

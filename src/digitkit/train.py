@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from digitkit import __version__
-from digitkit._io import atomic_path, ensure_dir, guard_output, write_json_atomic, write_text_atomic
+from digitkit.outputs import atomic_path, ensure_dir, guard_output, write_json_atomic, write_text_atomic
 from digitkit.errors import UsageError
-from digitkit.models import ARCHITECTURES, DEFAULT_ARCH, TRAIN_DEFAULTS
+from digitkit.architectures import ARCHITECTURES, DEFAULT_ARCH, TRAIN_DEFAULTS
 
 MODEL_FILE = "model.h5"
 RECORD_FILE = "train.json"
@@ -91,7 +91,7 @@ class Trainer:
         import keras
         import tensorflow as tf
 
-        from digitkit.models import build_model, compile_model
+        from digitkit.architectures import build_model, compile_model
         from digitkit.reports import (
             classification_report,
             confusion_matrix,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from digitkit.errors import ModelError
-from digitkit.models import INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
+from digitkit.architectures import INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 
 #: Default parity tolerance on softmax probabilities. Float32 conversions of the same graph
 #: differ by ~1e-7 (different kernels, fused ops); 1e-5 leaves two orders of magnitude for

@@ -53,7 +53,7 @@ def command(models, runtimes, batch_sizes, threads, duration, iterations, warmup
     import sys
 
     from digitkit import bench
-    from digitkit._io import guard_output, write_json_atomic
+    from digitkit.outputs import guard_output, write_json_atomic
     from digitkit.errors import UsageError, ValidationError
 
     if plot_out is not None and not plot_out.lower().endswith(".png"):

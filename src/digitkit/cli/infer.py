@@ -68,7 +68,7 @@ def command(model, paths, output, runtime, batch_size, workers, top_k, resume, f
     elif address is not None or num_workers is not None:
         raise UsageError("--address and --num-workers are for the ray engine (--engine ray)")
     if confusion and not force:
-        from digitkit._io import guard_output
+        from digitkit.outputs import guard_output
 
         guard_output(confusion, force)  # fail before hours of work, not after
     if confusion and output and confusion == output:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from digitkit.models import ARCHITECTURES, DEFAULT_ARCH
+from digitkit.architectures import ARCHITECTURES, DEFAULT_ARCH
 
 
 def _arch_help() -> str:

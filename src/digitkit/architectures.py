@@ -1,20 +1,13 @@
-"""Model architectures.
+"""The architectures digitkit trains, and their training defaults.
 
-The input contract every model (and so every exported copy) honours:
-  input  "pixels":        float32, shape (N, 28, 28), values 0..255, white ink on black (MNIST)
-  output "probabilities": float32, shape (N, 10), softmax over the digits 0..9
-Preprocessing lives inside the graph, so Keras, the SavedModel and ONNX Runtime all see
-raw pixels and nobody has to remember a normalisation constant.
+Every one honours the contract of `digitkit.model.contract` (raw pixels in, probabilities
+out, preprocessing inside the graph).
 """
 
 from __future__ import annotations
 
 from digitkit.errors import UsageError
-
-INPUT_NAME = "pixels"
-OUTPUT_NAME = "probabilities"
-INPUT_SHAPE = (28, 28)
-NUM_CLASSES = 10
+from digitkit.model.contract import INPUT_NAME, INPUT_SHAPE, NUM_CLASSES, OUTPUT_NAME
 
 #: architecture name -> one-line description (shown by `digitkit train --help`)
 ARCHITECTURES = {

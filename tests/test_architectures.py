@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from digitkit.errors import UsageError
-from digitkit.models import ARCHITECTURES, INPUT_NAME, OUTPUT_NAME, build_model
+from digitkit.architectures import ARCHITECTURES, build_model
+from digitkit.model.contract import INPUT_NAME, OUTPUT_NAME
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))

@@ -1,0 +1,169 @@
+"""Loading models safely: the one Keras loader and the one SavedModel loader.
+
+A Keras file's architecture is read as JSON first (h5py, or the .keras zip) so that a model
+carrying Python code (Lambda layers, custom classes) is refused before anything deserialises
+it; `trust_model=True` is the user's explicit opt-in. TensorFlow is imported only here, inside
+functions, and only through `import_tensorflow`, which turns a missing extra into one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from digitkit.errors import ModelError, missing_extra, one_line
+from digitkit.model.contract import check_keras_contract
+from digitkit.model.files import KERAS_H5, KERAS_V3, SAVEDMODEL, identify
+
+TENSORFLOW_EXTRA = "tensorflow"
+_MODEL_CLASSES = {"Functional", "Sequential", "Model"}
+_CODE_CLASSES = {"Lambda", "TFOpLambda", "__lambda__", "__function__"}
+
+
+def import_tensorflow(what: str = "this command"):
+    """Import TensorFlow quietly, or raise the one-line install hint."""
+    # TF's C++ start-up chatter (oneDNN, CPU features) is noise on a command line.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise missing_extra(what, TENSORFLOW_EXTRA) from None
+    return tf
+
+
+def read_model_config(path: str | os.PathLike) -> dict:
+    """The architecture JSON stored in a Keras .h5 or .keras file (no code runs)."""
+    p = Path(path)
+    if p.suffix.lower() == ".keras":
+        try:
+            with zipfile.ZipFile(p) as z:
+                raw = z.read("config.json")
+        except (OSError, KeyError, zipfile.BadZipFile) as e:
+            raise ModelError(f"{p}: cannot read the Keras archive's config.json ({e})") from None
+    else:
+        import h5py
+
+        try:
+            with h5py.File(p, "r") as f:
+                raw = f.attrs.get("model_config")
+        except OSError as e:
+            raise ModelError(f"{p}: cannot open as HDF5 ({e})") from None
+        if raw is None:
+            raise ModelError(f"{p}: HDF5 file holds no Keras model config (a weights-only "
+                             "file?)")
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ModelError(f"{p}: model config is not valid JSON") from None
+
+
+def unsafe_parts(config: dict, is_known_layer=None) -> list[str]:
+    """Describe every part of a Keras config that would run Python code when deserialised.
+
+    Lambda layers carry marshalled bytecode; layers outside Keras (custom classes, modules
+    other than keras.*) import and run the user's code. `is_known_layer(class_name)` says
+    whether a layer class is one of Keras's own; without it only code-carrying parts are found.
+    """
+    found: list[str] = []
+
+    def walk(node, in_layers=False):
+        if isinstance(node, list):
+            for item in node:
+                walk(item, in_layers)
+            return
+        if not isinstance(node, dict):
+            return
+        cls = node.get("class_name")
+        name = node.get("name") or (node.get("config") or {}).get("name")
+        label = f"{cls} layer {name!r}" if name else f"{cls}"
+        module = node.get("module")
+        registered = node.get("registered_name")
+        if cls in _CODE_CLASSES:
+            found.append(f"{label} (runs arbitrary Python code)")
+        elif isinstance(module, str) and module != "keras" and not module.startswith("keras."):
+            found.append(f"{label} from module {module!r} (custom code)")
+        elif isinstance(registered, str) and ">" in registered:
+            found.append(f"{label} registered as {registered!r} (custom code)")
+        elif (in_layers and isinstance(cls, str) and cls not in _MODEL_CLASSES
+              and is_known_layer is not None and not is_known_layer(cls)):
+            found.append(f"{label} (not a Keras layer: custom code)")
+        for key, value in node.items():
+            if key == "layers":
+                walk(value, in_layers=True)
+            elif isinstance(value, (dict, list)):
+                walk(value, in_layers=False)
+
+    walk(config)
+    return list(dict.fromkeys(found))
+
+
+def load_keras_model(path: str | os.PathLike, trust_model: bool = False):
+    """Load a Keras .h5/.keras model that honours the contract, refusing code-carrying models
+    unless `trust_model`."""
+    model_file = identify(path)
+    p = model_file.path
+    if model_file.kind not in (KERAS_H5, KERAS_V3):
+        raise ModelError(f"{p}: expected a Keras model (.h5 or .keras)")
+    config = read_model_config(p)
+    import_tensorflow("loading a Keras model")
+    import keras
+
+    def known(cls: str) -> bool:
+        return isinstance(getattr(keras.layers, cls, None), type)
+
+    problems = unsafe_parts(config, known)
+    if problems and not trust_model:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ModelError(f"{p}: refusing to load a model that can run arbitrary code: "
+                         f"{problems[0]}{more}; pass --trust-model if you trust its source")
+    try:
+        model = keras.models.load_model(p, compile=False, safe_mode=not trust_model)
+    except Exception as e:  # noqa: BLE001 - any loader failure is a bad model file for the user
+        raise ModelError(f"{p}: cannot load Keras model ({one_line(e)})") from None
+    check_keras_contract(p, model)
+    return model
+
+
+@dataclass
+class SavedModelSignature:
+    """A SavedModel's serving signature, ready to call; `loaded` keeps its variables alive
+    (the signature holds only a weak reference to them)."""
+
+    path: Path
+    loaded: object
+    fn: object
+    input_name: str
+    output_names: list[str]
+    input_shape: tuple
+
+    def __call__(self, pixels) -> dict:
+        import tensorflow as tf
+
+        return {k: v.numpy() for k, v in self.fn(**{self.input_name: tf.constant(pixels)}).items()}
+
+
+def load_savedmodel(path: str | os.PathLike) -> SavedModelSignature:
+    """Load a SavedModel directory and its "serving_default" signature (one input)."""
+    model_file = identify(path)
+    p = model_file.path
+    if model_file.kind != SAVEDMODEL:
+        raise ModelError(f"{p}: expected a SavedModel directory")
+    tf = import_tensorflow("loading a SavedModel")
+    try:
+        loaded = tf.saved_model.load(str(p))
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"{p}: cannot load SavedModel ({one_line(e)})") from None
+    fn = loaded.signatures.get("serving_default")
+    if fn is None:
+        raise ModelError(f'{p}: SavedModel has no "serving_default" signature')
+    spec = fn.structured_input_signature[1]
+    if len(spec) != 1:
+        raise ModelError(f"{p}: serving signature has inputs {list(spec)}, expected one")
+    in_name = next(iter(spec))
+    return SavedModelSignature(p, loaded, fn, in_name, list(fn.structured_outputs),
+                               tuple(spec[in_name].shape.as_list()))

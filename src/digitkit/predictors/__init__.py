@@ -1,0 +1,95 @@
+"""The predictor layer: every runtime that turns pixels into probabilities, built in one place.
+
+A predictor has `.predict(pixels float32 (N, 28, 28)) -> float32 (N, 10)`, `.load()`,
+`.runtime` and `.model_path`; constructors are cheap, the runtime loads on first use.
+
+`ENGINES` is the one table of code paths: `bench` times every row of it, `infer` and export
+validation open the same predictors. Adding a runtime is one row here and one predictor class.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from digitkit.errors import ModelError, UsageError
+from digitkit.model.files import ONNX, SAVEDMODEL, identify
+from digitkit.predictors.ort import OnnxPredictor, OrtSettings
+
+RUNTIMES = ("onnxruntime", "tensorflow")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One way of running one copy of a model."""
+
+    name: str
+    runtime: str  # the user-facing runtime group (bench --runtimes)
+    copy: str  # which ModelCopies attribute it loads
+    description: str
+    open: Callable  # (path, threads, spinning) -> predictor
+
+
+def _ort(path, threads, spinning):
+    return OnnxPredictor(path, OrtSettings(threads, spinning))
+
+
+def _savedmodel(path, threads, spinning):
+    from digitkit.predictors.tf import SavedModelPredictor
+
+    return SavedModelPredictor(path, threads)
+
+
+def _keras(mode):
+    def open_(path, threads, spinning):
+        from digitkit.predictors.tf import KerasPredictor
+
+        return KerasPredictor(path, threads, mode=mode)
+
+    return open_
+
+
+ENGINES = {e.name: e for e in (
+    Engine("onnxruntime", "onnxruntime", "onnx",
+           "ONNX Runtime InferenceSession.run, float model", _ort),
+    Engine("onnxruntime-int8", "onnxruntime", "onnx_int8",
+           "ONNX Runtime InferenceSession.run, int8", _ort),
+    Engine("tf-savedmodel", "tensorflow", "saved_model",
+           "SavedModel signature 'serving_default'", _savedmodel),
+    Engine("tf-function", "keras", "keras",
+           "tf.function(model(x, training=False)), fixed signature", _keras("function")),
+    Engine("keras-predict", "keras", "keras",
+           "Keras model.predict(x, batch_size=len(x))", _keras("predict")),
+)}
+
+
+def open_engine(engine: str, path: str | os.PathLike, threads: int | None = None,
+                spinning: bool = False):
+    """The predictor of one ENGINES row on `path`."""
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    return ENGINES[engine].open(path, threads, spinning)
+
+
+def open_predictor(model_path: str | os.PathLike, runtime: str | None = None,
+                   settings: OrtSettings = OrtSettings(), trust_model: bool = False):
+    """The natural predictor for a model file: .onnx on ONNX Runtime, a SavedModel directory
+    or a Keras file on TensorFlow (`runtime` may only confirm that choice)."""
+    model = identify(model_path)
+    if runtime is not None and runtime not in RUNTIMES:
+        raise UsageError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+    if runtime is not None and runtime != model.runtime:
+        kind = ".onnx model" if model.kind == ONNX else "Keras/SavedModel model"
+        raise UsageError(f"{model.path}: a {kind} runs on {model.runtime}, not {runtime}")
+    if model.kind == ONNX:
+        return OnnxPredictor(model.path, settings)
+    from digitkit.predictors.tf import KerasPredictor, SavedModelPredictor
+
+    if model.kind == SAVEDMODEL:
+        return SavedModelPredictor(model.path, settings.threads)
+    return KerasPredictor(model.path, settings.threads, trust_model=trust_model)
+
+
+__all__ = ["ENGINES", "RUNTIMES", "Engine", "ModelError", "OnnxPredictor", "OrtSettings",
+           "open_engine", "open_predictor"]

@@ -1,0 +1,147 @@
+"""ONNX Runtime: the one place a session is configured and opened.
+
+Export validation, quantization checks, `infer` (main process and every worker), the Ray
+actors and `bench` all open their sessions through `open_session`, so a figure `bench`
+reports is a configuration `infer` runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from digitkit.errors import DependencyError, ModelError, one_line
+from digitkit.model.contract import OUTPUT_NAME
+
+
+@dataclass(frozen=True)
+class OrtSettings:
+    """How a session runs.
+
+    threads: intra-op threads; None lets ONNX Runtime use every core.
+    spinning: idle pool threads busy-wait for the next op. ORT's own default; it saves
+        wake-up latency on small batches but burns CPU that other threads or processes (the
+        decoders of `infer`) need, and on a busy machine it made multi-threaded ops stall.
+    """
+
+    threads: int | None = None
+    spinning: bool = False
+
+
+def session_options(settings: OrtSettings = OrtSettings()):
+    """The SessionOptions every digitkit session uses.
+
+    - graph optimisation ALL: constant folding plus layout and fusion passes (Conv+BN+ReLU,
+      MatMul+Add); ORT's default is ALL already, stated here so records cannot drift.
+    - sequential execution, one inter-op thread: these graphs are a chain, so a parallel
+      executor adds scheduling cost and nothing to overlap.
+    - log severity "error": warnings about unused initializers in converted graphs are noise.
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if settings.threads:
+        so.intra_op_num_threads = settings.threads
+    if not settings.spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return so
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise DependencyError("onnxruntime is not installed: pip install onnxruntime") from None
+    return ort
+
+
+def open_session(path: str | os.PathLike, settings: OrtSettings = OrtSettings()):
+    """An InferenceSession on the CPU, or ModelError naming the file and ORT's reason."""
+    ort = import_onnxruntime()
+    try:
+        return ort.InferenceSession(str(path), sess_options=session_options(settings),
+                                    providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for bad files
+        raise ModelError(f"{path}: not a usable ONNX model ({one_line(e)})") from None
+
+
+def runtime_version() -> str:
+    return f"onnxruntime {import_onnxruntime().__version__}"
+
+
+class OnnxPredictor:
+    """`.predict(pixels) -> probabilities` on ONNX Runtime. Cheap to construct (checks only
+    that the file is there); the session opens on the first `predict` or `load()`, so a
+    process pool can start before any runtime threads exist."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, model_path: str | os.PathLike, settings: OrtSettings = OrtSettings()):
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise ModelError(f"{self.model_path}: no such model file")
+        self.settings = settings
+        self._session = None
+        self._input = None
+        self._output = None
+        self._input_shape = None
+
+    @property
+    def session(self):
+        return self.load()._session
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.session.get_inputs()]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    def load(self):
+        if self._session is not None:
+            return self
+        session = open_session(self.model_path, self.settings)
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        if len(inputs) != 1:
+            raise ModelError(f"{self.model_path}: expected one input, the model has "
+                             f"{len(inputs)}: {', '.join(i.name for i in inputs)}")
+        names = [o.name for o in outputs]
+        self._output = OUTPUT_NAME if OUTPUT_NAME in names else names[0]
+        self._input = inputs[0].name
+        self._input_shape = _static_feature_shape(inputs[0].shape)
+        self._session = session
+        return self
+
+    def outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name (what export validation compares)."""
+        self.load()
+        values = self._session.run(None, {self._input: self._fit(pixels)})
+        return dict(zip(self.output_names, values, strict=True))
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        self.load()
+        out = self._session.run([self._output], {self._input: self._fit(pixels)})[0]
+        return out.astype(np.float32, copy=False)
+
+    def _fit(self, pixels) -> np.ndarray:
+        x = np.asarray(pixels, dtype=np.float32)
+        if self._input_shape is not None and self._input_shape != x.shape[1:]:
+            # Accept exports that flatten (N, 784) or add a channel (N, 28, 28, 1).
+            x = x.reshape((len(x),) + self._input_shape)
+        return x
+
+
+def _static_feature_shape(shape) -> tuple | None:
+    dims = tuple(shape[1:])
+    if all(isinstance(d, int) and d > 0 for d in dims) and int(np.prod(dims)) == 784:
+        return dims
+    return None
