@@ -140,3 +140,22 @@ def test_validation_size_zero_trains_on_all_and_monitors_the_test_set(tmp_path, 
     assert rec["data"]["validation_source"].startswith("test set (monitoring only")
     # The monitor's last figure is the final test accuracy: same model, same images.
     assert rec["history"]["val_accuracy"][-1] == pytest.approx(rec["test"]["accuracy"], abs=1e-4)
+
+
+def test_help_shows_the_defaults_the_trainer_uses():
+    """--help reads TRAIN_DEFAULTS; a changed default cannot leave a stale help text."""
+    from digitkit.architectures import TRAIN_DEFAULTS
+
+    text = " ".join(CliRunner().invoke(cli, ["train", "--help"]).output.split()).replace("- ", "-")
+    for arch, d in TRAIN_DEFAULTS.items():
+        assert f"{d['epochs']} for {arch}" in text
+        assert f"{d['batch_size']} for {arch}" in text
+        assert f"{d['validation_size']} for {arch}" in text
+
+
+def test_click_usage_errors_are_one_line():
+    r = CliRunner().invoke(cli, ["train", "--arch", "nope"])
+    assert r.exit_code == 2
+    line = r.output.strip()
+    assert "\n" not in line and line.startswith("digitkit: error: ")
+    assert "'nope' is not one of" in line and "digitkit train --help" in line

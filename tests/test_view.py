@@ -13,25 +13,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import _chromium
-from digitkit.cli import cli
+from conftest import run_cli
 from digitkit.view import NetronViewer, resolve_viewable
 
 
 def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=10) as r:
         return r.read()
-
-
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory, seed_mlp_h5, mnist_dir):
-    from digitkit.export import export_model
-
-    out = tmp_path_factory.mktemp("view") / "export"
-    export_model(seed_mlp_h5, out, data=mnist_dir, n_images=100)
-    return out
 
 
 @pytest.mark.parametrize("name", ["model.onnx", "model.h5", "saved_model"])
@@ -59,11 +49,11 @@ def test_keras_v3_file_is_viewable(tmp_path):
 
 @pytest.mark.parametrize("make, message", [
     (lambda d: d / "missing.onnx", "no such file or directory"),
-    (lambda d: (d / "a.txt").write_text("x") and d / "a.txt", "cannot view '.txt' files"),
+    (lambda d: (d / "a.txt").write_text("x") and d / "a.txt", "unknown model type ('.txt' files)"),
     (lambda d: d, "not a SavedModel"),
 ])
 def test_bad_paths_are_one_line_errors(tmp_path, make, message):
-    result = CliRunner().invoke(cli, ["view", str(make(tmp_path)), "--no-browser"])
+    result = run_cli("view", make(tmp_path), "--no-browser")
     assert result.exit_code == 1
     line = result.output.strip()
     assert "\n" not in line and line.startswith("digitkit: error: ") and message in line

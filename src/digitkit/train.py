@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import platform
-import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -24,11 +23,20 @@ from pathlib import Path
 import numpy as np
 
 from digitkit import __version__
-from digitkit.outputs import atomic_path, ensure_dir, guard_output, write_json_atomic, write_text_atomic
-from digitkit.errors import UsageError
 from digitkit.architectures import ARCHITECTURES, DEFAULT_ARCH, TRAIN_DEFAULTS
+from digitkit.environment import library_versions
+from digitkit.errors import UsageError
+from digitkit.model.files import SOURCE_COPY
+from digitkit.model.loading import import_tensorflow
+from digitkit.outputs import (
+    atomic_path,
+    ensure_dir,
+    guard_output,
+    write_json_atomic,
+    write_text_atomic,
+)
 
-MODEL_FILE = "model.h5"
+MODEL_FILE = SOURCE_COPY  # the same name an export directory gives its source copy
 RECORD_FILE = "train.json"
 ARTIFACTS = (MODEL_FILE, RECORD_FILE, "history.png", "classification_report.txt",
              "confusion_matrix.png")
@@ -37,7 +45,7 @@ ARTIFACTS = (MODEL_FILE, RECORD_FILE, "history.png", "classification_report.txt"
 @dataclass
 class TrainConfig:
     arch: str = DEFAULT_ARCH
-    epochs: int | None = None  # None: the architecture's default (models.TRAIN_DEFAULTS)
+    epochs: int | None = None  # None: the architecture's default (TRAIN_DEFAULTS)
     batch_size: int | None = None
     learning_rate: float | None = None
     augment: bool | None = None
@@ -88,8 +96,8 @@ class Trainer:
         self.check_output()
         t0 = time.perf_counter()
 
+        tf = import_tensorflow("digitkit train")
         import keras
-        import tensorflow as tf
 
         from digitkit.architectures import build_model, compile_model
         from digitkit.reports import (
@@ -242,13 +250,7 @@ def _quiet_h5_warning():
 
 
 def _environment() -> dict:
-    import keras
     import tensorflow as tf
 
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-    }
+    # "tensorflow" by its import name too: the distribution may be tensorflow-cpu.
+    return {"platform": platform.platform(), "tensorflow": tf.__version__, **library_versions()}

@@ -14,26 +14,16 @@ import time
 import webbrowser
 from pathlib import Path
 
-from digitkit.errors import DigitkitError, ModelError
+from digitkit.errors import DigitkitError
+from digitkit.model.files import SAVEDMODEL, identify
 
 DEFAULT_HOST = "127.0.0.1"
-VIEWABLE_SUFFIXES = (".h5", ".hdf5", ".keras", ".onnx")
 
 
 def resolve_viewable(path: str | os.PathLike) -> Path:
     """The file Netron should open for `path` (a SavedModel directory means its saved_model.pb)."""
-    p = Path(path)
-    if not p.exists():
-        raise ModelError(f"{p}: no such file or directory")
-    if p.is_dir():
-        pb = p / "saved_model.pb"
-        if not pb.is_file():
-            raise ModelError(f"{p}: directory is not a SavedModel (no saved_model.pb)")
-        return pb
-    if p.suffix.lower() not in VIEWABLE_SUFFIXES:
-        raise ModelError(f"{p}: cannot view '{p.suffix or 'no extension'}' files; expected "
-                         ".h5, .keras, .onnx or a SavedModel directory")
-    return p
+    model = identify(path)
+    return model.path / "saved_model.pb" if model.kind == SAVEDMODEL else model.path
 
 
 class NetronViewer:

@@ -13,7 +13,7 @@ import os
 import click
 
 from digitkit import __version__
-from digitkit.errors import EXIT_ERROR, DigitkitError
+from digitkit.errors import EXIT_ERROR, EXIT_USAGE, DigitkitError
 
 # TensorFlow's C++ INFO lines (oneDNN, CPU features) drown the CLI's own output; warnings and
 # errors still show. Set before any command imports TensorFlow; a user's own value wins.
@@ -52,6 +52,12 @@ class _LazyGroup(click.Group):
         # Mapping lives here, not in main(), so CliRunner sees the same exit codes as a shell.
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:
+            # A bad option of a subcommand: the same one-line form as every other error,
+            # plus where to read about it.
+            where = f"digitkit {e.ctx.info_name}" if e.ctx and e.ctx.parent else "digitkit"
+            raise _Failure(f"{e.format_message().rstrip('.')} (see '{where} --help')", EXIT_USAGE) \
+                from None
         except DigitkitError as e:
             raise _Failure(e.message, e.exit_code) from None
         except KeyboardInterrupt:

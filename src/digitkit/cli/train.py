@@ -6,29 +6,39 @@ import sys
 
 import click
 
-from digitkit.architectures import ARCHITECTURES, DEFAULT_ARCH
+from digitkit.architectures import ARCHITECTURES, DEFAULT_ARCH, TRAIN_DEFAULTS
 
 
 def _arch_help() -> str:
     return "; ".join(f"{k}: {v}" for k, v in ARCHITECTURES.items())
 
 
+def _per_arch(key: str, fmt=str) -> str:
+    """'22 for cnn, 3 for seed-mlp': the defaults as TRAIN_DEFAULTS holds them, never a copy."""
+    return ", ".join(f"{fmt(d[key])} for {arch}" for arch, d in TRAIN_DEFAULTS.items())
+
+
+def _on_off(v: bool) -> str:
+    return "on" if v else "off"
+
+
 @click.command("train")
 @click.option("--arch", type=click.Choice(list(ARCHITECTURES)), default=DEFAULT_ARCH,
               show_default=True, help=f"Architecture ({_arch_help()}).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Epochs [default: 12 for cnn, 3 for seed-mlp].")
+              help=f"Epochs [default: {_per_arch('epochs')}].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Batch size [default: 128 for cnn, 32 for seed-mlp].")
+              help=f"Batch size [default: {_per_arch('batch_size')}].")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Adam learning rate [default: 3e-3 cosine-decayed for cnn, 1e-3 for seed-mlp].")
+              help=f"Adam learning rate, cosine-decayed for cnn "
+                   f"[default: {_per_arch('learning_rate', '{:g}'.format)}].")
 @click.option("--augment/--no-augment", default=None,
-              help="Random shifts/rotations/scaling [default: on for cnn, off for seed-mlp].")
+              help=f"Random shifts/rotations/scaling [default: {_per_arch('augment', _on_off)}].")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for weights, shuffling and augmentation.")
 @click.option("--validation-size", type=click.IntRange(min=0), default=None,
               help="Training images held out for validation curves (the last N); 0 trains on "
-                   "all and monitors the test set [default: 5000 for cnn, 0 for seed-mlp].")
+                   f"all and monitors the test set [default: {_per_arch('validation_size')}].")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on the first N training images only (quick experiments).")
 @click.option("--data", "data_path", type=click.Path(path_type=str), default=None,
@@ -38,17 +48,16 @@ def _arch_help() -> str:
               default=None, help="Output directory [default: runs/<arch>].")
 @click.option("--force", is_flag=True, help="Overwrite an existing model in the output directory.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-epoch progress.")
-def command(arch, epochs, batch_size, learning_rate, augment, seed, validation_size, limit,
-            data_path, out_dir, force, quiet):
+def command(**opts):
     """Train a digit classifier on MNIST and write model.h5 with its reports."""
     from digitkit.cli.data import _progress
     from digitkit.data import load_mnist
     from digitkit.train import TrainConfig, Trainer
 
-    config = TrainConfig(arch=arch, epochs=epochs, batch_size=batch_size,
-                         learning_rate=learning_rate, augment=augment, seed=seed,
-                         validation_size=validation_size, limit=limit)
-    trainer = Trainer(config, out_dir or f"runs/{arch}", force=force,
+    quiet, data_path = opts.pop("quiet"), opts.pop("data_path")
+    out_dir, force = opts.pop("out_dir"), opts.pop("force")
+    config = TrainConfig(**opts)
+    trainer = Trainer(config, out_dir or f"runs/{config.arch}", force=force,
                       verbose=0 if quiet else (1 if sys.stdout.isatty() else 2))
     config.resolved()  # bad combinations fail before data is read
     trainer.check_output()
@@ -61,4 +70,3 @@ def command(arch, epochs, batch_size, learning_rate, augment, seed, validation_s
                f"({record['wall_seconds']:.1f} s); wrote {trainer.out_dir}/"
                "{model.h5, train.json, history.png, classification_report.txt, "
                "confusion_matrix.png}")
-

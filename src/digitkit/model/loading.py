@@ -44,8 +44,10 @@ def read_model_config(path: str | os.PathLike) -> dict:
         except (OSError, KeyError, zipfile.BadZipFile) as e:
             raise ModelError(f"{p}: cannot read the Keras archive's config.json ({e})") from None
     else:
-        import h5py
-
+        try:
+            import h5py
+        except ImportError:
+            raise missing_extra("reading a Keras .h5 model", TENSORFLOW_EXTRA) from None
         try:
             with h5py.File(p, "r") as f:
                 raw = f.attrs.get("model_config")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from digitkit.errors import ModelError, UsageError
 from digitkit.model.files import ONNX, SAVEDMODEL, identify
-from digitkit.predictors.ort import OnnxPredictor, OrtSettings
+from digitkit.predictors.ort import DEFAULT_SETTINGS, OnnxPredictor, OrtSettings
 
 RUNTIMES = ("onnxruntime", "tensorflow")
 
@@ -73,7 +73,7 @@ def open_engine(engine: str, path: str | os.PathLike, threads: int | None = None
 
 
 def open_predictor(model_path: str | os.PathLike, runtime: str | None = None,
-                   settings: OrtSettings = OrtSettings(), trust_model: bool = False):
+                   settings: OrtSettings = DEFAULT_SETTINGS, trust_model: bool = False):
     """The natural predictor for a model file: .onnx on ONNX Runtime, a SavedModel directory
     or a Keras file on TensorFlow (`runtime` may only confirm that choice)."""
     model = identify(model_path)

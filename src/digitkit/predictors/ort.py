@@ -31,7 +31,10 @@ class OrtSettings:
     spinning: bool = False
 
 
-def session_options(settings: OrtSettings = OrtSettings()):
+DEFAULT_SETTINGS = OrtSettings()
+
+
+def session_options(settings: OrtSettings = DEFAULT_SETTINGS):
     """The SessionOptions every digitkit session uses.
 
     - graph optimisation ALL: constant folding plus layout and fusion passes (Conv+BN+ReLU,
@@ -63,7 +66,7 @@ def import_onnxruntime():
     return ort
 
 
-def open_session(path: str | os.PathLike, settings: OrtSettings = OrtSettings()):
+def open_session(path: str | os.PathLike, settings: OrtSettings = DEFAULT_SETTINGS):
     """An InferenceSession on the CPU, or ModelError naming the file and ORT's reason."""
     ort = import_onnxruntime()
     try:
@@ -84,7 +87,7 @@ class OnnxPredictor:
 
     runtime = "onnxruntime"
 
-    def __init__(self, model_path: str | os.PathLike, settings: OrtSettings = OrtSettings()):
+    def __init__(self, model_path: str | os.PathLike, settings: OrtSettings = DEFAULT_SETTINGS):
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ModelError(f"{self.model_path}: no such model file")

@@ -1,4 +1,4 @@
-"""digitkit.files: which files a run sees, in which order."""
+"""digitkit.images.discovery: which files a run sees, in which order."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import pytest
 
 from digitkit.errors import DataError
-from digitkit.files import class_label_of, find_images
+from digitkit.images import class_label_of, find_images
 
 
 def _touch(path):

@@ -1,18 +1,21 @@
-"""digitkit.runtimes: ONNX Runtime and TensorFlow predictors behind one interface."""
+"""digitkit.predictors: ONNX Runtime and TensorFlow predictors behind one interface, the one
+session configuration, and the engine table."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from _onnx_model import build_linear_model, write_linear_onnx
+from _onnx_model import write_linear_onnx
 from digitkit.errors import ModelError, UsageError
-from digitkit.runtimes import OnnxPredictor, TensorflowPredictor, open_predictor
+from digitkit.predictors import ENGINES, OnnxPredictor, OrtSettings, open_engine, open_predictor
+from digitkit.predictors.compare import agreement
+from digitkit.predictors.tf import KerasPredictor, SavedModelPredictor
 
 
 @pytest.fixture(scope="module")
-def linear(mnist_dir, tmp_path_factory):
-    return build_linear_model(mnist_dir, tmp_path_factory.mktemp("linear"))
+def linear(linear_model):
+    return linear_model
 
 
 def _softmax(z):
@@ -23,7 +26,7 @@ def _softmax(z):
 def test_onnx_predictor_matches_numpy(linear, mnist_test):
     path, w, b = linear
     x = mnist_test[0][:64].astype(np.float32)
-    pred = OnnxPredictor(path, threads=1)
+    pred = OnnxPredictor(path, OrtSettings(threads=1))
     assert pred._session is None  # cheap constructor: nothing loaded yet
     probs = pred.predict(x)
     assert probs.dtype == np.float32 and probs.shape == (64, 10)
@@ -64,16 +67,17 @@ def test_open_predictor_picks_the_runtime_by_model_type(linear, tmp_path):
     path, _, _ = linear
     assert isinstance(open_predictor(path), OnnxPredictor)
     h5 = tmp_path / "m.h5"
-    h5.write_bytes(b"")
-    assert isinstance(open_predictor(h5), TensorflowPredictor)
-    assert isinstance(open_predictor(tmp_path), TensorflowPredictor)  # a SavedModel dir
+    h5.write_bytes(b"\x89HDF\r\n\x1a\n")
+    assert isinstance(open_predictor(h5), KerasPredictor)
+    (tmp_path / "saved_model.pb").write_bytes(b"")
+    assert isinstance(open_predictor(tmp_path), SavedModelPredictor)
     with pytest.raises(UsageError, match="runs on onnxruntime"):
         open_predictor(path, runtime="tensorflow")
     with pytest.raises(UsageError, match="runs on tensorflow"):
         open_predictor(h5, runtime="onnxruntime")
     txt = tmp_path / "m.txt"
     txt.write_text("")
-    with pytest.raises(UsageError, match="unknown model type"):
+    with pytest.raises(ModelError, match="unknown model type"):
         open_predictor(txt)
     with pytest.raises(ModelError):
         open_predictor(tmp_path / "missing.onnx")
@@ -84,7 +88,7 @@ def test_tensorflow_predictor_on_h5_and_savedmodel(seed_mlp_h5, tmp_path, mnist_
 
     x = mnist_test[0][:32].astype(np.float32)
     expected = keras.models.load_model(seed_mlp_h5, compile=False).predict(x, verbose=0)
-    np.testing.assert_allclose(TensorflowPredictor(seed_mlp_h5).predict(x), expected, atol=1e-5)
+    np.testing.assert_allclose(KerasPredictor(seed_mlp_h5).predict(x), expected, atol=1e-5)
 
     saved = tmp_path / "saved"
     keras.models.load_model(seed_mlp_h5, compile=False).export(str(saved), verbose=False)
@@ -97,3 +101,42 @@ def test_linear_helper_writes_a_valid_model(tmp_path):
     p = write_linear_onnx(tmp_path / "m.onnx", w, b)
     probs = OnnxPredictor(p).predict(np.zeros((2, 28, 28), np.float32))
     assert probs.argmax(1).tolist() == [9, 9]
+
+
+def test_session_options_are_the_settings_asked_for(linear):
+    from digitkit.predictors.ort import session_options
+
+    so = session_options(OrtSettings(threads=1, spinning=False))
+    assert so.intra_op_num_threads == 1 and so.inter_op_num_threads == 1
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    spinning = session_options(OrtSettings(threads=2, spinning=True))
+    assert spinning.intra_op_num_threads == 2
+    with pytest.raises(Exception, match="does not have configuration"):
+        spinning.get_session_config_entry("session.intra_op.allow_spinning")
+
+
+def test_every_engine_opens_and_agrees(export_dir, mnist_test):
+    """Each row of the engine table loads its copy of one export and classifies like Keras."""
+    from digitkit.model.files import read_export_dir
+
+    copies = read_export_dir(export_dir)
+    x = mnist_test[0][:200].astype(np.float32)
+    reference = KerasPredictor(copies.keras).predict(x)
+    for name, engine in ENGINES.items():
+        probs = open_engine(name, getattr(copies, engine.copy), threads=1).predict(x)
+        a = agreement(probs, reference)
+        assert probs.shape == (200, 10) and a.finite, name
+        assert a.top1_fraction >= (0.98 if "int8" in name else 0.995), (name, a)
+        if "int8" not in name:
+            assert a.max_abs_diff < 1e-5, (name, a)
+
+
+def test_agreement_counts_top1_and_the_largest_difference():
+    ref = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]], np.float32)
+    out = np.array([[0.8, 0.2], [0.6, 0.4], [0.5, 0.5]], np.float32)
+    a = agreement(out, ref)
+    assert (a.n, a.top1_agree) == (3, 2)
+    assert a.max_abs_diff == pytest.approx(0.4)
+    assert not agreement(np.array([[np.nan, 0.0]]), np.array([[1.0, 0.0]])).finite
+    with pytest.raises(ValueError, match="shape"):
+        agreement(out[:2], ref)
