@@ -264,16 +264,14 @@ def download_mnist(dest: str | os.PathLike, mirrors=DEFAULT_MIRRORS, progress=No
 
 # --- labelled image folders -------------------------------------------------------------------
 
-def load_image_folder(directory: str | os.PathLike, workers: int | None = None
-                      ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load_image_folder(directory: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Load `directory/<0..9>/<images>` through the same preprocessing as `digitkit infer`.
 
     Returns (x uint8 (N,28,28), y uint8 (N,), skipped) where skipped lists one line per file
     that could not be decoded: a bad file never takes the good ones down with it.
     """
-    from digitkit import preprocess
     from digitkit.errors import ImageError
-    from digitkit.files import class_label_of, find_images
+    from digitkit.images import class_label_of, find_images, load_image
 
     d = Path(directory)
     if not d.is_dir():
@@ -289,7 +287,7 @@ def load_image_folder(directory: str | os.PathLike, workers: int | None = None
     xs, ys, skipped = [], [], []
     for p, label in zip(paths, labels, strict=True):
         try:
-            xs.append(preprocess.load_image(p))
+            xs.append(load_image(p))
             ys.append(label)
         except ImageError as e:
             skipped.append(str(e))
