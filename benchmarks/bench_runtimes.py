@@ -124,7 +124,7 @@ def markdown(record: dict, e2e: dict | None, command: str, e2e_command: str | No
             lines.append(f"| {m['model']} | {e} | {cells} | {'met' if met else 'MISSED'} |")
     if e2e is not None:
         lines += ["", f"End to end over the MNIST test PNGs (decode + preprocess with "
-                  f"`digitkit.preprocess.load_image`, then infer). Command: `{e2e_command}`", "",
+                  f"`digitkit.images.load_image`, then infer). Command: `{e2e_command}`", "",
                   "| model | engine | batch | files | images/s | preprocess ms/img | "
                   "inference ms/img | top-1 agreement |", "|---|---|--:|--:|--:|--:|--:|--:|"]
         for m in e2e["models"]:
@@ -162,7 +162,7 @@ def main() -> int:
         e2e = json.loads(e2e_path.read_text()) if e2e_path.is_file() else None
         md = markdown(record, e2e, record["command"], e2e and e2e["command"])
         (args.out / "bench.md").write_text(md)
-        from digitkit.bench import save_plot
+        from digitkit.bench.report import save_plot
 
         save_plot(record, args.out / "bench.png")
         print(md)

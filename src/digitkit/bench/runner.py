@@ -1,10 +1,12 @@
 """The measuring side of `digitkit bench`: one engine, one model copy, one process.
 
-`digitkit.bench` starts `python -m digitkit._bench_runners SPEC.json` once per engine so that
-every engine gets a fresh process: its own thread pools and allocator, its own peak RSS, a
-cold model load, and no TensorFlow in the ONNX Runtime process (importing TF alone changes
-the memory picture and spins up thread pools). Thread settings are applied before the
-runtime is imported, because TensorFlow fixes its pools on first use.
+`run_engine` starts `python -m digitkit.bench.runner SPEC.json` once per engine so that every
+engine gets a fresh process: its own thread pools and allocator, its own peak RSS, a cold
+model load, and no TensorFlow in the ONNX Runtime process (importing TF alone changes the
+memory picture and spins up thread pools). The child opens its engine only through
+`digitkit.predictors.open_engine`, so what is timed is exactly what `infer` and export
+validation run; thread settings are applied there before the runtime's first op, because
+TensorFlow fixes its pools on first use.
 
 Nothing here imports TensorFlow or ONNX Runtime at module level.
 """
@@ -14,22 +16,15 @@ from __future__ import annotations
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from digitkit.architectures import INPUT_NAME, OUTPUT_NAME
-
-#: engine name -> (user-facing runtime group, model copy it loads, short description)
-ENGINES = {
-    "onnxruntime": ("onnxruntime", "onnx", "ONNX Runtime InferenceSession.run, float model"),
-    "onnxruntime-int8": ("onnxruntime", "onnx_int8", "ONNX Runtime InferenceSession.run, int8"),
-    "tf-savedmodel": ("tensorflow", "saved_model", "SavedModel signature 'serving_default'"),
-    "tf-function": ("keras", "keras", "tf.function(model(x, training=False)), fixed signature"),
-    "keras-predict": ("keras", "keras", "Keras model.predict(x, batch_size=len(x))"),
-}
+from digitkit.errors import DigitkitError, ModelError
+from digitkit.predictors import open_engine
 
 #: Batch size of the untimed cross-check pass: every engine handles it comfortably and 10,000
 #: test images divide into it evenly.
@@ -39,32 +34,86 @@ CHECK_BATCH = 500
 #: extremes come from more than a couple of samples.
 MIN_TIMED_CALLS = 5
 
+#: Exit status telling the parent that the last stderr line is a one-line user error
+#: (an undecodable --images file, say), to be shown as is rather than as an engine failure.
+EXIT_USER_ERROR = 3
 
-def ort_session_options(threads: int, spinning: bool = False):
-    """The ONNX Runtime settings the bench measures (and recommends for inference).
 
-    - graph optimisation ALL: constant folding plus layout and fusion passes (Conv+BN+ReLU,
-      MatMul+Add); ORT's default is ALL already, stated here so the record cannot drift.
-    - intra-op threads = the bench's --threads, the same number TensorFlow gets.
-    - sequential execution: these graphs are a chain, so a parallel executor adds
-      scheduling cost and nothing to overlap; inter-op threads are then unused (1).
-    - spinning: ORT's default lets idle pool threads busy-wait for the next op, which saves
-      wake-up latency on small batches but burns CPU that the other pool thread (or another
-      process) needs; on a busy machine that made multi-threaded ops stall. `digitkit infer`
-      turns it off, so the bench does too unless --ort-spinning.
+# ---------------------------------------------------------------------------- parent side
+
+def prepare(work: Path, config, x_test: np.ndarray, x_check: np.ndarray,
+            image_paths: list[Path] | None) -> dict:
+    """Write the shared inputs into `work`; return the spec every engine's child gets."""
+    np.save(work / "inputs.npy", x_test)
+    np.save(work / "check.npy", x_check)
+    return {"threads": config.thread_count, "ort_spinning": config.ort_spinning,
+            "batch_sizes": config.sizes, "warmup": config.warmup,
+            "duration": config.timed_duration, "iterations": config.iterations,
+            "inputs": str(work / "inputs.npy"), "check": str(work / "check.npy"),
+            "images": [str(p) for p in image_paths] if image_paths else None}
+
+
+def run_engine(engine: str, model_file: Path, spec: dict, work: Path, tag: str) -> dict:
+    """Measure one engine in a fresh process; its check probabilities come back as an array."""
+    spec = dict(spec, engine=engine, model=str(model_file),
+                predictions=str(work / f"{tag}.npy"), result=str(work / f"{tag}.json"))
+    spec_path = work / f"{tag}.spec.json"
+    spec_path.write_text(json.dumps(spec))
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up chatter is not a result
+    proc = subprocess.run([sys.executable, "-m", "digitkit.bench.runner", str(spec_path)],
+                          env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        last = lines[-1] if lines else f"exit status {proc.returncode}"
+        if proc.returncode == EXIT_USER_ERROR:
+            raise DigitkitError(last)
+        raise ModelError(f"{model_file}: {engine} failed: {last}")
+    result = json.loads(Path(spec["result"]).read_text())
+    result["probabilities"] = np.load(spec["predictions"])
+    return result
+
+
+def measure_model(name: str, files: dict[str, Path], spec: dict, work: Path, repeat: int,
+                  progress=lambda msg: None) -> dict[str, dict]:
+    """Every engine of one model (engine -> the copy it loads), `repeat` rounds each;
+    engine -> its result, the best round per batch size when there are several."""
+    rounds: dict[str, list[dict]] = {e: [] for e in files}
+    for r in range(repeat):
+        # Round robin: a burst of outside load then hits every engine alike.
+        for e, path in files.items():
+            progress(f"{name}: {e}" + (f" (round {r + 1}/{repeat})" if repeat > 1 else ""))
+            tag = f"{name}-{e}-{r}".replace("#", "_")
+            rounds[e].append(run_engine(e, path, spec, work, tag))
+    results = {e: (best_of(rs) if len(rs) > 1 else rs[0]) for e, rs in rounds.items()}
+    if repeat > 1:
+        for e, rs in rounds.items():
+            results[e]["round_images_per_s"] = [[b["images_per_s"] for b in x["per_batch"]]
+                                                for x in rs]
+    return results
+
+
+def best_of(rounds: list[dict]) -> dict:
+    """Merge repeated runs of one engine: per batch size, the round with the best throughput.
+
+    On a shared machine a round can be slowed by other work, never sped up, so the best round
+    is the closest to what the engine can do; all rounds stay in the record.
     """
-    import onnxruntime as ort
+    merged = dict(rounds[0])
+    merged["per_batch"] = [max((r["per_batch"][i] for r in rounds),
+                               key=lambda b: b["images_per_s"])
+                           for i in range(len(rounds[0]["per_batch"]))]
+    merged["load_s"] = min(r["load_s"] for r in rounds)
+    merged["first_inference_ms"] = min(r["first_inference_ms"] for r in rounds)
+    if rounds[0]["end_to_end"]:
+        merged["end_to_end"] = [max((r["end_to_end"][i] for r in rounds),
+                                    key=lambda b: b["images_per_s"])
+                                for i in range(len(rounds[0]["end_to_end"]))]
+    merged["rounds"] = len(rounds)
+    return merged
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    if not spinning:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return so
 
+# ---------------------------------------------------------------------------- child side
 
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process's own address space, in MiB.
@@ -89,64 +138,6 @@ def _rss_mb() -> float:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
         return float("nan")
-
-
-def _configure_tf(threads: int):
-    import tensorflow as tf
-
-    # Before any op runs: TensorFlow sizes its pools once. Inter-op 1 like ORT's sequential
-    # executor; the models are a chain of ops, so there is nothing to run side by side.
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    return tf
-
-
-def load_engine(engine: str, path: str, threads: int, ort_spinning: bool = False):
-    """Load the copy; return `run(x: float32 (N,28,28)) -> float32 (N,10) numpy`."""
-    if engine.startswith("onnxruntime"):
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(path, sess_options=ort_session_options(threads, ort_spinning),
-                                    providers=["CPUExecutionProvider"])
-        out_name = sess.get_outputs()[0].name
-        in_name = sess.get_inputs()[0].name
-        run_ = sess.run
-
-        def run(x):
-            return run_([out_name], {in_name: x})[0]
-
-        return run
-
-    tf = _configure_tf(threads)
-    if engine == "tf-savedmodel":
-        loaded = tf.saved_model.load(path)
-        fn = loaded.signatures["serving_default"]
-
-        def run(x):
-            return fn(**{INPUT_NAME: tf.constant(x)})[OUTPUT_NAME].numpy()
-
-        run._keep = loaded  # the signature holds only a weak reference to its variables
-        return run
-
-    import keras
-
-    model = keras.models.load_model(path, compile=False)
-    if engine == "keras-predict":
-        def run(x):
-            return model.predict(x, batch_size=len(x), verbose=0)
-
-        return run
-    if engine == "tf-function":
-        @tf.function(input_signature=[tf.TensorSpec((None, 28, 28), tf.float32)],
-                     reduce_retracing=True)
-        def call(x):
-            return model(x, training=False)
-
-        def run(x):
-            return call(tf.constant(x)).numpy()
-
-        return run
-    raise ValueError(f"unknown engine {engine!r}")
 
 
 def _batches(x: np.ndarray, batch: int, limit: int = 16) -> list[np.ndarray]:
@@ -204,23 +195,6 @@ def time_batch(run, x: np.ndarray, batch: int, warmup: int, duration: float | No
     }
 
 
-def _load_image_fn():
-    try:  # the infer engineer's decoder, so the bench measures what `digitkit infer` does
-        from digitkit.preprocess import load_image
-        return load_image
-    except ImportError:
-        from PIL import Image
-
-        def load_image(path):
-            with Image.open(path) as im:
-                im = im.convert("L")
-                if im.size != (28, 28):
-                    im = im.resize((28, 28), Image.BILINEAR)
-                return np.asarray(im, dtype=np.uint8)
-
-        return load_image
-
-
 def end_to_end(run, paths: list[str], batch: int, duration: float | None,
                iterations: int | None) -> dict:
     """Decode and preprocess files, then infer, timed separately, batch by batch.
@@ -229,7 +203,10 @@ def end_to_end(run, paths: list[str], batch: int, duration: float | None,
     (`iterations` batches), whichever comes first: a slow path at batch 1 must not turn a
     benchmark over 10,000 files into an hour.
     """
-    load_image = _load_image_fn()
+    # The decoder of `digitkit infer`, so the bench measures what infer does; imported only
+    # for --images runs, so that it is not part of every other child's peak RSS.
+    from digitkit.images import load_image
+
     pre = inf = 0.0
     top1 = []
     n = calls = 0
@@ -264,11 +241,12 @@ def end_to_end(run, paths: list[str], batch: int, duration: float | None,
 
 def measure(spec: dict) -> dict:
     """Run one engine as `spec` says; the result is JSON-ready (predictions go to a .npy)."""
-    threads = int(spec["threads"])
     t0 = time.perf_counter()
-    run = load_engine(spec["engine"], spec["model"], threads, spec.get("ort_spinning", False))
+    predictor = open_engine(spec["engine"], spec["model"], int(spec["threads"]),
+                            spec.get("ort_spinning", False)).load()
     load_s = time.perf_counter() - t0
     rss_load = _rss_mb()
+    run = predictor.predict
     x = np.load(spec["inputs"]).astype(np.float32)
 
     t0 = time.perf_counter()
@@ -297,14 +275,7 @@ def measure(spec: dict) -> dict:
     }
 
 
-#: Exit status telling the parent that the last stderr line is a one-line user error
-#: (an undecodable --images file, say), to be shown as is rather than as an engine failure.
-EXIT_USER_ERROR = 3
-
-
 def main(argv=None) -> int:
-    from digitkit.errors import DigitkitError
-
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(argv[0]).read_text())
     try:

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import click
 
+from digitkit.bench.config import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_CHECK_IMAGES,
+    DEFAULT_DURATION,
+    DEFAULT_ORT_SPINNING,
+    DEFAULT_REPEAT,
+    DEFAULT_WARMUP,
+)
+
 
 @click.command("bench")
 @click.argument("models", nargs=-1, required=True, metavar="MODEL...")
@@ -12,20 +21,23 @@ import click
                    "onnxruntime-int8, tf-savedmodel, tf-function, keras-predict. "
                    "[default: every runtime whose model copy exists]")
 @click.option("--batch-sizes", default=None, metavar="LIST",
-              help="Comma-separated batch sizes. [default: 1,8,32,128,512,2048]")
+              help="Comma-separated batch sizes. "
+                   f"[default: {','.join(map(str, DEFAULT_BATCH_SIZES))}]")
 @click.option("--threads", type=int, default=None,
               help="Intra-op threads for every runtime alike. [default: CPUs this process may "
                    "use]")
 @click.option("--duration", type=float, default=None, metavar="S",
-              help="Seconds of timed calls per runtime and batch size. [default: 3]")
+              help="Seconds of timed calls per runtime and batch size. "
+                   f"[default: {DEFAULT_DURATION:g}]")
 @click.option("--iterations", type=int, default=None, metavar="N",
               help="Exact number of timed calls per batch size (instead of --duration).")
-@click.option("--warmup", type=int, default=5, show_default=True, metavar="N",
+@click.option("--warmup", type=int, default=DEFAULT_WARMUP, show_default=True, metavar="N",
               help="Untimed calls per batch size before timing.")
-@click.option("--repeat", type=int, default=1, show_default=True, metavar="R",
+@click.option("--repeat", type=int, default=DEFAULT_REPEAT, show_default=True, metavar="R",
               help="Run every runtime R times round robin and keep the best round per batch "
                    "size (steadier figures on a shared machine).")
-@click.option("--ort-spinning/--no-ort-spinning", default=False, show_default=True,
+@click.option("--ort-spinning/--no-ort-spinning", default=DEFAULT_ORT_SPINNING,
+              show_default=True,
               help="Let ONNX Runtime's idle threads busy-wait between ops (ORT's own default). "
                    "Off by default because `digitkit infer` runs that way, and on a busy "
                    "machine spinning threads steal the CPU the next op needs.")
@@ -34,15 +46,15 @@ import click
                                   "(decode and preprocess, then infer). Repeatable.")
 @click.option("--data", default=None, type=click.Path(path_type=str),
               help="MNIST location (IDX directory or mnist.npz). [default: standard resolution]")
-@click.option("--check-images", type=int, default=10000, show_default=True, metavar="N",
+@click.option("--check-images", type=int, default=DEFAULT_CHECK_IMAGES, show_default=True,
+              metavar="N",
               help="Test images every runtime classifies for the top-1 cross-check.")
 @click.option("--json", "json_out", default=None, type=click.Path(path_type=str),
               metavar="OUT", help="Write the full record (results and environment) as JSON.")
 @click.option("--plot", "plot_out", default=None, type=click.Path(path_type=str),
               metavar="OUT.png", help="Write a PNG of throughput against batch size.")
 @click.option("--force", is_flag=True, help="Overwrite existing --json/--plot files.")
-def command(models, runtimes, batch_sizes, threads, duration, iterations, warmup, repeat,
-            ort_spinning, images, data, check_images, json_out, plot_out, force):
+def command(json_out, plot_out, force, **opts):
     """Benchmark MODEL (an export directory, or its individual files) on every runtime.
 
     \b
@@ -53,14 +65,15 @@ def command(models, runtimes, batch_sizes, threads, duration, iterations, warmup
     import sys
 
     from digitkit import bench
-    from digitkit.outputs import guard_output, write_json_atomic
     from digitkit.errors import UsageError, ValidationError
+    from digitkit.outputs import guard_output, write_json_atomic
 
     if plot_out is not None and not plot_out.lower().endswith(".png"):
         raise UsageError(f"--plot: {plot_out}: expected a .png file name")
     for out in (json_out, plot_out):
         if out is not None:
             guard_output(out, force)
+    config = bench.BenchConfig(**dict(opts, images=opts["images"] or None))
 
     def progress(msg):
         click.echo(f"bench: {msg}", err=True)
@@ -68,14 +81,10 @@ def command(models, runtimes, batch_sizes, threads, duration, iterations, warmup
     def warn(msg):
         click.echo(f"digitkit: note: {msg}", err=True)
 
-    record = bench.run_bench(
-        models, runtimes=runtimes, batch_sizes=batch_sizes, threads=threads, duration=duration,
-        iterations=iterations, warmup=warmup, images=list(images) or None, data=data,
-        check_images=check_images, repeat=repeat, ort_spinning=ort_spinning, progress=progress,
-        warn=warn,
-        command=bench.command_line(sys.argv if sys.argv and "digitkit" in sys.argv[0]
-                                   else ["digitkit", "bench", *models]),
-    )
+    argv = (sys.argv if sys.argv and "digitkit" in sys.argv[0]
+            else ["digitkit", "bench", *opts["models"]])
+    record = bench.run_bench(config, progress=progress, warn=warn,
+                             command=bench.command_line(argv))
     click.echo(bench.format_table(record))
     if json_out:
         write_json_atomic(json_out, record)

@@ -1,0 +1,72 @@
+"""`digitkit bench`: ONNX Runtime against native TensorFlow, measured with care.
+
+Method (after ONNX Runtime's perf_test and OpenVINO's benchmark_app):
+- every engine runs in its own fresh process (`digitkit.bench.runner`), so load time is a
+  cold load, peak RSS is that engine's alone, and thread pools do not interfere;
+- every engine gets the same thread count (`--threads`, default: the CPUs this process may
+  run on) and the same real inputs (MNIST test images, float32, made contiguous before timing);
+- per batch size: one first call (reported), `--warmup` untimed calls, then timed calls for
+  `--duration` seconds (at least a few calls) or exactly `--iterations` calls;
+  throughput = images / wall seconds of the timed loop; latency percentiles per call;
+- TensorFlow gets a fair baseline: the SavedModel signature, a compiled `tf.function` over
+  the Keras model, and Keras `predict`; ONNX Runtime is compared with the best of them;
+- after timing, every engine classifies the same check images; its top-1 agreement with the
+  reference engine is reported, and an engine below its threshold is flagged and never
+  counted as the fastest.
+Nothing here imports TensorFlow: the parent process only orchestrates.
+
+Modules: `config` (BenchConfig, defaults, option parsing), `plan` (models, engines, inputs),
+`runner` (the measuring subprocess), `report` (cross-check, record, table, plot).
+"""
+
+from __future__ import annotations
+
+from digitkit.bench.config import BenchConfig
+
+#: What the CLI uses from `report`, loaded on first use (see __getattr__).
+_REPORT_NAMES = ("any_flagged", "command_line", "format_table", "save_plot")
+
+
+def run_bench(config: BenchConfig, *, progress=lambda msg: None, warn=lambda msg: None,
+              command: str | None = None) -> dict:
+    """Run the whole benchmark; return the JSON-ready record.
+
+    progress(msg) hears which engine starts; warn(msg) hears about skipped engines; `command`
+    is the command line to record.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from digitkit.bench import plan, report, runner
+
+    engines, required = config.requested_engines
+    models = plan.resolve_models(config.models)
+    engine_plan = plan.plan_engines(models, engines, required, warn)
+    image_paths = plan.find_images(config.images) if config.images else None
+    x_test, y_test, source = plan.mnist_test(config.data)
+    x_check = x_test[:config.check_images]
+    labels = y_test[:len(x_check)] if y_test is not None else None
+
+    record = report.new_record(config, command, f"MNIST test images ({len(x_test)}) from {source}",
+                               int(len(x_check)), len(image_paths) if image_paths else None)
+    with tempfile.TemporaryDirectory(prefix="digitkit-bench-") as tmp:
+        work = Path(tmp)
+        spec = runner.prepare(work, config, x_test, x_check, image_paths)
+        for m in models:
+            files = {e: plan.copy_for(m, e) for e in engine_plan[m.name]}
+            results = runner.measure_model(m.name, files, spec, work, config.repeat, progress)
+            record["models"].append(report.model_entry(m, results, labels, config.sizes))
+    return record
+
+
+def __getattr__(name: str):
+    # The CLI imports digitkit.bench.config for its --help defaults, which runs this file
+    # first: the reporting side (numpy, the engine table) loads only when a run needs it.
+    if name in _REPORT_NAMES:
+        from digitkit.bench import report
+
+        return getattr(report, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["BenchConfig", "run_bench", *_REPORT_NAMES]

@@ -1,0 +1,159 @@
+"""What a `digitkit bench` run measures: every option, its default and the reason for it.
+
+Imported by the CLI for its --help defaults, so it stays instant: no numpy, no runtime.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from digitkit.environment import usable_cpus
+from digitkit.errors import UsageError
+
+#: Runtime groups run when --runtimes is not given: all of them, each where its copy exists.
+DEFAULT_RUNTIMES = ("onnxruntime", "tensorflow", "keras")
+
+#: From one image (latency) to a batch large enough that per-call overhead no longer matters.
+DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 512, 2048)
+#: Seconds of timed calls per engine and batch size: enough for thousands of small-batch
+#: calls and tens of large ones, while a full 6-size, 5-engine run stays a few minutes.
+DEFAULT_DURATION = 3.0
+#: Untimed calls per batch size before timing: lets lazy allocation, oneDNN primitive caches
+#: and tf.function tracing settle (the first call is reported separately).
+DEFAULT_WARMUP = 5
+#: One round per engine: enough on a quiet machine; on a shared one --repeat R keeps the best
+#: of R round-robin rounds, since outside load can slow a round down but never speed it up.
+DEFAULT_REPEAT = 1
+#: ONNX Runtime's idle threads do not busy-wait: `digitkit infer` runs that way (the default
+#: of digitkit.predictors.ort.OrtSettings), and on a busy machine spinning threads steal the
+#: CPU the next op needs.
+DEFAULT_ORT_SPINNING = False
+#: How many MNIST test images every engine classifies for the cross-check: all of them.
+DEFAULT_CHECK_IMAGES = 10000
+
+#: Minimum top-1 agreement with the reference. Float copies of the same weights should agree
+#: on every image bar near-ties; 99.9% allows ten ties in 10,000 and catches any real bug.
+FLOAT_AGREEMENT = 0.999
+#: int8 legitimately moves a few near-tie images; below 99% something is wrong (bad
+#: calibration, a broken quantized op), not rounding.
+INT8_AGREEMENT = 0.99
+
+
+def _items(value) -> list:
+    """A comma-separated string (as typed on the command line) or a sequence, as a list."""
+    if isinstance(value, str):
+        return [s.strip() for s in value.split(",") if s.strip()]
+    return list(value)
+
+
+def parse_runtimes(text: str | Sequence[str] | None) -> tuple[list[str], set[str]]:
+    """Runtime groups or engine names -> (engines, engines that must run).
+
+    A runtime named by the user must find its model copy; int8 reached through the
+    "onnxruntime" group runs only when an int8 copy is present. With no --runtimes, every
+    engine whose copy exists runs.
+    """
+    # The engine table lives in the predictor layer, which brings numpy: imported here, not
+    # at the top, so that the CLI's --help stays instant.
+    from digitkit.bench.plan import INT8_ENGINE, runtime_groups
+    from digitkit.predictors import ENGINES
+
+    groups = runtime_groups()
+    if text is None:
+        return [e for r in DEFAULT_RUNTIMES for e in groups[r]], set()
+    engines: list[str] = []
+    required: set[str] = set()
+    for item in _items(text):
+        if item in groups:
+            engines += groups[item]
+            required |= {e for e in groups[item] if e != INT8_ENGINE}
+        elif item in ENGINES:
+            engines.append(item)
+            required.add(item)
+        else:
+            raise UsageError(f"--runtimes: unknown runtime {item!r}; choose from "
+                             f"{', '.join(groups)} or engines {', '.join(ENGINES)}")
+    if not engines:
+        raise UsageError("--runtimes: no runtime given")
+    return list(dict.fromkeys(engines)), required
+
+
+def parse_batch_sizes(text: str | Sequence[int] | None) -> list[int]:
+    if text is None:
+        return list(DEFAULT_BATCH_SIZES)
+    sizes = []
+    for item in _items(text):
+        try:
+            b = int(item)
+        except ValueError:
+            raise UsageError(f"--batch-sizes: {item!r} is not a whole number") from None
+        if b < 1:
+            raise UsageError(f"--batch-sizes: batch size must be at least 1, got {b}")
+        sizes.append(b)
+    if not sizes:
+        raise UsageError("--batch-sizes: no batch size given")
+    return sorted(set(sizes))
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark run, as the options of `digitkit bench` describe it.
+
+    `runtimes` and `batch_sizes` are comma-separated text (as typed) or sequences; None means
+    the defaults above. `threads` None means every CPU this process may use; with neither
+    `duration` nor `iterations`, each batch size is timed for DEFAULT_DURATION seconds.
+    An invalid combination raises UsageError on construction.
+    """
+
+    models: Sequence[str | os.PathLike]
+    runtimes: str | Sequence[str] | None = None
+    batch_sizes: str | Sequence[int] | None = None
+    threads: int | None = None
+    duration: float | None = None
+    iterations: int | None = None
+    warmup: int = DEFAULT_WARMUP
+    repeat: int = DEFAULT_REPEAT
+    ort_spinning: bool = DEFAULT_ORT_SPINNING
+    images: Sequence[str | os.PathLike] | None = None  # files/folders for the end-to-end pass
+    data: str | os.PathLike | None = None  # MNIST location; None: digitkit.data's resolution
+    check_images: int = DEFAULT_CHECK_IMAGES
+
+    def __post_init__(self):
+        self.requested_engines  # noqa: B018 - parse now, so a bad value fails before any work
+        self.sizes  # noqa: B018
+        if self.thread_count < 1:
+            raise UsageError(f"--threads must be at least 1, got {self.thread_count}")
+        if self.duration is not None and self.iterations is not None:
+            raise UsageError("--duration and --iterations are alternatives; give one")
+        if self.duration is not None and self.duration <= 0:
+            raise UsageError(f"--duration must be positive, got {self.duration}")
+        if self.iterations is not None and self.iterations < 1:
+            raise UsageError(f"--iterations must be at least 1, got {self.iterations}")
+        if self.warmup < 0:
+            raise UsageError(f"--warmup must be 0 or more, got {self.warmup}")
+        if self.check_images < 1:
+            raise UsageError(f"--check-images must be at least 1, got {self.check_images}")
+        if self.repeat < 1:
+            raise UsageError(f"--repeat must be at least 1, got {self.repeat}")
+
+    @property
+    def requested_engines(self) -> tuple[list[str], set[str]]:
+        """(engines in order, engines whose copy must exist); see parse_runtimes."""
+        return parse_runtimes(self.runtimes)
+
+    @property
+    def sizes(self) -> list[int]:
+        return parse_batch_sizes(self.batch_sizes)
+
+    @property
+    def thread_count(self) -> int:
+        return usable_cpus() if self.threads is None else int(self.threads)
+
+    @property
+    def timed_duration(self) -> float | None:
+        """Seconds of timed calls per batch size; None when --iterations counts them."""
+        if self.duration is None and self.iterations is None:
+            return DEFAULT_DURATION
+        return self.duration

@@ -1,0 +1,85 @@
+"""digitkit.bench.config: option parsing, defaults and the validation of a BenchConfig."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from digitkit.bench.config import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_DURATION,
+    DEFAULT_ORT_SPINNING,
+    BenchConfig,
+    parse_batch_sizes,
+    parse_runtimes,
+)
+from digitkit.environment import usable_cpus
+from digitkit.errors import UsageError
+
+ALL_ENGINES = ["onnxruntime", "onnxruntime-int8", "tf-savedmodel", "tf-function",
+               "keras-predict"]
+
+
+def test_runtime_groups_expand_to_engines():
+    engines, required = parse_runtimes("onnxruntime,keras")
+    assert engines == ["onnxruntime", "onnxruntime-int8", "tf-function", "keras-predict"]
+    assert "onnxruntime-int8" not in required  # reached through the group: "when present"
+    assert parse_runtimes(None) == (ALL_ENGINES, set())
+    # An engine named on its own must run; sequences work like the comma-separated text.
+    assert parse_runtimes(["onnxruntime-int8", "tensorflow"]) == (
+        ["onnxruntime-int8", "tf-savedmodel"], {"onnxruntime-int8", "tf-savedmodel"})
+    with pytest.raises(UsageError, match="unknown runtime 'foo'"):
+        parse_runtimes("foo")
+    with pytest.raises(UsageError, match="no runtime given"):
+        parse_runtimes(" , ")
+
+
+def test_batch_sizes_are_sorted_unique_and_positive():
+    assert parse_batch_sizes(None) == list(DEFAULT_BATCH_SIZES)
+    assert parse_batch_sizes("32, 1,8,1") == [1, 8, 32]
+    assert parse_batch_sizes((4, 2)) == [2, 4]
+    with pytest.raises(UsageError):
+        parse_batch_sizes("-1")
+    with pytest.raises(UsageError, match="'x' is not a whole number"):
+        parse_batch_sizes("1,x")
+
+
+def test_config_defaults_resolve_threads_and_duration():
+    c = BenchConfig(models=["m.onnx"])
+    assert c.thread_count == usable_cpus() and c.timed_duration == DEFAULT_DURATION
+    assert c.sizes == list(DEFAULT_BATCH_SIZES) and c.requested_engines[0] == ALL_ENGINES
+    c = BenchConfig(models=["m.onnx"], iterations=3, threads=2, batch_sizes="1,4")
+    assert c.timed_duration is None and c.thread_count == 2 and c.sizes == [1, 4]
+
+
+@pytest.mark.parametrize("opts, message", [
+    ({"runtimes": "foo"}, "unknown runtime 'foo'"),
+    ({"batch_sizes": "0"}, "batch size must be at least 1"),
+    ({"threads": 0}, "--threads must be at least 1"),
+    ({"duration": 1.0, "iterations": 3}, "alternatives"),
+    ({"duration": 0.0}, "--duration must be positive"),
+    ({"iterations": 0}, "--iterations must be at least 1"),
+    ({"warmup": -1}, "--warmup must be 0 or more"),
+    ({"check_images": 0}, "--check-images must be at least 1"),
+    ({"repeat": 0}, "--repeat must be at least 1"),
+])
+def test_invalid_config_is_a_usage_error_on_construction(opts, message):
+    with pytest.raises(UsageError, match=message):
+        BenchConfig(models=["m.onnx"], **opts)
+
+
+def test_spinning_default_is_the_predictor_layers():
+    from digitkit.predictors.ort import OrtSettings
+
+    assert DEFAULT_ORT_SPINNING == OrtSettings().spinning
+
+
+def test_config_imports_no_numpy_or_runtime():
+    """The CLI reads its --help defaults from this module: importing it must be instant."""
+    code = ("import sys, digitkit.bench.config; "
+            "print(sorted(m for m in ('numpy', 'onnxruntime', 'tensorflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
