@@ -15,7 +15,7 @@ Steps, each printed with its command line:
    same files (wall time from spawn to exit, peak RSS summed over the process tree):
    - digitkit:  `digitkit infer model.onnx FILES -o out.csv -q`
    - keras:     keras.utils.image_dataset_from_directory(grayscale, 28x28) + model.predict
-   - decode:    the same decoder digitkit uses (`digitkit.infer.decode_files`: read, OpenCV
+   - decode:    the same decoder digitkit uses (`digitkit.images.load_images`: read, OpenCV
                 for plain gray PNGs / Pillow for the rest, the MNIST-convention check) on
                 all cores (a fork pool, chunks of 256), no model, no output: the ceiling for
                 any pipeline built on that decoder.
@@ -65,7 +65,7 @@ DECODE_SCRIPT = textwrap.dedent("""
     import os, sys
     from concurrent.futures import ProcessPoolExecutor
     import cv2  # imported before the fork, once, as digitkit's forkserver does
-    from digitkit.infer import decode_files  # digitkit's own decoder: OpenCV/Pillow + checks
+    from digitkit.images import load_images  # digitkit's own decoder: OpenCV/Pillow + checks
 
     def walk(d):
         for e in sorted(os.scandir(d), key=lambda e: e.name):
@@ -75,7 +75,7 @@ DECODE_SCRIPT = textwrap.dedent("""
                 yield e.path
 
     def decode(paths):
-        pixels, reasons = decode_files(paths)
+        pixels, reasons = load_images(paths)
         return len(pixels)
 
     if __name__ == "__main__":

@@ -70,10 +70,11 @@ def child(model: str, images: str, workers: int, batch_size: int, out: str) -> N
     is the cold actor start-up, which is what one `digitkit infer --engine ray` pays.
     """
     t0 = time.perf_counter()
-    from digitkit.ray_engine import connect, find_inputs, ray_engine
-    from digitkit.results import RowWriter
-    from digitkit.runtimes import OnnxPredictor
+    from digitkit.infer import InferSpec
+    from digitkit.infer.output import RowWriter
+    from digitkit.infer.ray_engine import connect, find_inputs, ray_engine
 
+    spec = InferSpec(model, engine="ray", workers=workers, batch_size=batch_size, fmt="csv")
     files = list(find_inputs([images]))
     small = files[:batch_size * workers]
     t_import = time.perf_counter()
@@ -82,10 +83,9 @@ def child(model: str, images: str, workers: int, batch_size: int, out: str) -> N
         t = time.perf_counter()
         n = 0
         with RowWriter(out, force=True) as w:
-            for rows in ray_engine(OnnxPredictor(model, threads=1), paths, workers=workers,
-                                   batch_size=batch_size):
-                w.write(rows)
-                n += len(rows)
+            for batch in ray_engine(spec, paths):
+                w.write_text(batch.text)
+                n += batch.count
         assert n == len(paths)
         return time.perf_counter() - t
 
@@ -138,11 +138,11 @@ def run_local(model, images, out) -> dict:
 
 
 def driver_ceiling(n: int = 20000) -> float:
-    """Rows/s the driver turns worker results into CSV text (make_rows + encode)."""
+    """Rows/s the driver turns worker results into CSV text (`encode_predictions`, as the
+    engine does for every batch)."""
     import numpy as np
 
-    from digitkit.ray_engine import _rows
-    from digitkit.results import encode_rows
+    from digitkit.infer.ray_engine import _encode_batch
 
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(10), size=256).astype(np.float32)
@@ -152,7 +152,7 @@ def driver_ceiling(n: int = 20000) -> float:
     t = time.perf_counter()
     done = 0
     while done < n:
-        encode_rows(_rows(batch, 3), "csv")
+        _encode_batch(batch, 3, "csv")
         done += 256
     return done / (time.perf_counter() - t)
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from digitkit.infer import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, ENGINES
+from digitkit.infer import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE, DEFAULT_TOP_K, ENGINES
 
 
 @click.command("infer")
@@ -30,7 +30,8 @@ from digitkit.infer import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, ENGINES
 @click.option("--confusion-matrix", "confusion", type=click.Path(dir_okay=False, path_type=str),
               default=None, help="Also write the confusion matrix of files in class folders "
                                  "(0..9): .png figure or .csv counts.")
-@click.option("--engine", type=click.Choice(list(ENGINES)), default="local", show_default=True,
+@click.option("--engine", type=click.Choice(list(ENGINES)), default=DEFAULT_ENGINE,
+              show_default=True,
               help="Where the work runs: local processes, or a Ray cluster "
                    "(pip install 'digitkit[ray]').")
 @click.option("--address", default=None, metavar="auto|ray://HOST:PORT",
@@ -42,8 +43,7 @@ from digitkit.infer import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, ENGINES
                    "cluster.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress bar and no summary; warnings about bad files still go to stderr.")
-def command(model, paths, output, runtime, batch_size, workers, top_k, resume, force, confusion,
-            engine, address, num_workers, quiet):
+def command(paths, output, resume, force, confusion, quiet, num_workers, **spec):
     """Classify the images in PATHS (files or folders, recursive) with MODEL.
 
     MODEL: a .onnx file (ONNX Runtime; TensorFlow is never imported), or a SavedModel
@@ -57,15 +57,17 @@ def command(model, paths, output, runtime, batch_size, workers, top_k, resume, f
     classified); 1 could not run; 2 usage error; 130 interrupted (--resume finishes it).
     """
     from digitkit.errors import PartialFailure, UsageError
-    from digitkit.infer import format_summary, run_infer, save_confusion
+    from digitkit.infer import InferSpec, format_summary, run_infer, save_confusion
 
+    # **spec: the options that are InferSpec fields (model, runtime, batch_size, workers,
+    # top_k, engine, address); the named ones are about the output and the report.
     to_stdout = output in (None, "-")
-    if engine == "ray":
-        if workers is not None:
+    if spec["engine"] == "ray":
+        if spec["workers"] is not None:
             raise UsageError("--workers is for the local engine; the ray engine takes "
                              "--num-workers")
-        workers = num_workers
-    elif address is not None or num_workers is not None:
+        spec["workers"] = num_workers
+    elif spec["address"] is not None or num_workers is not None:
         raise UsageError("--address and --num-workers are for the ray engine (--engine ray)")
     if confusion and not force:
         from digitkit.outputs import guard_output
@@ -76,10 +78,8 @@ def command(model, paths, output, runtime, batch_size, workers, top_k, resume, f
     # A progress line only where a person watches it, and never interleaved with rows
     # printed to the same terminal.
     progress = not quiet and sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())
-    summary = run_infer(model, paths, output, runtime=runtime, batch_size=batch_size,
-                        workers=workers, top_k=top_k, resume=resume, force=force,
-                        progress=progress, engine=engine, address=address,
-                        warn=lambda msg: click.echo(msg, err=True))
+    summary = run_infer(InferSpec(**spec), paths, output, resume=resume, force=force,
+                        progress=progress, warn=lambda msg: click.echo(msg, err=True))
     if confusion:
         if summary.labelled:
             save_confusion(summary, confusion, force=force)

@@ -3,19 +3,22 @@
 Ray Data's offline batch-inference pattern: the file list becomes a dataset of (index, path)
 records, `map_batches` runs a stateful worker class in an actor pool (one ONNX Runtime session
 per actor, opened once), and the driver collects the results in input order and turns them
-into rows. Every per-file step is the local engine's own code (`digitkit.infer.decode_files`:
-`digitkit.preprocess.load_image` with the same error reasons; `OnnxPredictor`;
-`digitkit.infer.make_rows`), so rows, error rows and the output format are the same; the
-caller writes them with the same `RowWriter`, resume included.
+into the output file's text. Every per-file step is the local engine's own code
+(`digitkit.images.load_images`, with the same error reasons; `OnnxPredictor`;
+`digitkit.infer.rows.encode_predictions`), so rows, error rows and the output format are the
+same, and `run_infer` writes them with the same `RowWriter`, resume included.
 
 Ray is optional (`pip install 'digitkit[ray]'`): it is imported inside functions only, and
-nothing else in digitkit imports this module unless `--engine ray` is asked for.
+nothing else in digitkit imports this module: the engine registry
+(`digitkit.infer.spec.get_engine`) imports it when `--engine ray` is asked for.
 
 Choices, and why:
 - The model travels as bytes (read once on the driver, captured by the worker class that Ray
   ships to every actor): it works on any cluster without a shared model path, and a digit
   model is ~0.1-2 MB. Each actor writes it to a private temp file for `OnnxPredictor`, loads
   it, and deletes the file.
+- Rows are encoded on the driver from the actors' probabilities (`encode_predictions`, no
+  Row object per file): the actors return plain arrays, which Ray moves cheaply.
 - One ONNX Runtime thread per actor: each actor reserves one CPU from Ray's scheduler, and
   decoding (not the ~1 us MLP) is the work; more intra-op threads would only oversubscribe
   cores that neighbouring actors own. Parallelism comes from the number of actors.
@@ -45,15 +48,15 @@ from pathlib import Path
 import numpy as np
 
 from digitkit.errors import DataError, DependencyError, UsageError
-from digitkit.results import Row
+from digitkit.images import is_image_name, iter_image_paths, load_images
+from digitkit.infer.rows import encode_predictions
+from digitkit.infer.spec import EncodedRows, Engine, InferSpec
+from digitkit.predictors import OnnxPredictor, OrtSettings, open_predictor
 
 RAY_HINT = "the ray engine needs Ray: pip install 'digitkit[ray]'"
-#: Same batch as the local engine, for the same reasons (per-batch costs vanish per image);
-#: in Ray a batch is also one task's worth of work (~50 ms of decoding), large against Ray's
-#: ~1 ms per-task overhead and small enough that 10,000 files still make ~40 batches to
-#: balance over the workers.
-DEFAULT_BATCH_SIZE = 256
-DEFAULT_TOP_K = 3
+#: One ONNX Runtime thread per actor (and for the driver's check of the model): see the
+#: module docstring; no spinning, the actor's core is its own.
+_ACTOR_ORT = OrtSettings(threads=1, spinning=False)
 #: Ray sets up its own logging and prints INFO lines for every dataset; the CLI wants only
 #: real problems on stderr.
 _QUIET_LOGGERS = ("ray", "ray.data", "ray.data._internal")
@@ -78,24 +81,22 @@ def is_uri(path) -> bool:
 
 def find_inputs(paths: Iterable[str | os.PathLike],
                 on_error: Callable[[Path, str], None] | None = None) -> Iterator[str]:
-    """Like `digitkit.files.find_images`, also for object-store URIs (through pyarrow.fs).
+    """Like `digitkit.images.find_images`, also for object-store URIs (through pyarrow.fs).
 
     Arguments are visited in the order given; a folder's images come sorted the way
     `find_images` sorts them (by path, component by component). Every argument is checked
     for existence before anything is yielded.
     """
-    from digitkit.files import find_images
-
     paths = [str(p) for p in paths]
     if not any(is_uri(p) for p in paths):
-        yield from map(str, find_images(paths, on_error=on_error))
+        yield from iter_image_paths(paths, on_error=on_error)
         return
     resolved = [_resolve_uri(p) if is_uri(p) else p for p in paths]
     for p, r in zip(paths, resolved, strict=True):
         if isinstance(r, tuple):
             yield from _list_uri(p, *r)
         else:
-            yield from map(str, find_images([r], on_error=on_error))
+            yield from iter_image_paths([r], on_error=on_error)
 
 
 def _resolve_uri(uri: str):
@@ -115,8 +116,6 @@ def _resolve_uri(uri: str):
 
 def _list_uri(uri: str, filesystem, inner: str, info) -> Iterator[str]:
     from pyarrow import fs as pafs
-
-    from digitkit.files import is_image_name
 
     if info.type != pafs.FileType.Directory:
         yield uri  # a file named by the user is taken as is, like find_images does
@@ -145,18 +144,16 @@ FETCH_THREADS = 16
 
 
 def _decode_uris(uris: list[str], scratch: Path, filesystems: dict):
-    """decode_files for object-store URIs: fetch each into a scratch file, decode it there,
+    """load_images for object-store URIs: fetch each into a scratch file, decode it there,
     so the error reasons are exactly the local ones (empty file, not an image, truncated)."""
     from concurrent.futures import ThreadPoolExecutor
     from functools import partial
-
-    from digitkit.infer import decode_files
 
     local = [str(scratch / f"{n}{os.path.splitext(u)[1]}") for n, u in enumerate(uris)]
     with ThreadPoolExecutor(min(FETCH_THREADS, len(uris))) as pool:
         fetch_errors = list(pool.map(partial(_fetch, filesystems=filesystems), uris, local))
     try:
-        pixels, reasons = decode_files(local)
+        pixels, reasons = load_images(local)
     finally:
         for p in local:
             Path(p).unlink(missing_ok=True)
@@ -194,25 +191,20 @@ def _worker_class(model_bytes: bytes, model_name: str):
         def __init__(self):
             import tempfile
 
-            from digitkit.runtimes import OnnxPredictor
-
             self._scratch = Path(tempfile.mkdtemp(prefix="digitkit-ray-"))
             model = self._scratch / model_name
             model.write_bytes(model_bytes)
-            # threads=1: see the module docstring; no spinning, the actor's core is its own.
-            self._predictor = OnnxPredictor(model, threads=1, spin=False).load()
+            self._predictor = OnnxPredictor(model, _ACTOR_ORT).load()
             model.unlink()  # ONNX Runtime holds the graph in memory now
             self._filesystems: dict = {}
 
         def __call__(self, batch: dict) -> dict:
-            from digitkit.infer import decode_files
-
             paths = [str(p) for p in batch["path"]]
             uris = [i for i, p in enumerate(paths) if is_uri(p)]
             if uris:
                 pixels, reasons = _decode_mixed(paths, uris, self._scratch, self._filesystems)
             else:
-                pixels, reasons = decode_files(paths)
+                pixels, reasons = load_images(paths)
             probs = np.full((len(paths), 10), np.nan, np.float32)
             if len(pixels):
                 good = np.array([not r for r in reasons])
@@ -224,15 +216,13 @@ def _worker_class(model_bytes: bytes, model_name: str):
 
 
 def _decode_mixed(paths, uri_idx, scratch, filesystems):
-    from digitkit.infer import decode_files
-
     if len(uri_idx) == len(paths):
         return _decode_uris(paths, scratch, filesystems)
     # Rare (local and object-store inputs in one run): decode each kind, merge in order.
     uri_set = set(uri_idx)
     loc = [i for i in range(len(paths)) if i not in uri_set]
     px_u, r_u = _decode_uris([paths[i] for i in uri_idx], scratch, filesystems)
-    px_l, r_l = decode_files([paths[i] for i in loc])
+    px_l, r_l = load_images([paths[i] for i in loc])
     reasons = [""] * len(paths)
     for i, r in zip(uri_idx, r_u, strict=True):
         reasons[i] = r
@@ -278,18 +268,6 @@ def connect(address: str | None = None, num_cpus: int | None = None):
 
 
 @contextmanager
-def session(address: str | None = None, num_workers: int | None = None):
-    """Connect (or start Ray) now, and yield an engine function with the local engine's
-    signature. Callers enter this before creating their output file, so a cluster that
-    cannot be reached fails without leaving one behind; Ray is shut down on exit if this
-    started it."""
-    from functools import partial
-
-    with connect(address, num_cpus=num_workers):
-        yield partial(ray_engine, address=address)
-
-
-@contextmanager
 def _data_context(ray):
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
@@ -302,29 +280,39 @@ def _data_context(ray):
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
 
 
-def ray_engine(predictor, paths: Iterable, *, batch_size: int = DEFAULT_BATCH_SIZE,
-               workers: int | None = None, top_k: int = DEFAULT_TOP_K,
-               address: str | None = None, on_start: Callable[[], None] | None = None
-               ) -> Iterator[list[Row]]:
-    """Yield lists of rows in input order: the local engine's contract, run on Ray.
+def check(spec: InferSpec) -> None:
+    """Fail now, before any work: Ray missing (the one-line install hint), a model that is
+    not ONNX, a pool without actors."""
+    import_ray()
+    _onnx_predictor(spec)
+    if spec.workers is not None and spec.workers < 1:
+        raise UsageError(f"--num-workers must be at least 1 for the ray engine, "
+                         f"got {spec.workers}")
 
-    `predictor`: an `OnnxPredictor` (its file is read and shipped to the workers).
-    `workers`: actors in the pool (None: one per CPU of the cluster). `on_start` is called
-    once the workers are up and the first results arrive (benchmarks time start-up with it).
-    """
-    if getattr(predictor, "runtime", None) != "onnxruntime":
+
+def _onnx_predictor(spec: InferSpec) -> OnnxPredictor:
+    predictor = open_predictor(spec.model, spec.runtime, _ACTOR_ORT)
+    if predictor.runtime != "onnxruntime":
         raise UsageError("the ray engine runs .onnx models on ONNX Runtime; export the model "
                          "with `digitkit export` first")
-    if workers is not None and workers < 1:
-        raise UsageError(f"--num-workers must be at least 1 for the ray engine, got {workers}")
-    predictor.load()  # a bad model fails here, in one line, before any cluster work
+    return predictor
+
+
+def ray_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]:
+    """Yield chunks of encoded rows in input order: the local engine's contract, on Ray.
+
+    `spec.workers`: actors in the pool (None: one per CPU of the cluster); `spec.address`:
+    the cluster (see `connect`). The model file is read here and shipped to the actors.
+    """
+    fmt, top_k, batch_size = spec.fmt or "csv", spec.top_k, spec.batch_size
+    predictor = _onnx_predictor(spec).load()  # a bad model fails here, before cluster work
     model_path = Path(predictor.model_path)
     model_bytes = model_path.read_bytes()
     items = [{"i": i, "path": str(p)} for i, p in enumerate(paths)]
     if not items:
         return
-    with connect(address, num_cpus=workers) as ray, _data_context(ray):
-        n_workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    with connect(spec.address, num_cpus=spec.workers) as ray, _data_context(ray):
+        n_workers = spec.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         n_blocks = max(1, -(-len(items) // batch_size))
         # No more actors than batches: an actor without work only costs its start-up.
         n_workers = min(n_workers, n_blocks)
@@ -334,12 +322,8 @@ def ray_engine(predictor, paths: Iterable, *, batch_size: int = DEFAULT_BATCH_SI
             _worker_class(model_bytes, model_path.name),
             compute=ray.data.ActorPoolStrategy(size=n_workers),
             batch_size=batch_size, batch_format="numpy", num_cpus=1)
-        first = True
         for batch in _in_order(ds.iter_batches(batch_size=None, batch_format="numpy")):
-            if first and on_start is not None:
-                on_start()
-            first = False
-            yield _rows(batch, top_k)
+            yield _encode_batch(batch, top_k, fmt)
 
 
 def _in_order(batches: Iterable[dict]) -> Iterator[dict]:
@@ -358,35 +342,13 @@ def _in_order(batches: Iterable[dict]) -> Iterator[dict]:
         yield heapq.heappop(heap)[2]
 
 
-def _rows(batch: dict, top_k: int) -> list[Row]:
-    from digitkit.infer import make_rows
-
+def _encode_batch(batch: dict, top_k: int, fmt: str) -> EncodedRows:
+    """The output file's text for one batch of actor results (probabilities of failed files
+    are NaN placeholders, left out)."""
     reasons = [str(r) for r in batch["reason"]]
     good = np.array([not r for r in reasons], dtype=bool)
     probs = batch["probs"][good] if good.any() else None
-    return make_rows([str(p) for p in batch["path"]], reasons, probs, top_k)
+    return encode_predictions([str(p) for p in batch["path"]], reasons, probs, top_k, fmt)
 
 
-def run(model_path: str | os.PathLike, paths: Iterable[str | os.PathLike], *,
-        address: str | None = None, num_workers: int | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE, top_k: int = DEFAULT_TOP_K,
-        skip: Callable[[str], bool] | None = None,
-        on_error: Callable[[Path, str], None] | None = None) -> Iterator[Row]:
-    """Classify every image under `paths` (files, folders, object-store URIs) on Ray.
-
-    Rows come in `find_inputs` order (sorted by path within each argument). `skip(path)`
-    drops files already done (resume).
-    """
-    import_ray()  # the hint before anything else
-    from digitkit.runtimes import OnnxPredictor
-
-    if Path(model_path).suffix.lower() != ".onnx":
-        raise UsageError(f"{model_path}: the ray engine runs .onnx models; export the model "
-                         "with `digitkit export` first")
-    predictor = OnnxPredictor(model_path, threads=1)
-    files = find_inputs(paths, on_error=on_error)
-    if skip is not None:
-        files = (f for f in files if not skip(f))
-    for rows in ray_engine(predictor, files, batch_size=batch_size, workers=num_workers,
-                           top_k=top_k, address=address):
-        yield from rows
+ENGINE = Engine("ray", check=check, find=find_inputs, run=ray_engine)

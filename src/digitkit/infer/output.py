@@ -1,110 +1,24 @@
-"""Result rows of batch inference and their CSV / JSON Lines files, with resume.
-
-Engine-independent: the local engine and the Ray engine produce `Row`s and hand them to a
-`RowWriter`.
-
-Columns: path, label, confidence, top_k_labels, top_k_probs, error.
-- CSV (the default): top-k values space-separated in one field ("7 2 3"); label and
-  confidence empty on error.
-- JSON Lines (`.jsonl` / `.ndjson`): one object per line, top-k as arrays, null label and
-  confidence on error.
-- `error` is the empty string on success.
+"""The result file: created only when there is something to write, written crash-safely,
+and read back to resume.
 
 Crash safety: every batch of rows is encoded first and handed to the kernel in one write()
 on an unbuffered file, so a killed process leaves whole rows (a partial last line can only
-come from a crash inside that write, or a full disk). `resume` keeps every complete row,
-cuts off a partial last line, and appends.
+come from a crash inside that write, or a full disk). Resume keeps every complete row, cuts
+off a partial last line, and appends.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 from digitkit.errors import DataError, OutputExistsError, UsageError
-
-COLUMNS = ("path", "label", "confidence", "top_k_labels", "top_k_probs", "error")
-CSV_HEADER = ",".join(COLUMNS) + "\n"
-FORMATS = ("csv", "jsonl")
-#: Probabilities are written with 6 decimals: float32 carries ~7 significant digits, and
-#: 1e-6 resolves any confidence a human or a threshold cares about.
-PROB_DECIMALS = 6
-
-
-@dataclass(slots=True)
-class Row:
-    path: str
-    label: int | None = None
-    confidence: float | None = None
-    top_k_labels: tuple = field(default_factory=tuple)
-    top_k_probs: tuple = field(default_factory=tuple)
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.error
-
-
-def format_for(path: str | os.PathLike | None) -> str:
-    """CSV unless the output file's name ends in .jsonl or .ndjson."""
-    if path is None:
-        return "csv"
-    return "jsonl" if Path(path).suffix.lower() in (".jsonl", ".ndjson") else "csv"
-
-
-# -- encoding -------------------------------------------------------------------------------
-
-
-def encode_rows(rows: Iterable[Row], fmt: str) -> str:
-    if fmt == "jsonl":
-        return "".join(json.dumps(_row_dict(r), ensure_ascii=False) + "\n" for r in rows)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    d = PROB_DECIMALS
-    w.writerows(
-        (r.path, r.label, f"{r.confidence:.{d}f}", " ".join(map(str, r.top_k_labels)),
-         " ".join(f"{p:.{d}f}" for p in r.top_k_probs), r.error)
-        if r.label is not None else (r.path, "", "", "", "", r.error)
-        for r in rows
-    )
-    return buf.getvalue()
-
-
-def _row_dict(r: Row) -> dict:
-    return {
-        "path": r.path,
-        "label": r.label,
-        "confidence": None if r.confidence is None else round(float(r.confidence),
-                                                                PROB_DECIMALS),
-        "top_k_labels": list(r.top_k_labels),
-        "top_k_probs": [round(float(p), PROB_DECIMALS) for p in r.top_k_probs],
-        "error": r.error,
-    }
-
-
-def _parse_csv_record(rec: list[str]) -> Row:
-    if len(rec) != len(COLUMNS):
-        raise ValueError(f"{len(rec)} fields, expected {len(COLUMNS)}")
-    path, label, conf, labels, probs, error = rec
-    if label == "":
-        return Row(path, error=error)
-    return Row(path, int(label), float(conf), tuple(int(v) for v in labels.split()),
-               tuple(float(v) for v in probs.split()), error)
-
-
-def _parse_json_line(line: str) -> Row:
-    d = json.loads(line)
-    if not isinstance(d, dict) or "path" not in d:
-        raise ValueError("not a result row")
-    return Row(d["path"], d.get("label"), d.get("confidence"), tuple(d.get("top_k_labels") or ()),
-               tuple(d.get("top_k_probs") or ()), d.get("error") or "")
-
+from digitkit.infer.rows import CSV_HEADER, Row, format_for, parse_csv_record, parse_json_line
+from digitkit.infer.spec import FORMATS
 
 # -- resume ---------------------------------------------------------------------------------
 
@@ -140,9 +54,9 @@ def scan_existing(path: str | os.PathLike, fmt: str, on_row: Callable[[Row], Non
             text = chunk.decode("utf-8")
             try:
                 if fmt == "csv":
-                    row = _parse_csv_record(next(csv.reader(io.StringIO(text))))
+                    row = parse_csv_record(next(csv.reader(io.StringIO(text))))
                 else:
-                    row = _parse_json_line(text)
+                    row = parse_json_line(text)
             except (ValueError, StopIteration, csv.Error) as e:
                 if f.read(1):  # not the last line: the file is damaged, don't guess
                     raise DataError(p, f"cannot resume: malformed row at byte {good_end} "
@@ -167,7 +81,7 @@ def check_new_output(path: str | os.PathLike, force: bool = False) -> None:
 
 
 class RowWriter:
-    """Streams rows to a file (or stdout), one write() per batch."""
+    """Streams encoded rows to a file (or stdout), one write() per batch."""
 
     def __init__(self, path: str | os.PathLike | None, fmt: str | None = None, *,
                  append_at: int | None = None, force: bool = False):
@@ -200,13 +114,9 @@ class RowWriter:
         if self.fmt == "csv":
             self._write_str(CSV_HEADER)
 
-    def write(self, rows: list[Row]) -> None:
-        if rows:
-            self._write_str(encode_rows(rows, self.fmt))
-
     def write_text(self, text: str) -> None:
-        """Write rows already encoded in this writer's format (by `encode_rows` or an
-        equivalent), in one write() like `write`."""
+        """Write rows already encoded in this writer's format (`EncodedRows.text`, or
+        `encode_rows`), in one write()."""
         if text:
             self._write_str(text)
 

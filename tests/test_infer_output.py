@@ -1,14 +1,12 @@
-"""digitkit.results: CSV / JSONL rows, crash-safe writing, resume scanning."""
+"""digitkit.infer.output: crash-safe writing of result files, and resume scanning."""
 
 from __future__ import annotations
-
-import csv
-import json
 
 import pytest
 
 from digitkit.errors import DataError, OutputExistsError
-from digitkit.results import COLUMNS, Row, RowWriter, format_for, scan_existing
+from digitkit.infer.output import RowWriter, check_new_output, scan_existing
+from digitkit.infer.rows import Row, encode_rows
 
 ROWS = [
     Row("a/7/1.png", 7, 0.9, (7, 1, 2), (0.9, 0.05, 0.01)),
@@ -16,6 +14,10 @@ ROWS = [
     Row("bad.png", error="truncated image"),
     Row("ünïcode/é.png", 0, 1.0, (0, 1, 2), (1.0, 0.0, 0.0)),
 ]
+
+
+def _write(w: RowWriter, rows) -> None:
+    w.write_text(encode_rows(rows, w.fmt))
 
 
 def _scan(path, fmt):
@@ -29,54 +31,27 @@ def test_round_trip(tmp_path, fmt):
     out = tmp_path / f"r.{fmt}"
     with RowWriter(out) as w:
         assert w.fmt == fmt
-        w.write(ROWS[:2])
-        w.write(ROWS[2:])
+        _write(w, ROWS[:2])
+        _write(w, ROWS[2:])
     rows, end = _scan(out, fmt)
     assert end == out.stat().st_size
-    assert [r.path for r in rows] == [r.path for r in ROWS]
-    assert rows[2].error == "truncated image" and rows[2].label is None
-    assert rows[0].top_k_labels == (7, 1, 2) and rows[0].top_k_probs == (0.9, 0.05, 0.01)
-
-
-def test_csv_is_plain_csv_with_the_agreed_columns(tmp_path):
-    out = tmp_path / "r.csv"
-    with RowWriter(out) as w:
-        w.write(ROWS)
-    with open(out, newline="", encoding="utf-8") as f:
-        recs = list(csv.DictReader(f))
-    assert tuple(recs[0]) == COLUMNS
-    assert recs[0] == {"path": "a/7/1.png", "label": "7", "confidence": "0.900000",
-                       "top_k_labels": "7 1 2", "top_k_probs": "0.900000 0.050000 0.010000",
-                       "error": ""}
-    assert recs[1]["path"] == ROWS[1].path
-    assert recs[2]["label"] == "" and recs[2]["error"] == "truncated image"
-
-
-def test_jsonl_rows(tmp_path):
-    out = tmp_path / "r.jsonl"
-    with RowWriter(out) as w:
-        w.write(ROWS)
-    lines = out.read_text(encoding="utf-8").splitlines()
-    assert len(lines) == len(ROWS)
-    d = json.loads(lines[2])
-    assert d == {"path": "bad.png", "label": None, "confidence": None, "top_k_labels": [],
-                 "top_k_probs": [], "error": "truncated image"}
+    assert rows == ROWS
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_partial_last_line_is_cut_and_resume_appends(tmp_path, fmt):
     out = tmp_path / f"r.{fmt}"
     with RowWriter(out) as w:
-        w.write(ROWS[:2])
+        _write(w, ROWS[:2])
     whole = out.stat().st_size
     with open(out, "ab") as f:
         f.write(b'"bad.png",,,' if fmt == "csv" else b'{"path": "bad.p')  # killed mid-write
     rows, end = _scan(out, fmt)
     assert end == whole and len(rows) == 2
     with RowWriter(out, append_at=end) as w:
-        w.write(ROWS[2:])
+        _write(w, ROWS[2:])
     rows, end = _scan(out, fmt)
-    assert [r.path for r in rows] == [r.path for r in ROWS]
+    assert rows == ROWS
     assert end == out.stat().st_size
 
 
@@ -86,7 +61,7 @@ def test_partial_header_starts_afresh(tmp_path):
     rows, end = _scan(out, "csv")
     assert (rows, end) == ([], 0)
     with RowWriter(out, append_at=0) as w:
-        w.write(ROWS[:1])
+        _write(w, ROWS[:1])
     assert out.read_text().startswith("path,label,confidence,top_k_labels,top_k_probs,error\n")
 
 
@@ -105,14 +80,20 @@ def test_existing_output_is_not_overwritten(tmp_path):
     out = tmp_path / "r.csv"
     out.write_text("precious")
     with pytest.raises(OutputExistsError, match="--resume"):
+        check_new_output(out)
+    with pytest.raises(OutputExistsError, match="--resume"):
         RowWriter(out)
     assert out.read_text() == "precious"
     with RowWriter(out, force=True) as w:
-        w.write(ROWS[:1])
+        _write(w, ROWS[:1])
     assert "precious" not in out.read_text()
+    with pytest.raises(DataError, match="output directory does not exist"):
+        check_new_output(tmp_path / "nowhere" / "r.csv")
 
 
-def test_format_for():
-    assert format_for(None) == "csv"
-    assert format_for("x.csv") == format_for("x.txt") == "csv"
-    assert format_for("x.JSONL") == format_for("x.ndjson") == "jsonl"
+def test_stdout_gets_the_header_and_rows(capsys):
+    with RowWriter("-") as w:
+        _write(w, ROWS[:1])
+    assert capsys.readouterr().out == (
+        "path,label,confidence,top_k_labels,top_k_probs,error\n"
+        "a/7/1.png,7,0.900000,7 1 2,0.900000 0.050000 0.010000,\n")

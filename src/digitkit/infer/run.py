@@ -1,0 +1,134 @@
+"""One batch-inference run around an engine: discovery, resume, the output file, warnings,
+progress and the summary. What runs the files is the engine's business (`InferSpec.engine`);
+everything here is the same for every engine.
+
+Nothing is written before the first chunk is classified: a model that does not load fails
+before the output file exists.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from itertools import chain
+from pathlib import Path
+
+from digitkit.errors import DigitkitError, UsageError
+from digitkit.infer.output import RowWriter, check_new_output, scan_existing
+from digitkit.infer.rows import format_for
+from digitkit.infer.spec import InferSpec, get_engine
+from digitkit.infer.summary import InferSummary
+
+
+def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
+              output: str | os.PathLike | None = None, *, resume: bool = False,
+              force: bool = False, progress: bool = False,
+              warn: Callable[[str], None] | None = None) -> InferSummary:
+    """Classify every image under `inputs` as `spec` says, streaming rows to `output`
+    (None or "-": stdout).
+
+    Returns the summary; the caller decides what a failed file means (the CLI exits 3).
+    The local engine's workers are started by multiprocessing's forkserver, so a script
+    that calls this needs the usual `if __name__ == "__main__":` guard.
+    """
+    inputs = list(inputs)
+    if resume and output in (None, "-"):
+        raise UsageError("--resume needs an output file (-o)")
+    eng = get_engine(spec.engine)
+    eng.check(spec)  # a missing extra or a bad model fails before any work
+    warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    out = None if output in (None, "-") else Path(output)
+    spec = replace(spec, fmt=spec.fmt or format_for(out))
+    summary = InferSummary(output=None if out is None else str(out))
+    done: set[str] = set()
+    append_at = None
+    if resume and out is not None and out.exists():
+        def _seen(row):
+            done.add(row.path)
+            summary.add_resumed(row)
+        append_at = scan_existing(out, spec.fmt, _seen)
+
+    paths = eng.find(inputs, lambda path, reason: warn(f"warning: {path}: {reason}"))
+    first = next(paths, None)  # fail before touching the output if there is nothing to do
+    if first is None and not summary.total:
+        raise DigitkitError(f"no images found in {', '.join(map(str, inputs))}")
+    if first is not None:
+        paths = chain((first,), paths)
+    if done:
+        paths = (p for p in paths if p not in done)
+
+    if append_at is None and out is not None:
+        check_new_output(out, force)  # refuse before any work; the file comes later
+    bar = _Progress(progress)
+    start = time.monotonic()
+    batches = eng.run(spec, paths)
+    with _sigterm_as_interrupt():
+        try:
+            # The output file is created once the first chunk is classified: a model that
+            # cannot load (it loads in the workers) leaves no file behind.
+            first_batch = next(batches, None)
+            with RowWriter(out, spec.fmt, append_at=append_at, force=force) as writer:
+                rest = batches if first_batch is None else chain((first_batch,), batches)
+                for batch in rest:
+                    writer.write_text(batch.text)
+                    summary.add_batch(batch)
+                    for path, reason in batch.errors:
+                        warn(f"warning: {path}: {reason}")
+                    bar.update(batch.count)
+        finally:
+            batches.close()  # stops the engine's workers now, also on Ctrl-C or an error
+            summary.seconds = time.monotonic() - start
+            bar.close()
+    return summary
+
+
+class _Progress:
+    """A one-line `\\r` progress display on stderr; silent unless enabled."""
+
+    def __init__(self, enabled: bool, stream=None, every: float = 0.25):
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.every = every
+        self.start = self.last = time.monotonic()
+        self.count = 0
+
+    def update(self, n: int) -> None:
+        self.count += n
+        now = time.monotonic()
+        if self.enabled and now - self.last >= self.every:
+            self.last = now
+            self._show(now)
+
+    def _show(self, now: float) -> None:
+        rate = self.count / max(now - self.start, 1e-9)
+        self.stream.write(f"\r{self.count:,} images  {rate:,.0f} images/s ")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.count:
+            self._show(time.monotonic())
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class _sigterm_as_interrupt:
+    """`kill` stops a run like Ctrl-C: the batch in hand is written, the workers stopped."""
+
+    def __enter__(self):
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)

@@ -1,0 +1,114 @@
+"""The one contract of batch inference: what a run asks for (`InferSpec`), what an engine is
+(`Engine`), what it yields (`EncodedRows`), and the registry that opens one by name.
+
+Every engine is the same three functions, so `run_infer` never asks which one it holds:
+- `check(spec)`: everything that can fail before any work (a missing extra, a model of the
+  wrong kind, an option the engine does not take), so it fails before discovery and long
+  before the output file exists.
+- `find(inputs, on_error)`: the input files as path strings, in output order.
+- `run(spec, paths)`: a generator of `EncodedRows` (the output file's text of a chunk of
+  rows, plus what the summary needs), in input order. Nothing runs before the first `next`;
+  closing the generator stops the engine's workers.
+
+Engines live in their own modules, imported only when asked for (`get_engine(name)`): the
+Ray engine's optional dependency is never imported by a local run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from digitkit.errors import UsageError
+
+#: Engine name -> the module defining its `ENGINE`.
+_ENGINE_MODULES = {"local": "digitkit.infer.local", "ray": "digitkit.infer.ray_engine"}
+ENGINES = tuple(_ENGINE_MODULES)
+#: Local processes: they need no extra and no cluster, and one machine's cores already
+#: decode tens of thousands of small images a second.
+DEFAULT_ENGINE = "local"
+#: 256 images per batch: large enough that per-batch costs (IPC, an inference call, one
+#: write) vanish per image, small enough that rows stream out steadily and a Ctrl-C loses
+#: little work. In Ray a batch is also one task's worth of work (~50 ms of decoding), large
+#: against Ray's ~1 ms per-task overhead and small enough that 10,000 files still make ~40
+#: batches to balance over the workers.
+DEFAULT_BATCH_SIZE = 256
+#: Three labels show the runner-ups of a doubtful prediction without bloating every row.
+DEFAULT_TOP_K = 3
+#: Result file formats (`digitkit.infer.rows`): CSV, or JSON Lines.
+FORMATS = ("csv", "jsonl")
+
+
+@dataclass(frozen=True)
+class InferSpec:
+    """What to run: the model and how, independent of where the rows go.
+
+    workers: local engine: worker processes (0: everything in this process; None: one per
+        usable core). Ray engine: actors, one CPU each (None: one per CPU of the cluster).
+    fmt: "csv" or "jsonl"; None takes it from the output file's name (`format_for`).
+    address: the Ray cluster (ray engine only; None: a local Ray instance).
+    """
+
+    model: str | os.PathLike
+    runtime: str | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    workers: int | None = None
+    top_k: int = DEFAULT_TOP_K
+    fmt: str | None = None
+    engine: str = DEFAULT_ENGINE
+    address: str | None = None
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise UsageError(f"unknown engine {self.engine!r}; choose from {', '.join(ENGINES)}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.top_k < 1 or self.top_k > 10:
+            raise UsageError(f"--top-k must be between 1 and 10, got {self.top_k}")
+        if self.workers is not None and self.workers < 0:
+            raise UsageError(f"--workers must be 0 (decode in-process) or more, "
+                             f"got {self.workers}")
+        if self.fmt is not None and self.fmt not in FORMATS:
+            raise UsageError(f"unknown output format {self.fmt!r}")
+
+
+@dataclass(slots=True)
+class EncodedRows:
+    """A chunk of rows as the output file's text, with what the summary needs from them:
+    the batch type every engine yields."""
+
+    text: str
+    count: int
+    errors: list  # (path, reason) of each failed file, in order
+    confusion: np.ndarray | None  # (10, 10) [true, predicted] over files in class folders
+
+
+#: `run(spec, paths)`: the contract both engines implement.
+EngineRun = Callable[[InferSpec, Iterable[str]], Iterator[EncodedRows]]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One place the work can run (see the module docstring for the contract)."""
+
+    name: str
+    check: Callable[[InferSpec], None]
+    find: Callable[[Iterable[str | os.PathLike], Callable[[Path, str], None] | None],
+                   Iterator[str]]
+    run: EngineRun
+
+
+def get_engine(name: str) -> Engine:
+    """The engine called `name`, its module imported now (not before)."""
+    if name not in _ENGINE_MODULES:
+        raise UsageError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
+    return importlib.import_module(_ENGINE_MODULES[name]).ENGINE
+
+
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_ENGINE", "DEFAULT_TOP_K", "ENGINES", "EncodedRows",
+           "Engine", "EngineRun", "FORMATS", "InferSpec", "get_engine"]
