@@ -4,26 +4,34 @@ from __future__ import annotations
 
 import click
 
-from digitkit.quantize import DEFAULT_MAX_ACCURACY_DROP
-from digitkit.validate import DEFAULT_ATOL, DEFAULT_N_IMAGES
-
-# Kept literal (not imported from digitkit.export) only to keep --help instant; a test checks
-# it equals digitkit.export.DEFAULT_OPSET.
-_DEFAULT_OPSET = 17
+from digitkit.export.config import (
+    DEFAULT_ATOL,
+    DEFAULT_MAX_ACCURACY_DROP,
+    DEFAULT_N_IMAGES,
+    DEFAULT_OPSET,
+    DEFAULT_OUT_DIR_NAME,
+    FORMAT_CHOICES,
+    MAX_OPSET,
+    MIN_OPSET,
+    QUANTIZE_CHOICES,
+    ExportConfig,
+)
+from digitkit.model.files import INT8_FILE, ONNX_FILE
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=True, path_type=str))
-@click.option("--format", "fmt", type=click.Choice(["onnx", "savedmodel", "all"]),
+@click.option("--format", "formats", type=click.Choice(FORMAT_CHOICES),
               default="all", show_default=True,
               help="What to produce; 'all' is both, the layout `digitkit bench` expects.")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
-              help="Export directory.  [default: <directory of MODEL>/export]")
-@click.option("--opset", type=int, default=_DEFAULT_OPSET, show_default=True,
-              help="ONNX opset (13..18). 17: newest opset every onnxruntime >= 1.13 runs, "
-                   "native LayerNormalization, well inside tf2onnx 1.17's tested range.")
-@click.option("--quantize", type=click.Choice(["int8"]), default=None,
-              help="Also write model.int8.onnx, calibrated on MNIST training images.")
+              help=f"Export directory.  [default: <directory of MODEL>/{DEFAULT_OUT_DIR_NAME}]")
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
+              help=f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}). {DEFAULT_OPSET}: newest opset every "
+                   "onnxruntime >= 1.13 runs, native LayerNormalization, well inside tf2onnx "
+                   "1.17's tested range.")
+@click.option("--quantize", type=click.Choice(list(QUANTIZE_CHOICES)), default=None,
+              help=f"Also write {INT8_FILE}, calibrated on MNIST training images.")
 @click.option("--max-accuracy-drop", type=float, default=DEFAULT_MAX_ACCURACY_DROP,
               show_default=True,
               help="Percentage points of test accuracy the int8 copy may lose.")
@@ -40,8 +48,7 @@ _DEFAULT_OPSET = 17
 @click.option("--force", is_flag=True, help="Overwrite an existing export.")
 @click.option("--trust-model", is_flag=True,
               help="Load models with Lambda or custom layers (they can run arbitrary code).")
-def command(model, fmt, out_dir, opset, quantize, max_accuracy_drop, atol, n_images, data,
-            view, port, no_browser, force, trust_model):
+def command(model, view, port, no_browser, **options):
     """Export MODEL (.h5) to SavedModel and/or ONNX, validated against the Keras model.
 
     \b
@@ -50,14 +57,11 @@ def command(model, fmt, out_dir, opset, quantize, max_accuracy_drop, atol, n_ima
     export.json beside the artifacts. A copy that fails is moved aside as
     <name>.FAILED and the command exits 4.
     """
-    from digitkit.export import ONNX_FILE, export_model
-
-    if view and fmt == "savedmodel":
+    if view and options["formats"] == "savedmodel":
         raise click.UsageError("--view opens the ONNX result: use --format onnx or all")
-    manifest = export_model(model, out_dir, formats=(fmt,), opset=opset, atol=atol,
-                            quantize=quantize, data=data, force=force, trust_model=trust_model,
-                            n_images=n_images, max_accuracy_drop=max_accuracy_drop,
-                            echo=click.echo)
+    from digitkit.export import export_model
+
+    manifest = export_model(model, ExportConfig(**options), echo=click.echo)
     click.echo(f"export ok: {manifest['export_dir']} ({manifest['seconds']:.1f} s)")
     if view:
         from pathlib import Path

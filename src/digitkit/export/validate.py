@@ -6,27 +6,24 @@ all-white image, a batch of one, an odd batch size that breaks a batch dimension
 power of two). For each artifact we compare output names, shapes, the maximum absolute
 difference of the probabilities against a stated tolerance, and top-1 agreement.
 
-Nothing here imports TensorFlow at module level: checking an ONNX file must stay cheap.
+Copies run through the predictor layer, the same sessions `infer` and `bench` open, and the
+numbers come from digitkit.predictors.compare.agreement, the one rule for "how well does a
+copy agree with a reference". Nothing here imports TensorFlow at module level: checking an
+ONNX file must stay cheap.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from digitkit.errors import ModelError
-from digitkit.architectures import INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
-
-#: Default parity tolerance on softmax probabilities. Float32 conversions of the same graph
-#: differ by ~1e-7 (different kernels, fused ops); 1e-5 leaves two orders of magnitude for
-#: that while still catching a wrong op, a lost normalisation or a truncated weight.
-DEFAULT_ATOL = 1e-5
-
-#: How many real test images the parity check runs by default (the issue asks for >= 1,000).
-DEFAULT_N_IMAGES = 1000
+from digitkit.errors import ModelError, one_line
+from digitkit.model.contract import INPUT_NAME, INPUT_SHAPE, NUM_CLASSES, OUTPUT_NAME
+from digitkit.predictors import ort as ort_predictors
+from digitkit.predictors import tf as tf_predictors
+from digitkit.predictors.compare import agreement
 
 #: Odd on purpose: a batch dimension accidentally frozen (or padded to a power of two) fails it.
 ODD_BATCH = 7
@@ -64,6 +61,7 @@ class ArtifactValidation:
     error: str | None = None  # the artifact could not even be loaded or run
     failure: str | None = None  # a check beyond parity failed (int8: accuracy drop)
     notes: str | None = None  # extra figures for the table (int8: accuracy and size)
+    extra: dict = field(default_factory=dict)  # more export.json keys (int8: "accuracy")
 
     @property
     def ok(self) -> bool:
@@ -94,7 +92,7 @@ class ArtifactValidation:
         }
 
 
-def make_cases(x_test: np.ndarray, n_images: int = DEFAULT_N_IMAGES) -> list[Case]:
+def make_cases(x_test: np.ndarray, n_images: int) -> list[Case]:
     """Real test images plus the edge inputs every export must survive."""
     if len(x_test) < 1:
         raise ModelError("no test images to validate with")
@@ -102,11 +100,17 @@ def make_cases(x_test: np.ndarray, n_images: int = DEFAULT_N_IMAGES) -> list[Cas
     real = np.asarray(x_test[:n], dtype=np.float32)
     return [
         Case(f"mnist_test[:{n}]", real),
-        Case("all_zeros", np.zeros((2, 28, 28), np.float32)),
-        Case("all_255", np.full((2, 28, 28), 255.0, np.float32)),
+        Case("all_zeros", np.zeros((2, *INPUT_SHAPE), np.float32)),
+        Case("all_255", np.full((2, *INPUT_SHAPE), 255.0, np.float32)),
         Case("batch_of_1", real[:1].copy()),
         Case(f"odd_batch_{ODD_BATCH}", np.asarray(x_test[-ODD_BATCH:], np.float32)),
     ]
+
+
+def fill_reference(model, cases: list[Case]) -> None:
+    """The Keras model's own outputs are the reference every copy is held to."""
+    for case in cases:
+        case.reference = np.asarray(model(case.pixels, training=False), dtype=np.float32)
 
 
 def compare(name: str, runtime: str, run, cases: list[Case],
@@ -118,13 +122,13 @@ def compare(name: str, runtime: str, run, cases: list[Case],
             outputs = run(case.pixels)
         except Exception as e:  # noqa: BLE001 - any runtime failure is a validation failure
             result.cases.append(CaseResult(case.name, len(case.pixels), None, None, None, 0,
-                                           False, f"run failed: {_one_line(e)}"))
+                                           False, f"run failed: {one_line(e)}"))
             continue
         result.cases.append(_compare_case(case, outputs, atol))
     return result
 
 
-def _compare_case(case: Case, outputs: dict, atol: float) -> CaseResult:
+def _compare_case(case: Case, outputs: dict, atol: float | None) -> CaseResult:
     n = len(case.pixels)
     names = list(outputs)
     if OUTPUT_NAME not in outputs:
@@ -135,68 +139,44 @@ def _compare_case(case: Case, outputs: dict, atol: float) -> CaseResult:
     if out.shape != (n, NUM_CLASSES):
         return CaseResult(case.name, n, OUTPUT_NAME, shape, None, 0, False,
                           f"shape {tuple(out.shape)}, expected {(n, NUM_CLASSES)}")
-    ref = case.reference
-    diff = float(np.max(np.abs(out.astype(np.float64) - ref.astype(np.float64))))
-    agree = int(np.sum(out.argmax(axis=1) == ref.argmax(axis=1)))
+    a = agreement(out, case.reference)
     problem = None
-    if not np.all(np.isfinite(out)):
+    if not a.finite:
         problem = "non-finite outputs"
-    elif atol is not None and not diff <= atol:
-        problem = f"max |diff| {diff:.2e} exceeds atol {atol:.0e}"
-    return CaseResult(case.name, n, OUTPUT_NAME, shape, diff, agree, problem is None, problem)
+    elif atol is not None and not a.max_abs_diff <= atol:
+        problem = f"max |diff| {a.max_abs_diff:.2e} exceeds atol {atol:.0e}"
+    return CaseResult(case.name, n, OUTPUT_NAME, shape, a.max_abs_diff, a.top1_agree,
+                      problem is None, problem)
 
 
-def validate_onnx(path: str | os.PathLike, cases: list[Case], atol: float | None = DEFAULT_ATOL,
+def validate_onnx(path: str | os.PathLike, cases: list[Case], atol: float | None,
                   name: str = "onnx") -> ArtifactValidation:
     """Check an ONNX file with ONNX Runtime against the reference outputs in `cases`."""
-    import onnxruntime as ort
-
-    runtime = f"onnxruntime {ort.__version__}"
+    runtime = ort_predictors.runtime_version()
     try:
-        sess = _ort_session(path)
-        input_names = [i.name for i in sess.get_inputs()]
-        if input_names != [INPUT_NAME]:
-            raise ModelError(f'inputs are {input_names}, expected ["{INPUT_NAME}"]')
+        predictor = ort_predictors.OnnxPredictor(path).load()
+        if predictor.input_names != [INPUT_NAME]:
+            raise ModelError(f'inputs are {predictor.input_names}, expected ["{INPUT_NAME}"]')
     except Exception as e:  # noqa: BLE001
-        return ArtifactValidation(name, runtime, atol, error=_one_line(e))
-    out_names = [o.name for o in sess.get_outputs()]
-
-    def run(pixels):
-        return dict(zip(out_names, sess.run(None, {INPUT_NAME: pixels}), strict=True))
-
-    return compare(name, runtime, run, cases, atol)
+        return ArtifactValidation(name, runtime, atol, error=one_line(e))
+    return compare(name, runtime, predictor.outputs, cases, atol)
 
 
 def validate_savedmodel(path: str | os.PathLike, cases: list[Case],
-                        atol: float = DEFAULT_ATOL) -> ArtifactValidation:
+                        atol: float | None) -> ArtifactValidation:
     """Load a SavedModel from disk (not the in-memory copy) and check its serving signature."""
-    import tensorflow as tf
-
-    runtime = f"tensorflow {tf.__version__}"
+    runtime = tf_predictors.runtime_version()
     try:
-        loaded = tf.saved_model.load(str(path))
-        fn = loaded.signatures["serving_default"]
-        spec = fn.structured_input_signature[1]
-        if list(spec) != [INPUT_NAME]:
-            raise ModelError(f'signature inputs are {list(spec)}, expected ["{INPUT_NAME}"]')
-        if tuple(spec[INPUT_NAME].shape.as_list()) != (None, 28, 28):
-            raise ModelError(f"signature input shape is {spec[INPUT_NAME].shape}")
-    except KeyError:
-        return ArtifactValidation("savedmodel", runtime, atol,
-                                  error='no "serving_default" signature')
+        predictor = tf_predictors.SavedModelPredictor(path)
+        sig = predictor.signature
+        if sig.input_name != INPUT_NAME:
+            raise ModelError(f'signature inputs are {[sig.input_name]}, expected '
+                             f'["{INPUT_NAME}"]')
+        if tuple(sig.input_shape) != (None, *INPUT_SHAPE):
+            raise ModelError(f"signature input shape is {sig.input_shape}")
     except Exception as e:  # noqa: BLE001
-        return ArtifactValidation("savedmodel", runtime, atol, error=_one_line(e))
-
-    def run(pixels):
-        return {k: v.numpy() for k, v in fn(**{INPUT_NAME: tf.constant(pixels)}).items()}
-
-    return compare("savedmodel", runtime, run, cases, atol)
-
-
-def fill_reference(model, cases: list[Case]) -> None:
-    """The Keras model's own outputs are the reference every copy is held to."""
-    for case in cases:
-        case.reference = np.asarray(model(case.pixels, training=False), dtype=np.float32)
+        return ArtifactValidation("savedmodel", runtime, atol, error=one_line(e))
+    return compare("savedmodel", runtime, predictor.outputs, cases, atol)
 
 
 def format_table(results: list[ArtifactValidation], reference: str | None = None) -> str:
@@ -240,16 +220,10 @@ def format_table(results: list[ArtifactValidation], reference: str | None = None
     return "\n".join(f"{t:<{w0}} {h:<{w1}}  {m}".rstrip() for t, h, m in rows)
 
 
-def _ort_session(path):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3  # warnings about unused initializers are noise here
-    return ort.InferenceSession(str(Path(path)), sess_options=opts,
-                                providers=["CPUExecutionProvider"])
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    first = text[0] if text else type(e).__name__
-    return first[:300]
+def human_size(n: int) -> str:
+    """Sizes as the table and the artifact list print them (B, KiB, MiB)."""
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024 or unit == "MiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

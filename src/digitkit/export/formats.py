@@ -1,0 +1,195 @@
+"""The one table of export formats (see EXPORT_FORMATS at the bottom), in the manner of
+Ultralytics' export_formats(): one row per copy `digitkit export` can write, naming the file
+it is installed as (the export layout of digitkit.model.files), the function that builds it
+and the function that validates it.
+
+Adding a format is one row plus its build function: the CLI's choices, option checks, the
+plan of files, installation, export.json and `validate_export_dir` all read the table.
+
+Each step is called as `step(ctx, path)`, `ctx` being the run's
+digitkit.export.context.ExportContext and `path` the copy's place in ctx.workdir. This module
+is imported for --help (through digitkit.export.config), so TensorFlow, ONNX and even numpy
+(the validation modules) are imported inside the steps only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from digitkit import CLASS_NAMES, __version__
+from digitkit.errors import ModelError, one_line
+from digitkit.model.contract import (
+    INPUT_CONTRACT,
+    INPUT_NAME,
+    INPUT_SHAPE,
+    NUM_CLASSES,
+    OUTPUT_CONTRACT,
+    OUTPUT_NAME,
+)
+from digitkit.model.files import INT8_FILE, ONNX_FILE, SAVEDMODEL_DIR
+from digitkit.model.loading import import_tensorflow
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One kind of exported copy."""
+
+    name: str  # its key in export.json "artifacts" and its row of the validation table
+    label: str  # how messages name it
+    file: str  # its name in the export directory
+    build: Callable  # (ctx, path): write the copy at path
+    validate: Callable  # (ctx, path) -> ArtifactValidation of the copy at path
+    done: str  # progress line after "<name>: "; {opset} and {test_images} are filled in
+    quantize: str | None = None  # the --quantize value that asks for it (None: --format NAME)
+    made_from: str | None = None  # the format it is derived from, which must be built first
+    record: dict = field(default_factory=dict)  # fixed extra keys of its export.json record
+
+
+class BuildFailed(Exception):
+    """A build that failed in a way the export reports as a failed copy (exit 4, like a copy
+    that fails validation) instead of aborting the whole export (exit 1)."""
+
+    def __init__(self, result):
+        super().__init__(result.error)
+        self.result = result  # the copy's ArtifactValidation, `error` saying what went wrong
+
+
+# --------------------------------------------------------------------------- SavedModel
+
+#: The serving signature every exported SavedModel has (recorded in export.json).
+SAVEDMODEL_SIGNATURE = {
+    "name": "serving_default",
+    "inputs": {INPUT_NAME: {"shape": [None, *INPUT_SHAPE], "dtype": "float32"}},
+    "outputs": {OUTPUT_NAME: {"shape": [None, NUM_CLASSES], "dtype": "float32"}},
+}
+
+
+def build_savedmodel(ctx, path) -> None:
+    """SavedModel with one named signature; the model is tracked so its variables are saved."""
+    tf = import_tensorflow("writing a SavedModel")
+    serve = ctx.serving_function()
+    module = tf.Module()
+    module.model = ctx.model
+    module.serve = serve
+    tf.saved_model.save(module, str(path), signatures={SAVEDMODEL_SIGNATURE["name"]: serve})
+
+
+def validate_savedmodel_copy(ctx, path):
+    from digitkit.export.validate import validate_savedmodel
+
+    return validate_savedmodel(path, ctx.cases, ctx.config.atol)
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+def build_onnx(ctx, path) -> None:
+    """Convert the serving function with tf2onnx, add metadata, run onnx's full checker.
+
+    tf2onnx's from_keras does not understand Keras 3 models; converting the same
+    tf.function the SavedModel serves gives one graph for both copies.
+    """
+    import onnx
+    import tf2onnx
+
+    serve = ctx.serving_function()
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    try:
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature,
+                                                 opset=ctx.config.opset)
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"{ctx.source}: ONNX conversion failed ({one_line(e)})") from None
+    # tf2onnx names the dynamic dimension "unk__N"; a consumer should read "batch".
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        dim0 = value.type.tensor_type.shape.dim[0]
+        dim0.ClearField("dim_value")
+        dim0.dim_param = "batch"
+    proto.producer_name = "digitkit"
+    proto.producer_version = f"{__version__} (tf2onnx {tf2onnx.__version__})"
+    proto.doc_string = (f"digitkit export of {ctx.source.name}: {INPUT_NAME} float32 "
+                        f"(batch,28,28) raw 0..255 white-on-black -> {OUTPUT_NAME} (batch,10) "
+                        "softmax")
+    onnx.helper.set_model_props(proto, onnx_metadata(ctx.source, ctx.source_sha256))
+    onnx.save(proto, str(path))
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as e:  # noqa: BLE001 - checker raises several types
+        raise ModelError(f"{path.name}: onnx.checker rejected the converted model "
+                         f"({one_line(e)})") from None
+
+
+def onnx_metadata(src, src_sha: str) -> dict[str, str]:
+    """metadata_props: everything a consumer needs without guessing (all values are strings)."""
+    return {
+        "class_labels": json.dumps(list(CLASS_NAMES)),
+        "input_name": INPUT_NAME,
+        "input_shape": json.dumps(INPUT_CONTRACT["shape"]),
+        "input_dtype": INPUT_CONTRACT["dtype"],
+        "input_value_range": json.dumps(INPUT_CONTRACT["value_range"]),
+        "input_ink_polarity": INPUT_CONTRACT["ink_polarity"],
+        "input_preprocessing": INPUT_CONTRACT["preprocessing"],
+        "output_name": OUTPUT_NAME,
+        "output_meaning": OUTPUT_CONTRACT["meaning"],
+        "source_model": src.name,
+        "source_model_sha256": src_sha,
+        "digitkit_version": __version__,
+    }
+
+
+def validate_onnx_copy(ctx, path):
+    from digitkit.export.validate import validate_onnx
+
+    return validate_onnx(path, ctx.cases, ctx.config.atol)
+
+
+# --------------------------------------------------------------------------- int8 ONNX
+
+
+def build_int8(ctx, path) -> None:
+    """Static int8 copy of the float ONNX model, calibrated on MNIST training images. A failed
+    quantization is a failed copy, not a failed export: the float copies stand on their own."""
+    from digitkit.export.quantize import quantize_int8
+    from digitkit.export.validate import ArtifactValidation
+
+    try:
+        quantize_int8(ctx.path("onnx"), path, ctx.calibration_images())
+    except Exception as e:  # noqa: BLE001
+        raise BuildFailed(ArtifactValidation("onnx-int8", "onnxruntime.quantization", None,
+                                             error=f"quantization failed: {one_line(e)}")
+                          ) from None
+
+
+def validate_int8_copy(ctx, path):
+    from digitkit.export.quantize import check_int8
+
+    return check_int8(path, ctx.path("onnx"), ctx.cases, ctx.mnist,
+                      ctx.config.max_accuracy_drop, len(ctx.calibration_images()))
+
+
+# --------------------------------------------------------------------------- the table
+
+EXPORT_FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
+    ExportFormat("savedmodel", "SavedModel", SAVEDMODEL_DIR, build_savedmodel,
+                 validate_savedmodel_copy, done="written and validated",
+                 record={"signature": SAVEDMODEL_SIGNATURE}),
+    ExportFormat("onnx", "ONNX", ONNX_FILE, build_onnx, validate_onnx_copy,
+                 done="converted (opset {opset}), checked and validated"),
+    ExportFormat("onnx-int8", "int8 ONNX", INT8_FILE, build_int8, validate_int8_copy,
+                 done="quantized and evaluated on {test_images} test images",
+                 quantize="int8", made_from="onnx"),
+)}
+
+#: What --format names (in the order copies are built and recorded) ...
+FORMATS = tuple(f.name for f in EXPORT_FORMATS.values() if f.quantize is None)
+#: ... and what --quantize names: {option value: format}.
+QUANTIZE_CHOICES = {f.quantize: f.name for f in EXPORT_FORMATS.values() if f.quantize}
+
+
+def selected(formats, quantize) -> list[ExportFormat]:
+    """The rows one export builds, in table order (a derived copy after its source)."""
+    return [f for f in EXPORT_FORMATS.values()
+            if (f.quantize is None and f.name in formats)
+            or (f.quantize is not None and f.quantize == quantize)]
