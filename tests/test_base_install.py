@@ -90,8 +90,9 @@ def test_view_serves_an_onnx_model_without_tensorflow(no_tf_env, linear_onnx):
 ])
 def test_tensorflow_commands_name_the_extra(no_tf_env, seed_mlp_h5, mnist_dir, tmp_path, args):
     args = [a.format(h5=seed_mlp_h5) for a in args]
-    r = _digitkit(no_tf_env, *args, "--data", mnist_dir, "--out" if args[0] == "export"
-                  else "-o", tmp_path / "out")
+    # No --data for train: the missing extra must be reported before any data is fetched.
+    more = ("--data", mnist_dir, "--out") if args[0] == "export" else ("-o",)
+    r = _digitkit(no_tf_env, *args, *more, tmp_path / "out")
     assert r.returncode == 1, r.stderr
     line = r.stderr.strip()
     assert "\n" not in line and line.startswith("digitkit: error: ")

@@ -52,7 +52,10 @@ def command(**opts):
     """Train a digit classifier on MNIST and write model.h5 with its reports."""
     from digitkit.cli.data import _progress
     from digitkit.data import load_mnist
+    from digitkit.model.loading import require_tensorflow
     from digitkit.train import TrainConfig, Trainer
+
+    require_tensorflow("digitkit train")  # before minutes of data download, not after
 
     quiet, data_path = opts.pop("quiet"), opts.pop("data_path")
     out_dir, force = opts.pop("out_dir"), opts.pop("force")
