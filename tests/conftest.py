@@ -56,8 +56,8 @@ def seed_mlp_h5(tmp_path_factory, mnist_dir) -> Path:
     """
     import keras
 
-    from digitkit.data import read_idx
     from digitkit.architectures import build_model, compile_model
+    from digitkit.data import read_idx
 
     x, _ = read_idx(mnist_dir / "train-images-idx3-ubyte.gz")
     y, _ = read_idx(mnist_dir / "train-labels-idx1-ubyte.gz")
@@ -102,3 +102,12 @@ def export_dir(tmp_path_factory, seed_mlp_h5, mnist_dir) -> Path:
                      "--quantize", "int8")
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory, mnist_dir):
+    """Foreign models in every input convention (tests/_foreign_models.py), built on first use
+    and shared by every test of bring-your-own-model behaviour."""
+    from _foreign_models import zoo_for
+
+    return zoo_for(tmp_path_factory, mnist_dir)
