@@ -90,3 +90,23 @@ def test_class_label_of():
     assert class_label_of("data/x/a.png") is None
     assert class_label_of("10/a.png") is None
     assert class_label_of("a.png") is None
+
+
+def test_special_entries_are_yielded_for_their_rows_and_odd_folders_walked(tmp_path):
+    import socket
+
+    _touch(tmp_path / "a.png")
+    os.mkfifo(tmp_path / "b-fifo.png")
+    os.symlink("/dev/zero", tmp_path / "c-zero.png")
+    os.symlink(tmp_path / "nowhere", tmp_path / "d-dangling.png")
+    os.symlink(tmp_path / "e-loop.png", tmp_path / "e-loop.png")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(tmp_path / "f-sock.png"))
+    s.close()
+    _touch(tmp_path / "g-dir.png" / "inside.png")  # a folder with an image name: walked
+    _touch(tmp_path / "g-dir.png" / "notes.txt")
+    raw = os.path.join(os.fsencode(tmp_path), b"h-\xff.png")
+    open(raw, "wb").close()
+    got = [p.relative_to(tmp_path).as_posix() for p in find_images([tmp_path])]
+    assert got == ["a.png", "b-fifo.png", "c-zero.png", "d-dangling.png", "e-loop.png",
+                   "f-sock.png", "g-dir.png/inside.png", os.fsdecode(b"h-\xff.png")]

@@ -112,3 +112,38 @@ def test_exif_orientation_is_applied(mnist_test, tmp_path):
 def _save(im, path, **kw):
     im.save(path, **kw)
     return path
+
+
+def test_no_mnist_digit_is_blank(mnist_dir):
+    """All 70,000 MNIST digits (training and test IDX files) hold at least MIN_INK_PIXELS ink
+    pixels, with a wide margin: the blank rule never refuses a real digit. MNIST digits are
+    already in the convention (the decode tests prove the pipeline returns them unchanged),
+    so the rule sees exactly these arrays."""
+    from digitkit.data import read_idx
+    from digitkit.images.mnist_convention import MIN_INK_PIXELS, blank_reason, ink_counts
+
+    counts = []
+    for name in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"):
+        x, _ = read_idx(mnist_dir / name)
+        counts.append(ink_counts(x))
+    counts = np.concatenate(counts)
+    assert len(counts) == 70000
+    assert counts.min() >= 2 * MIN_INK_PIXELS  # 26 in fact: a thin "1"
+    assert not any(blank_reason(int(c)) for c in counts)
+
+
+def test_blank_rule_and_specks():
+    from digitkit.images.mnist_convention import MIN_INK_PIXELS, blank_reason, ink_counts
+
+    a = np.zeros((28, 28), np.uint8)
+    a[10:13, 10:13] = 255  # 9 ink pixels: below the rule
+    assert blank_reason(int(ink_counts(a))).startswith("blank: no digit (9 ink pixels")
+    a[13, 10] = 64  # the 10th, just at INK_LEVEL
+    assert int(ink_counts(a)) == MIN_INK_PIXELS and blank_reason(MIN_INK_PIXELS) == ""
+    # A speck of dust on a page would be blown up to a 20x20 blob: it is blank instead.
+    page = np.full((600, 800), 235, np.uint8)
+    page[300:302, 400:402] = 30
+    assert not to_mnist(Image.fromarray(page)).any()
+    # A real, small but legible drawing is not.
+    page[250:350, 395:405] = 30  # a stroke: a "1"
+    assert int(ink_counts(to_mnist(Image.fromarray(page)))) >= MIN_INK_PIXELS

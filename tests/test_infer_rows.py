@@ -48,8 +48,12 @@ def test_jsonl_rows():
 
 
 def test_text_parses_back_to_the_rows():
-    back = [parse_csv_record(r) for r in csv.reader(io.StringIO(encode_rows(ROWS, "csv")))]
-    assert back == ROWS
+    back = list(csv.reader(io.StringIO(encode_rows(ROWS, "csv"))))
+    assert back == [[r.path, "" if r.label is None else str(r.label),
+                     "" if r.confidence is None else f"{r.confidence:.6f}",
+                     " ".join(map(str, r.top_k_labels)),
+                     " ".join(f"{p:.6f}" for p in r.top_k_probs), r.error] for r in ROWS]
+    assert [parse_csv_record(r) for r in back] == ROWS
     assert [parse_json_line(line) for line in encode_rows(ROWS, "jsonl").splitlines()] == ROWS
 
 
@@ -91,3 +95,38 @@ def test_encoded_rows_are_the_row_encoders_text():
     assert enc.confusion[0, int(np.argmax(probs[-1]))] == 1
     assert enc.confusion.sum() == 2
     assert encode_predictions(["/d/x/a.png"], [""], probs[:1], 3, "csv").confusion is None
+
+
+def test_path_escape_is_reversible_for_any_name():
+    import os
+
+    from digitkit.infer.rows import escape_path, path_bytes, unescape_path
+
+    rng = np.random.default_rng(11)
+    names = [b"plain.png", b"caf\xc3\xa9.png", b"caf\xe9.png", b"\xff\xfe\xfd", b"a\\b.png",
+             b"a\\xff.png", b"\\\\x41", b"new\nline,\"q\".png", b"\xed\xb2\x80.png"]
+    names += [bytes(rng.integers(1, 256, int(rng.integers(1, 40))).tolist()).replace(b"/", b"_")
+              for _ in range(500)]
+    for raw in names:
+        text = escape_path(os.fsdecode(raw))
+        text.encode("utf-8")  # always writable as UTF-8
+        assert unescape_path(text) == os.fsdecode(raw)
+        assert path_bytes(text) == raw
+    # Only names with a backslash or bytes that are not UTF-8 look different.
+    assert escape_path("dir/ünï cødé, \"x\".png") == "dir/ünï cødé, \"x\".png"
+    assert escape_path(os.fsdecode(b"caf\xe9.png")) == "caf\\xe9.png"
+    assert escape_path("a\\xff.png") == "a\\\\xff.png"
+
+
+def test_rows_carry_the_escaped_text_in_every_format():
+    import os
+
+    raw = os.fsdecode(b"/d/7/caf\xe9\\.png")
+    probs = np.eye(10, dtype=np.float32)[[7]]
+    for fmt in ("csv", "jsonl"):
+        enc = encode_predictions([raw, "/d/x/bad.png"], ["", "empty file"], probs, 3, fmt)
+        enc.text.encode("utf-8")
+        assert "/d/7/caf\\xe9\\\\.png" in (enc.text if fmt == "csv" else
+                                           json.loads(enc.text.splitlines()[0])["path"])
+        assert enc.confusion[7, 7] == 1
+        assert enc.errors == [("/d/x/bad.png", "empty file")]

@@ -1,6 +1,7 @@
-"""The image floor: which files a run sees (`discovery`), how a file is decoded or refused
-with a reason (`decode`), and how a decoded image is put into the MNIST convention
-(`mnist_convention`).
+"""The image floor: which files a run sees (`discovery`), which of them are read and how much
+(`reading`: regular files only, bounded), how a file is decoded or refused with a reason
+(`decode`), and how a decoded image is put into the MNIST convention, or found blank
+(`mnist_convention`). `faults` is a test-only hook that makes the decoder really crash.
 
 Shared by batch inference (local and Ray engines), `bench --images` and training from image
 folders, so a digit is found and prepared the same way whichever path it takes.
@@ -15,9 +16,11 @@ from digitkit.images.discovery import (
     iter_image_paths,
 )
 from digitkit.images.mnist_convention import to_mnist
+from digitkit.images.reading import MAX_FILE_SIZE
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_FILE_SIZE",
     "MAX_PIXELS",
     "class_label_of",
     "find_images",

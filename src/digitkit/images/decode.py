@@ -1,33 +1,46 @@
 """Reading image files: one decoded image per file, or an ImageError with the reason.
 
+What is read: only regular files, never more than `max_file_size` bytes, checked before
+anything is opened (`digitkit.images.reading`). Every decoder then works on those bytes in
+memory, never on the path.
+
 Plain 8-bit grayscale PNGs (MNIST-like files, the bulk of any batch) go through OpenCV's
 libpng decoder, ~4x cheaper per file than Pillow's; everything else through Pillow (an
-animation gives its first frame). Both give the same pixels for the files the fast decoder
-takes (see `_fast_gray_png`); any doubt or failure goes to Pillow, so error reasons stay
-Pillow's. Both paths name a file that cannot be opened the same way (`_open_error_reason`)
-and refuse decompression bombs from the header, before any pixel is decoded.
+animation or a multi-page TIFF gives its first frame). Both give the same pixels for the
+files the fast decoder takes (see `_fast_gray_png`); any doubt or failure goes to Pillow, so
+error reasons stay Pillow's. Decompression bombs are refused from the header, before any
+pixel is decoded.
 
 `load_image` and `load_images` then put each image into the MNIST convention
-(`digitkit.images.mnist_convention`).
+(`digitkit.images.mnist_convention`) and refuse one that holds no digit ("blank: ...").
+
+Test-only fault injection (`digitkit.images.faults`): unset, it costs one test per file.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from digitkit.errors import ImageError
+from digitkit.images.faults import FAULTS, inject_fault
 from digitkit.images.mnist_convention import (
+    MIN_INK_PIXELS,
     SIZE,
     WORK_SIDE,
+    blank_reason,
     follows_convention,
     gray_to_mnist,
+    ink_counts,
     to_mnist,
 )
+from digitkit.images.reading import MAX_FILE_SIZE, Folder, read_file
 
 #: Largest image accepted, in pixels. 50 MP covers 48 MP phone sensors and A4 scans at 600 dpi
 #: while bounding one decode to ~150 MB of RGB per worker; beyond it a file is treated as a
@@ -35,55 +48,82 @@ from digitkit.images.mnist_convention import (
 MAX_PIXELS = 50_000_000
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
+def load_image(path: str | os.PathLike, max_file_size: int = MAX_FILE_SIZE) -> np.ndarray:
     """Decode one file and return its MNIST-convention array, uint8 (28, 28).
 
-    Raises ImageError(path, reason) for anything that is not a usable image: missing,
-    unreadable, empty, truncated, not an image, over MAX_PIXELS.
+    Raises ImageError(path, reason) for anything that is not a usable image: missing, not a
+    regular file, over `max_file_size` bytes, unreadable, empty, truncated, not an image,
+    over MAX_PIXELS, blank.
     """
-    a = _decode(path)
-    if a is None:
-        return _with_image(path, to_mnist)
-    return gray_to_mnist(a)
+    data, a = _decode(path, max_file_size)
+    out = _with_image(path, data, to_mnist) if a is None else gray_to_mnist(a)
+    reason = blank_reason(int(ink_counts(out)))
+    if reason:
+        raise ImageError(path, reason)
+    return out
 
 
-def load_images(paths: list) -> tuple[np.ndarray, list[str]]:
+def load_images(paths: list, max_file_size: int = MAX_FILE_SIZE,
+                on_file: Callable[[], object] | None = None) -> tuple[np.ndarray, list[str]]:
     """`load_image` over many files, errors as values: (uint8 (n_good, 28, 28) in order, one
     reason per path, "" for a good file). Same results as `load_image`, faster in bulk: files
-    already 28x28 8-bit grayscale are checked for the convention all at once."""
+    already 28x28 8-bit grayscale are checked for the convention all at once.
+
+    `on_file()` is called before each file is read (the engines arm a per-file time limit
+    with it)."""
     n = len(paths)
     buf = np.empty((n, SIZE, SIZE), np.uint8)
-    raw = np.zeros(n, bool)  # slots still to be checked for the convention
+    raw = [False] * n  # 28x28 gray as decoded: still to be checked for the convention
     reasons = [""] * n
-    for i, p in enumerate(paths):
-        try:
-            a = _decode(p)
-            if a is None:
-                if _with_image(p, lambda im, i=i: _raw_or_mnist(im, buf, i)):
+    folder = Folder()
+    try:
+        for i, p in enumerate(paths):
+            if on_file is not None:
+                on_file()
+            try:
+                if FAULTS:
+                    inject_fault(p)
+                data = read_file(p, max_file_size, folder)
+                a = _fast_gray(data, p)
+                if a is None:
+                    buf[i], raw[i] = _with_image(p, data, _raw_or_mnist)
+                elif a.shape == _SHAPE:
+                    buf[i] = a
                     raw[i] = True
-            elif a.shape == (SIZE, SIZE):
-                buf[i] = a
-                raw[i] = True
-            else:
-                buf[i] = to_mnist(Image.fromarray(a))
-        except ImageError as e:
-            reasons[i] = e.reason
-        except Exception as e:  # one strange file must never stop a batch
-            reasons[i] = f"cannot decode ({type(e).__name__}: {e})"
-    for i in np.flatnonzero(raw & ~follows_convention(buf)):
+                else:
+                    buf[i] = to_mnist(Image.fromarray(a))
+            except ImageError as e:
+                reasons[i] = e.reason
+            except Exception as e:  # one strange file must never stop a batch
+                reasons[i] = f"cannot decode ({type(e).__name__}: {e})"
+    finally:
+        folder.close()
+    for i in np.flatnonzero(np.array(raw, bool) & ~follows_convention(buf)):
         buf[i] = to_mnist(Image.fromarray(buf[i]))
+    for i in np.flatnonzero(ink_counts(buf) < MIN_INK_PIXELS):
+        if not reasons[i]:
+            reasons[i] = blank_reason(int(ink_counts(buf[i])))
     good = [i for i, r in enumerate(reasons) if not r]
     return (buf if len(good) == n else buf[good]), reasons
 
 
-def _raw_or_mnist(im: Image.Image, buf: np.ndarray, i: int) -> bool:
-    """Fill slot i from Pillow's image: a 28x28 gray one as is, True (the batch checks it for
-    the convention); anything else converted now, False."""
-    if im.mode == "L" and im.size == (SIZE, SIZE):
-        buf[i] = np.asarray(im)
-        return True
-    buf[i] = to_mnist(im)
-    return False
+_SHAPE = (SIZE, SIZE)
+
+
+def _raw_or_mnist(im: Image.Image) -> tuple[np.ndarray, bool]:
+    """A slot from Pillow's image: a 28x28 gray one as is, True (the batch checks it for the
+    convention); anything else converted now, False."""
+    if im.mode == "L" and im.size == _SHAPE:
+        return np.asarray(im), True
+    return to_mnist(im), False
+
+
+def _decode(path, max_file_size: int) -> tuple[bytes, np.ndarray | None]:
+    """The file's bytes, and its pixels if the fast decoder takes it (else None: Pillow's)."""
+    if FAULTS:
+        inject_fault(path)
+    data = read_file(path, max_file_size)
+    return data, _fast_gray(data, path)
 
 
 # -- the fast decoder -----------------------------------------------------------------------
@@ -102,23 +142,13 @@ _CRC = struct.Struct(">I")
 _cv2 = None
 
 
-def _decode(path) -> np.ndarray | None:
-    """The file's pixels if it is a plain 8-bit grayscale PNG that OpenCV decodes (uint8,
+def _fast_gray(data: bytes, path) -> np.ndarray | None:
+    """The pixels if `data` is a plain 8-bit grayscale PNG that OpenCV decodes (uint8,
     (h, w)); None for anything else, to be decoded by Pillow.
 
-    Raises ImageError for a missing or unreadable file and for a decompression bomb (from
-    the header, before any pixel is decoded), with the reasons the Pillow path gives.
+    Raises ImageError for a decompression bomb (from the header, before any pixel is
+    decoded), with the reason the Pillow path gives.
     """
-    global _cv2
-    if not os.fspath(path).lower().endswith(".png"):
-        return None  # JPEG photos and friends: Pillow (and no second read of a big file)
-    try:
-        data = _read(path)
-    except OSError as e:
-        reason = _open_error_reason(e)
-        if reason is None:
-            return None  # let Pillow name it
-        raise ImageError(path, reason) from None
     size = _fast_gray_png(data)
     if size is None:
         return None
@@ -126,39 +156,29 @@ def _decode(path) -> np.ndarray | None:
     if w * h > MAX_PIXELS:
         raise ImageError(path, f"decompression bomb: {w}x{h} pixels is over the "
                                f"{MAX_PIXELS:,} pixel limit")
-    if _cv2 is None:
-        try:
-            import cv2
-        except ImportError:  # the fast path is an optimisation: Pillow does it all too
-            _cv2 = False
-        else:
-            _cv2 = cv2
-    if _cv2 is False:
+    cv2 = _cv2 or _import_cv2()
+    if cv2 is False:
         return None
     # IMREAD_UNCHANGED: the stored gray values as they are, and ~40% cheaper than
     # IMREAD_GRAYSCALE, which runs a colour conversion even on gray input.
     try:
-        a = _cv2.imdecode(np.frombuffer(data, np.uint8), _cv2.IMREAD_UNCHANGED)
-    except _cv2.error:
+        a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
         return None
     if a is None or a.dtype != np.uint8 or a.shape != (h, w):
         return None
     return a
 
 
-def _read(path) -> bytes:
-    # os.read: half the per-file cost of open().read(), which matters at ~30 us a file.
-    fd = os.open(path, os.O_RDONLY)
+def _import_cv2():
+    global _cv2
     try:
-        data = os.read(fd, 1 << 16)
-        if len(data) == 1 << 16:
-            parts = [data]
-            while more := os.read(fd, 1 << 20):
-                parts.append(more)
-            data = b"".join(parts)
-        return data
-    finally:
-        os.close(fd)
+        import cv2
+    except ImportError:  # the fast path is an optimisation: Pillow does it all too
+        _cv2 = False
+    else:
+        _cv2 = cv2
+    return _cv2
 
 
 def _fast_gray_png(data: bytes) -> tuple[int, int] | None:
@@ -198,12 +218,13 @@ def _fast_gray_png(data: bytes) -> tuple[int, int] | None:
 # -- Pillow, and the reasons a file is not a usable image -----------------------------------
 
 
-def _with_image(path, fn):
-    """Open `path`, refuse bombs, decode, and return fn(image); every failure -> ImageError."""
+def _with_image(path, data: bytes, fn):
+    """Open the file's bytes with Pillow, refuse bombs, decode, and return fn(image); every
+    failure -> ImageError."""
     try:
         # Pillow itself only warns between its MAX_IMAGE_PIXELS (89 MP) and twice that, and
         # fails beyond; our lower limit is checked before any pixel is decoded.
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
             if w * h > MAX_PIXELS:
                 raise ImageError(path, f"decompression bomb: {w}x{h} pixels is over the "
@@ -215,10 +236,8 @@ def _with_image(path, fn):
             return fn(im)
     except ImageError:
         raise
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        raise ImageError(path, _open_error_reason(e)) from None
     except UnidentifiedImageError:
-        raise ImageError(path, _unidentified_reason(path)) from None
+        raise ImageError(path, "not an image (unrecognised format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(path, f"decompression bomb: {e}") from None
     except OSError as e:
@@ -229,23 +248,3 @@ def _with_image(path, fn):
     except (SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as e:
         # Pillow's plugins report malformed headers with SyntaxError/ValueError and friends.
         raise ImageError(path, f"cannot decode ({type(e).__name__}: {e})") from None
-
-
-def _open_error_reason(e: OSError) -> str | None:
-    """One reason per way a file cannot be opened, shared by the OpenCV and Pillow paths so
-    both report a bad file the same way; None for anything else."""
-    for kind, reason in ((FileNotFoundError, "no such file"),
-                         (IsADirectoryError, "is a directory"),
-                         (PermissionError, "permission denied")):
-        if isinstance(e, kind):
-            return reason
-    return None
-
-
-def _unidentified_reason(path) -> str:
-    try:
-        if os.path.getsize(path) == 0:
-            return "empty file"
-    except OSError:
-        pass
-    return "not an image (unrecognised format)"

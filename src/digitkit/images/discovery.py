@@ -14,6 +14,10 @@ Rules:
 - Symbolic links to directories are followed, but every real directory is walked once, by
   (device, inode): a link loop, or two links to the same folder, never yields a file twice
   through it.
+- Every other entry with an image name is yielded, whatever it is: FIFOs, sockets, device
+  nodes, links to them, dangling links and link loops all get their row, and the decoder
+  (`digitkit.images.decode`) refuses them before opening anything. Nothing here opens a
+  file.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ def _walk(top: str, seen: set[tuple[int, int]], on_error) -> Iterator[str]:
         try:
             is_dir = entry.is_dir()  # follows symlinks
         except OSError:
-            continue
+            is_dir = False  # a link loop, say: its row will say so
         if is_dir:
             yield from _walk(entry.path, seen, on_error)
         else:

@@ -7,8 +7,17 @@ Columns: path, label, confidence, top_k_labels, top_k_probs, error.
   confidence on error.
 - `error` is the empty string on success.
 
+Any file name: the path column holds the path as text that turns back into the exact bytes
+of the name (`escape_path` / `path_bytes`). Linux names are bytes; Python holds bytes that are
+not valid UTF-8 as lone surrogates (os.fsdecode), which no UTF-8 file can hold. So a byte
+that is not part of valid UTF-8 is written as `\\xHH` (two hex digits) and a literal
+backslash as `\\\\`; every other character, commas, quotes and newlines included, is written
+as is (CSV quoting and JSON escapes carry those). Only names holding a backslash or such a
+byte look different; CSV, JSON Lines and resume all use the escaped text.
+
 Engines turn probabilities into text with `encode_predictions` (no `Row` object per file on
-the hot path); `Row` is for the general encoder and for reading a file back (resume).
+the hot path); `Row` is for the general encoder and for reading a file back (resume). A
+Row's path is the column's (escaped) text.
 """
 
 from __future__ import annotations
@@ -34,6 +43,9 @@ CSV_HEADER = ",".join(COLUMNS) + "\n"
 PROB_DECIMALS = 6
 #: Characters that make csv.writer quote a field (QUOTE_MINIMAL, "\\n" line terminator).
 _CSV_SPECIAL = re.compile(r'[,"\r\n]')
+#: What escape_path changes: a backslash, or a byte os.fsdecode could not decode.
+_TO_ESCAPE = re.compile("[\\\\\udc80-\udcff]")
+_ESCAPED = re.compile(r"\\(\\|x[0-9a-fA-F]{2})")
 
 
 @dataclass(slots=True)
@@ -47,10 +59,52 @@ class Row:
 
 
 def format_for(path: str | os.PathLike | None) -> str:
-    """CSV unless the output file's name ends in .jsonl or .ndjson."""
+    """CSV unless the output file's name ends in .jsonl or .ndjson (or .parquet)."""
     if path is None:
         return "csv"
-    return "jsonl" if Path(path).suffix.lower() in (".jsonl", ".ndjson") else "csv"
+    suffix = Path(path).suffix.lower()
+    if suffix == ".parquet":
+        return "parquet"
+    return "jsonl" if suffix in (".jsonl", ".ndjson") else "csv"
+
+
+def escape_path(path: str) -> str:
+    """The path column's text for `path` (a str as os functions give it; see the module
+    docstring): backslash -> `\\\\`, undecodable byte -> `\\xHH`, the rest as is."""
+    if path.isascii() and "\\" not in path:
+        return path  # almost every path: one C-speed check
+    return _TO_ESCAPE.sub(_escape_char, path)
+
+
+def _escape_char(m: re.Match) -> str:
+    c = m.group()
+    return "\\\\" if c == "\\" else f"\\x{ord(c) - 0xDC00:02x}"
+
+
+def unescape_path(text: str) -> str:
+    """The inverse of escape_path: the str that os functions take for the very same file."""
+    if "\\" not in text:
+        return text
+    return _ESCAPED.sub(_unescape_match, text)
+
+
+def _unescape_match(m: re.Match) -> str:
+    code = m.group(1)
+    return "\\" if code == "\\" else chr(0xDC00 + int(code[1:], 16))
+
+
+def path_bytes(text: str) -> bytes:
+    """The exact bytes of the file name a path column's text stands for."""
+    return os.fsencode(unescape_path(text))
+
+
+def _escape_all(paths: list) -> list[str]:
+    if not all(type(p) is str for p in paths):
+        paths = [str(p) for p in paths]
+    joined = "".join(paths)
+    if joined.isascii() and "\\" not in joined:
+        return paths
+    return [escape_path(p) for p in paths]
 
 
 # -- rows -> text ---------------------------------------------------------------------------
@@ -106,15 +160,22 @@ def encode_predictions(paths: list, reasons: list[str], probs: np.ndarray | None
                        fmt: str) -> EncodedRows:
     """`encode_rows(make_rows(...), fmt)` plus the summary's counts, without a Row object
     per file: CSV rows are %-formatted straight from the top-k arrays (the same text
-    csv.writer gives: paths that csv would quote take csv's way)."""
-    errors = [(str(p), r) for p, r in zip(paths, reasons, strict=True) if r]
+    csv.writer gives: paths that csv would quote take csv's way). Paths are escaped here
+    (`escape_path`), so every format, and the warnings, get the same text."""
+    paths = _escape_all(paths)
+    errors = [(p, r) for p, r in zip(paths, reasons, strict=True) if r]
     if probs is None or not len(probs):
         probs = np.zeros((0, 10), np.float32)
     k = min(top_k, probs.shape[1])
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     top = np.take_along_axis(probs, order, axis=1)
-    good = [str(p) for p, r in zip(paths, reasons, strict=True) if not r]
+    good = [p for p, r in zip(paths, reasons, strict=True) if not r]
     confusion = _confusion(good, order[:, 0])
+    if fmt == "parquet":  # columns, not text: the one schema of digitkit.infer.columns
+        from digitkit.infer.columns import table_of
+
+        return EncodedRows("", len(paths), errors, confusion, table_of(paths, reasons, order,
+                                                                       top))
     if fmt != "csv" or errors:
         # JSON Lines, and chunks holding failures: the general (slower) encoder.
         text = encode_rows(make_rows(paths, reasons, probs, top_k), fmt)
@@ -124,10 +185,28 @@ def encode_predictions(paths: list, reasons: list[str], probs: np.ndarray | None
                 + " ".join([f"%.{d}f"] * k) + ",\n")
     lines = [template % (p, o[0], t[0], *o, *t)
              for p, o, t in zip(good, order.tolist(), top.tolist(), strict=True)]
-    for i, p in enumerate(good):
-        if _CSV_SPECIAL.search(p):
-            lines[i] = encode_rows(make_rows([p], [""], probs[i:i + 1], top_k), "csv")
+    if _CSV_SPECIAL.search("".join(good)):  # one scan of the chunk; rarely true
+        for i, p in enumerate(good):
+            if _CSV_SPECIAL.search(p):
+                lines[i] = encode_rows(make_rows([p], [""], probs[i:i + 1], top_k), "csv")
     return EncodedRows("".join(lines), len(paths), errors, confusion)
+
+
+def join_encoded(parts: list[EncodedRows]) -> EncodedRows:
+    """One chunk's rows from its parts in order (a chunk whose files were retried one by one
+    after a worker crash): the same text, counts and confusion as one encoding of them."""
+    if len(parts) == 1:
+        return parts[0]
+    confusions = [p.confusion for p in parts if p.confusion is not None]
+    tables = [p.table for p in parts if getattr(p, "table", None) is not None]
+    joined = EncodedRows("".join(p.text for p in parts), sum(p.count for p in parts),
+                         [e for p in parts for e in p.errors],
+                         sum(confusions[1:], confusions[0].copy()) if confusions else None)
+    if tables:  # Parquet: the parts' tables, in order
+        import pyarrow as pa
+
+        joined.table = pa.concat_tables(tables)
+    return joined
 
 
 def _confusion(good_paths: list[str], predicted: np.ndarray) -> np.ndarray | None:

@@ -22,6 +22,8 @@ class InferSummary:
     seconds: float = 0.0
     #: confusion counts over files in class-named folders: [true, predicted]
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((10, 10), np.int64))
+    #: (folder, its class label) of the last resumed row: see add_resumed
+    _folder: tuple = field(default=(None, None), repr=False, compare=False)
 
     @property
     def total(self) -> int:
@@ -47,12 +49,17 @@ class InferSummary:
             self.confusion += batch.confusion
 
     def add_resumed(self, row: Row) -> None:
-        """Count a row already in the output file (resume)."""
+        """Count a row already in the output file (resume). Runs once per row of files of
+        millions of rows: the class folder is looked up once per run of rows sharing it."""
         self.resumed += 1
         if row.error:
             self.failed += 1
             return
-        truth = class_label_of(row.path)
+        path = row.path
+        head = path[:path.rfind(os.sep) + 1]
+        if head != self._folder[0]:
+            self._folder = (head, class_label_of(path))
+        truth = self._folder[1]
         if truth is not None and row.label is not None and 0 <= row.label < 10:
             self.confusion[truth, row.label] += 1
 
