@@ -1,24 +1,27 @@
 #!/usr/bin/env python
-"""Reproduce BENCHMARKS.md's "Batch inference on Ray Data" figures (issue: ray).
+"""Reproduce BENCHMARKS.md's "Batch inference on Ray Data" figures (issues: ray, 12).
 
-    python benchmarks/bench_ray.py [--model M.onnx] [--images DIR] [--copies 5] [--workers 1,2]
-                                   [--repeat 2]
+    python benchmarks/bench_ray.py [--model M.onnx] [--images DIR] [--copies 10]
+                                   [--throughput-copies 5] [--workers 1,2] [--repeat 2]
+                                   [--only driver|throughput]
 
-On the same files (default: 5 copies of the 10,000 MNIST test PNGs in a temp dir), each run
-in a fresh process:
-1. the local engine, as a user runs it: `digitkit infer MODEL DIR -o local.csv --force`
-   (whole-process wall time, and the in-run rate from its summary line);
-2. the Ray engine with 1 and 2 workers, on a local Ray instance started by that process:
-   Ray start-up (`ray.init`) and time to the first result (actor start + one batch) are
-   reported apart from the steady throughput (rows after the first batch / time after it);
-3. the driver's own ceiling: rows per second it can turn results into CSV text (the part
-   of the work that does not spread over nodes).
-Then prints an estimate for N nodes from the per-worker figure. Best of --repeat runs: the
-machine is shared, and the best run is the one least disturbed by other jobs.
+Files: --copies copies of the 10,000 MNIST test PNGs in a temp dir (default 10: 100,000
+files). Every measurement runs in a fresh process, on a local Ray instance it starts.
+
+1. Driver cost (`--only driver`, 2 workers): the driver process's own CPU time (`time.process_time`:
+   all its threads, Ray's included) for 10,000 files (one copy) and for all the copies,
+   with the rows written by the workers to a shard directory (`-o DIR/`), and, for
+   comparison, with every row streamed back to the driver and written to one file. The
+   per-file driver cost is the difference divided by the extra files; listing and shard
+   planning are timed apart, and what is left is Ray (scheduling, and its threads' work per
+   second of run, which is no per-file cost at all).
+2. Throughput (`--only throughput`), on --throughput-copies copies: the local engine as a
+   user runs it (`digitkit infer ... -o local.parquet`), and the Ray engine writing Parquet
+   shards with 1 and 2 workers, start-up apart (see `throughput_child`).
+Best of --repeat (interleaved): the machine is shared, the best run the least disturbed.
 
 Model: --model, else benchmarks/work/seed-mlp/model.onnx (made by bench_runtimes.py), else a
-TensorFlow-free linear ONNX classifier fitted here (decoding dominates either way: the MLP
-costs ~1 us per image against ~100-200 us of PNG decoding and preprocessing).
+TensorFlow-free linear ONNX classifier fitted here (decoding dominates either way).
 """
 
 from __future__ import annotations
@@ -56,77 +59,100 @@ def default_model(work: Path) -> Path:
     return build_linear_model(DEFAULT_DATA, work)[0]
 
 
-# -- one measured run per process -----------------------------------------------------------
+# -- children: one measurement per fresh process --------------------------------------------
 
 
-def child(model: str, images: str, workers: int, batch_size: int, out: str) -> None:
-    """Time one Ray run in this (fresh) process and print its figures as JSON.
+def _quiet(msg: str) -> None:
+    pass
 
-    Ray Data computes ahead of the consumer, so "time after the first result" is no steady
-    rate. Instead three datasets run back to back on the same Ray instance, each with its
-    own actor pool: a small one (one batch per worker) on a cold instance, the same again
-    (Ray now reuses warm worker processes), and the full one. Full minus second small is
-    (N - n_small) files of pure work: the steady rate. The first small run minus its work
-    is the cold actor start-up, which is what one `digitkit infer --engine ray` pays.
-    """
+
+def driver_child(model: str, copies: list[str], work: str, workers: int) -> dict:
+    """Driver CPU and wall time for 1 copy and for all copies, shards vs rows to the driver."""
+    from digitkit.infer import InferSpec, run_infer
+    from digitkit.infer.ray_engine import connect, find_inputs
+    from digitkit.infer.shards import DEFAULT_SHARD_SIZE, ShardOutput, plan_shards
+
+    spec = InferSpec(model, engine="ray", workers=workers)
+    res = {}
+    with connect(None, num_cpus=workers):
+        # Warm-up: the page cache and Ray's worker pool, so the first measured run pays no more.
+        run_infer(spec, [copies[0] + "/0"], ShardOutput(f"{work}/warm"), force=True,
+                  warn=_quiet)
+        for label, inputs in (("1x", copies[:1]), (f"{len(copies)}x", copies)):
+            c = time.process_time()
+            files = list(find_inputs(inputs))
+            listing = time.process_time() - c
+            c = time.process_time()
+            plan_shards(files, DEFAULT_SHARD_SIZE, "0" * 64 + "\0" + "3", "parquet", set())
+            planning = time.process_time() - c
+            for mode, out in (("shards", ShardOutput(f"{work}/{label}/")),
+                              ("rows", f"{work}/{label}.csv")):
+                c, t = time.process_time(), time.perf_counter()
+                s = run_infer(spec, inputs, out, force=True, warn=_quiet)
+                res[f"{mode}_{label}"] = {"files": s.total, "cpu_s": time.process_time() - c,
+                                          "wall_s": time.perf_counter() - t}
+            res[f"listing_{label}"] = listing
+            res[f"planning_{label}"] = planning
+            shutil.rmtree(f"{work}/{label}")
+    return res
+
+
+def throughput_child(model: str, copies: list[str], work: str, workers: int) -> dict:
+    """Ray Data computes ahead of the consumer, so "time after the first result" is no steady
+    rate. Three runs on one Ray instance, each with its own actor pool: a small one (one
+    shard per worker) on a cold instance, the same again (Ray's worker processes now warm),
+    and the full one. Full minus the second small one is (N - n_small) files of pure work:
+    the steady rate. The first small run minus its work is the cold start-up."""
     t0 = time.perf_counter()
-    from digitkit.infer import InferSpec
-    from digitkit.infer.output import RowWriter
-    from digitkit.infer.ray_engine import connect, find_inputs, ray_engine
+    from digitkit.infer import InferSpec, run_infer
+    from digitkit.infer.ray_engine import connect, find_inputs
+    from digitkit.infer.shards import ShardOutput
 
-    spec = InferSpec(model, engine="ray", workers=workers, batch_size=batch_size, fmt="csv")
-    files = list(find_inputs([images]))
-    small = files[:batch_size * workers]
+    spec = InferSpec(model, engine="ray", workers=workers)
+    files = list(find_inputs(copies))
+    size = 2048
+    small = [copies[0] + "/0", copies[0] + "/1"]  # ~2,100 files: one shard per worker
+    n_small = sum(1 for _ in find_inputs(small))
     t_import = time.perf_counter()
 
-    def timed(paths) -> float:
+    def timed(inputs, name, shard_size) -> float:
         t = time.perf_counter()
-        n = 0
-        with RowWriter(out, force=True) as w:
-            for batch in ray_engine(spec, paths):
-                w.write_text(batch.text)
-                n += batch.count
-        assert n == len(paths)
+        s = run_infer(spec, inputs, ShardOutput(f"{work}/{name}/", shard_size), warn=_quiet)
+        assert s.total == (len(files) if inputs is copies else n_small)
         return time.perf_counter() - t
 
     with connect(None, num_cpus=workers):
         t_init = time.perf_counter()
-        t_cold = timed(small)
-        t_small = timed(small)
-        t_full = timed(files)
-        t_end = time.perf_counter()
-    t_exit = time.perf_counter()
-    steady = (len(files) - len(small)) / max(t_full - t_small, 1e-9)
-    print(json.dumps({
-        "workers": workers, "files": len(files),
-        "import_and_list_s": t_import - t0,
-        "ray_init_s": t_init - t_import,
-        "small_cold_s": t_cold,
-        "small_warm_s": t_small,
-        "actor_startup_s": max(0.0, t_cold - len(small) / steady),
-        "full_run_s": t_full,
-        "steady_images_per_s": steady,
-        # what one `--engine ray` run of these files sees: init + actors + work
-        "run_images_per_s": len(files) / (t_init - t_import + t_cold - t_small + t_full),
-        "shutdown_s": t_exit - t_end,
-    }))
+        # Small runs: one shard per worker.
+        t_cold = timed(small, "cold", -(-n_small // workers))
+        t_small = timed(small, "warm", -(-n_small // workers))
+        t_full = timed(copies, "full", size)
+    steady = (len(files) - n_small) / max(t_full - t_small, 1e-9)
+    return {"workers": workers, "files": len(files), "import_and_list_s": t_import - t0,
+            "ray_init_s": t_init - t_import, "small_cold_s": t_cold, "small_warm_s": t_small,
+            "actor_startup_s": max(0.0, t_cold - n_small / steady), "full_run_s": t_full,
+            "steady_images_per_s": steady,
+            "run_images_per_s": len(files) / (t_init - t_import + t_cold - t_small + t_full)}
 
 
-def run_child(model, images, workers, batch_size, out) -> dict:
-    argv = [sys.executable, __file__, "--child", str(workers), "--model", model,
-            "--images", images, "--batch-size", str(batch_size), "--out", out]
+CHILDREN = {"driver": driver_child, "throughput": throughput_child}
+
+
+def run_child(kind: str, model: str, copies: list[str], work: str, workers: int) -> dict:
+    argv = [sys.executable, __file__, "--child", kind, "--model", model, "--work", work,
+            "--workers", str(workers), "--images", ",".join(copies)]
     t = time.perf_counter()
     proc = sh(argv, capture_output=True, text=True)
-    wall = time.perf_counter() - t
     if proc.returncode != 0:
-        sys.exit(f"ray run failed:\n{proc.stderr[-3000:]}")
+        sys.exit(f"{kind} run failed:\n{proc.stderr[-3000:]}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    res["process_wall_s"] = wall
+    res["process_wall_s"] = time.perf_counter() - t
+    print(json.dumps(res), flush=True)  # the raw figures, kept even if a later run fails
     return res
 
 
-def run_local(model, images, out) -> dict:
-    argv = ["digitkit", "infer", model, images, "-o", out, "--force"]
+def run_local(model: str, copies: list[str], out: str) -> dict:
+    argv = [sys.executable, "-m", "digitkit", "infer", model, *copies, "-o", out, "--force"]
     t = time.perf_counter()
     proc = sh(argv, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -134,27 +160,62 @@ def run_local(model, images, out) -> dict:
         sys.exit(f"local run failed:\n{proc.stderr[-3000:]}")
     m = re.search(r"([\d,]+) classified in ([\d.]+) s \(([\d,]+) images/s\)", proc.stdout)
     n = int(m.group(1).replace(",", ""))
-    return {"files": n, "process_wall_s": wall, "run_images_per_s": n / float(m.group(2))}
+    res = {"files": n, "process_wall_s": wall, "run_images_per_s": n / float(m.group(2))}
+    print(json.dumps(res), flush=True)
+    return res
 
 
-def driver_ceiling(n: int = 20000) -> float:
-    """Rows/s the driver turns worker results into CSV text (`encode_predictions`, as the
-    engine does for every batch)."""
-    import numpy as np
+# -- reports --------------------------------------------------------------------------------
 
-    from digitkit.infer.ray_engine import _encode_batch
 
-    rng = np.random.default_rng(0)
-    probs = rng.dirichlet(np.ones(10), size=256).astype(np.float32)
-    batch = {"i": np.arange(256), "reason": np.array([""] * 256, dtype=object),
-             "path": np.array([f"/data/images/{i % 10}/{i:08d}.png" for i in range(256)],
-                              dtype=object), "probs": probs}
-    t = time.perf_counter()
-    done = 0
-    while done < n:
-        _encode_batch(batch, 3, "csv")
-        done += 256
-    return done / (time.perf_counter() - t)
+def report_driver(runs: list[dict], n_copies: int) -> None:
+    big = f"{n_copies}x"
+    best = min(runs, key=lambda r: r[f"shards_{big}"]["cpu_s"])
+    small_n, big_n = best["shards_1x"]["files"], best[f"shards_{big}"]["files"]
+    print(f"\nDriver process CPU (best of {len(runs)}), 2 workers:\n")
+    print("| output | files | driver CPU s | wall s | driver CPU per file, marginal |")
+    print("|---|---:|---:|---:|---:|")
+    for mode in ("shards", "rows"):
+        a, b = best[f"{mode}_1x"], best[f"{mode}_{big}"]
+        per = (b["cpu_s"] - a["cpu_s"]) / (big_n - small_n) * 1e6
+        name = "shard directory (workers write)" if mode == "shards" else \
+            "one file (rows through the driver)"
+        print(f"| {name} | {small_n:,} | {a['cpu_s']:.2f} | {a['wall_s']:.1f} | |")
+        print(f"| {name} | {big_n:,} | {b['cpu_s']:.2f} | {b['wall_s']:.1f} | "
+              f"{per:.1f} us |")
+    lst = (best[f"listing_{big}"] - best["listing_1x"]) / (big_n - small_n) * 1e6
+    pln = (best[f"planning_{big}"] - best["planning_1x"]) / (big_n - small_n) * 1e6
+    a, b = best["shards_1x"], best[f"shards_{big}"]
+    rest_cpu = b["cpu_s"] - best[f"listing_{big}"] - best[f"planning_{big}"]
+    print(f"\nof which listing {lst:.2f} us/file ({best[f'listing_{big}']:.2f} s for {big_n:,}),"
+          f" shard planning {pln:.2f} us/file; the rest, {rest_cpu:.2f} s, is Ray: "
+          f"{rest_cpu / b['wall_s']:.3f} CPU-s per second of run "
+          f"({(a['cpu_s'] - best['listing_1x'] - best['planning_1x']) / a['wall_s']:.3f} "
+          "for the small run)")
+
+
+def report_throughput(local: list[dict], ray: dict[int, list[dict]]) -> None:
+    best_local = max(local, key=lambda r: r["run_images_per_s"])
+    best = {w: max(rs, key=lambda r: r["steady_images_per_s"]) for w, rs in ray.items()}
+    print(f"\nThroughput, {best_local['files']:,} files (best of {len(local)}):\n")
+    print("| engine | process wall s | run images/s | Ray init s | actor start s "
+          "| steady images/s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| local (`digitkit infer -o local.parquet`, {os.cpu_count()} processes) | "
+          f"{best_local['process_wall_s']:.1f} | {best_local['run_images_per_s']:,.0f} "
+          "| - | - | - |")
+    for w, r in best.items():
+        print(f"| ray, {w} worker{'s' if w > 1 else ''}, Parquet shards | "
+              f"{r['process_wall_s']:.1f} | {r['run_images_per_s']:,.0f} | "
+              f"{r['ray_init_s']:.1f} | {r['actor_startup_s']:.1f} | "
+              f"{r['steady_images_per_s']:,.0f} |")
+    w1 = min(best)
+    per_worker = best[w1]["steady_images_per_s"] / w1
+    print(f"\nper-worker steady rate ({w1} worker): {per_worker:,.0f} images/s")
+    print("N nodes x C cores, one worker per core, e ~ 0.85: throughput ~ N x C x "
+          f"{per_worker:,.0f} x 0.85, bounded by storage and by the driver's listing")
+    for nodes, cores in ((1, 16), (4, 16), (16, 16), (64, 16)):
+        print(f"  {nodes:>2} x {cores}: ~{nodes * cores * per_worker * 0.85:,.0f} images/s")
 
 
 def main() -> None:
@@ -162,66 +223,46 @@ def main() -> None:
     ap.add_argument("--model")
     ap.add_argument("--images", default=str(DEFAULT_IMAGES))
     ap.add_argument("--workers", default="1,2")
-    ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--copies", type=int, default=5,
-                    help="copies of --images to run on (in a temp dir): 10,000 files are "
-                         "only ~2 s of work for 2 workers, too little against start-up noise")
-    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--copies", type=int, default=10)
+    ap.add_argument("--throughput-copies", type=int, default=5)
+    ap.add_argument("--only", choices=sorted(CHILDREN))
+    ap.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.model, args.images, args.child, args.batch_size, args.out)
+        res = CHILDREN[args.child](args.model, args.images.split(","), args.work,
+                                   int(args.workers))
+        print(json.dumps(res))
         return
 
     with tempfile.TemporaryDirectory(prefix="bench_ray.") as tmp:
         tmp = Path(tmp)
         model = str(Path(args.model) if args.model else default_model(tmp))
-        images = args.images
-        if args.copies > 1:
-            images = str(tmp / "images")
-            for c in range(args.copies):
-                shutil.copytree(args.images, Path(images) / f"copy{c}")
-            print(f"{args.copies} copies of {args.images} in {images}")
-        print(f"model: {model}\nimages: {args.images}\ncores: {os.cpu_count()}, "
-              f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
-        local, ray = [], {int(w): [] for w in args.workers.split(",")}
+        copies = [str(tmp / "images" / f"copy{c}") for c in range(args.copies)]
+        for c in copies:
+            shutil.copytree(args.images, c)
+        print(f"model: {model}\nimages: {args.copies} copies of {args.images}\n"
+              f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.1f}",
+              flush=True)
+        workers = [int(w) for w in args.workers.split(",")]
+        driver, local, ray = [], [], {w: [] for w in workers}
         for _ in range(args.repeat):  # interleaved, so a burst of other jobs hits all alike
-            local.append(run_local(model, images, str(tmp / "local.csv")))
-            for w in ray:
-                ray[w].append(run_child(model, images, w, args.batch_size,
-                                        str(tmp / f"ray{w}.csv")))
-        same = (tmp / "local.csv").read_text().count("\n") == \
-            (tmp / f"ray{max(ray)}.csv").read_text().count("\n")
-        ceiling = driver_ceiling()
+            if args.only in (None, "driver"):
+                driver.append(run_child("driver", model, copies, str(tmp / "out"),
+                                        max(workers)))
+            if args.only in (None, "throughput"):
+                some = copies[:args.throughput_copies]
+                local.append(run_local(model, some, str(tmp / "local.parquet")))
+                for w in workers:
+                    ray[w].append(run_child("throughput", model, some, str(tmp / f"r{w}"), w))
+                    shutil.rmtree(tmp / f"r{w}", ignore_errors=True)
         print(f"load average after: {os.getloadavg()[0]:.1f}")
+    if driver:
+        report_driver(driver, args.copies)
+    if local:
+        report_throughput(local, ray)
 
-    best_local = max(local, key=lambda r: r["run_images_per_s"])
-    best = {w: max(rs, key=lambda r: r["steady_images_per_s"]) for w, rs in ray.items()}
-    n = best_local["files"]
-    print(f"\n{n:,} files, best of {args.repeat} (row counts equal: {same})\n")
-    print("| engine | process wall s | run images/s | Ray init s | actor start s "
-          "| steady images/s |")
-    print("|---|---:|---:|---:|---:|---:|")
-    print(f"| local (`digitkit infer`, {os.cpu_count()} decoder processes) | "
-          f"{best_local['process_wall_s']:.1f} | {best_local['run_images_per_s']:,.0f} "
-          "| - | - | - |")
-    for w, r in best.items():
-        print(f"| ray, {w} worker{'s' if w > 1 else ''} | {r['process_wall_s']:.1f} | "
-              f"{r['run_images_per_s']:,.0f} | {r['ray_init_s']:.1f} | "
-              f"{r['actor_startup_s']:.1f} | {r['steady_images_per_s']:,.0f} |")
-    per_worker = best[min(best)]["steady_images_per_s"] / min(best)
-    startup = min(r["ray_init_s"] + r["actor_startup_s"] for r in best.values())
-    print(f"\nper-worker steady rate (1 worker): {per_worker:,.0f} images/s; "
-          f"start-up (init + actors): {startup:.1f} s; driver ceiling (rows -> CSV): "
-          f"{ceiling:,.0f} rows/s")
-    print("\nEstimate for N nodes of C cores (one worker per core, input on shared storage):")
-    print(f"  throughput ~ min(N x C x {per_worker:,.0f} x e, driver {ceiling:,.0f} rows/s, "
-          "storage rate), e ~ 0.8-0.9")
-    for nodes, cores in ((1, 16), (4, 16), (16, 16)):
-        workers_rate = nodes * cores * per_worker * 0.85
-        print(f"  {nodes:>2} x {cores} cores: workers ~{workers_rate:,.0f} images/s; with rows "
-              f"streamed to this driver ~{min(workers_rate, ceiling):,.0f} images/s")
 
 if __name__ == "__main__":
     main()

@@ -38,25 +38,27 @@ Choices, and why:
 from __future__ import annotations
 
 import heapq
+import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from digitkit.errors import DataError, DependencyError, UsageError
-from digitkit.images import is_image_name, iter_image_paths, load_images
+from digitkit.errors import DependencyError, UsageError
+from digitkit.infer.isolation import WorkerPool, decode_worker, join_decoded, start_forkserver
 from digitkit.infer.rows import encode_predictions
-from digitkit.infer.spec import EncodedRows, Engine, InferSpec
-from digitkit.predictors import OnnxPredictor, OrtSettings, open_predictor
+from digitkit.infer.spec import DEFAULT_BATCH_SIZE, EncodedRows, Engine, InferSpec, InputLimits
+from digitkit.infer.uri_inputs import decode_uris, find_inputs, is_uri
+from digitkit.predictors import OnnxPredictor, open_predictor, regime_settings
 
 RAY_HINT = "the ray engine needs Ray: pip install 'digitkit[ray]'"
 #: One ONNX Runtime thread per actor (and for the driver's check of the model): see the
 #: module docstring; no spinning, the actor's core is its own.
-_ACTOR_ORT = OrtSettings(threads=1, spinning=False)
+_ACTOR_ORT = regime_settings(DEFAULT_BATCH_SIZE, cores=1)
 #: Ray sets up its own logging and prints INFO lines for every dataset; the CLI wants only
 #: real problems on stderr.
 _QUIET_LOGGERS = ("ray", "ray.data", "ray.data._internal")
@@ -72,124 +74,25 @@ def import_ray():
     return ray
 
 
-def is_uri(path) -> bool:
-    return "://" in str(path)
+#: What each actor's decoding process imports once (see `digitkit.infer.isolation`).
+_DECODER_PRELOAD = ["digitkit.infer.isolation", "digitkit.images", "cv2"]
 
 
-# -- listing --------------------------------------------------------------------------------
+def _worker_class(model_bytes: bytes, model_name: str, limits: InputLimits | None = None):
+    """The stateful map_batches class; the model bytes ride along in its closure.
 
-
-def find_inputs(paths: Iterable[str | os.PathLike],
-                on_error: Callable[[Path, str], None] | None = None) -> Iterator[str]:
-    """Like `digitkit.images.find_images`, also for object-store URIs (through pyarrow.fs).
-
-    Arguments are visited in the order given; a folder's images come sorted the way
-    `find_images` sorts them (by path, component by component). Every argument is checked
-    for existence before anything is yielded.
-    """
-    paths = [str(p) for p in paths]
-    if not any(is_uri(p) for p in paths):
-        yield from iter_image_paths(paths, on_error=on_error)
-        return
-    resolved = [_resolve_uri(p) if is_uri(p) else p for p in paths]
-    for p, r in zip(paths, resolved, strict=True):
-        if isinstance(r, tuple):
-            yield from _list_uri(p, *r)
-        else:
-            yield from iter_image_paths([r], on_error=on_error)
-
-
-def _resolve_uri(uri: str):
-    """(file system, path inside it, FileInfo), or DataError when it is not there."""
-    from pyarrow import fs as pafs
-
-    try:
-        filesystem, inner = pafs.FileSystem.from_uri(uri)
-        info = filesystem.get_file_info(inner)
-    except Exception as e:  # pyarrow raises ArrowInvalid/OSError for bad schemes or access
-        raise DataError(uri, f"cannot open ({str(e).splitlines()[0] if str(e) else e})") \
-            from None
-    if info.type == pafs.FileType.NotFound:
-        raise DataError(uri, "no such file or directory")
-    return filesystem, inner, info
-
-
-def _list_uri(uri: str, filesystem, inner: str, info) -> Iterator[str]:
-    from pyarrow import fs as pafs
-
-    if info.type != pafs.FileType.Directory:
-        yield uri  # a file named by the user is taken as is, like find_images does
-        return
-    base = inner.rstrip("/")
-    prefix = uri.rstrip("/")
-    found = []
-    for f in filesystem.get_file_info(pafs.FileSelector(base, recursive=True)):
-        rel = f.path[len(base):].lstrip("/")
-        parts = rel.split("/")
-        if f.type != pafs.FileType.File or any(s.startswith(".") for s in parts):
-            continue
-        if is_image_name(parts[-1]):
-            found.append(parts)
-    # Component-wise sort = find_images' depth-first walk over sorted directory listings.
-    for parts in sorted(found):
-        yield prefix + "/" + "/".join(parts)
-
-
-# -- the workers ----------------------------------------------------------------------------
-
-
-#: Object stores answer a small GET in ~10-50 ms: fetching one file at a time would leave an
-#: actor's core idle most of the time, so each actor keeps this many fetches in flight.
-FETCH_THREADS = 16
-
-
-def _decode_uris(uris: list[str], scratch: Path, filesystems: dict):
-    """load_images for object-store URIs: fetch each into a scratch file, decode it there,
-    so the error reasons are exactly the local ones (empty file, not an image, truncated)."""
-    from concurrent.futures import ThreadPoolExecutor
-    from functools import partial
-
-    local = [str(scratch / f"{n}{os.path.splitext(u)[1]}") for n, u in enumerate(uris)]
-    with ThreadPoolExecutor(min(FETCH_THREADS, len(uris))) as pool:
-        fetch_errors = list(pool.map(partial(_fetch, filesystems=filesystems), uris, local))
-    try:
-        pixels, reasons = load_images(local)
-    finally:
-        for p in local:
-            Path(p).unlink(missing_ok=True)
-    # A file that could not be fetched has no scratch copy (so no pixels); its reason is
-    # the fetch error rather than the scratch file's "no such file".
-    return pixels, [f or r for f, r in zip(fetch_errors, reasons, strict=True)]
-
-
-def _fetch(uri: str, target: str, filesystems: dict) -> str:
-    """Copy `uri` to `target`; "" on success, else the reason."""
-    from pyarrow import fs as pafs
-
-    try:
-        # One FileSystem per folder: from_uri resolves credentials and regions each time.
-        # (A race between threads only builds a FileSystem twice.)
-        folder, name = uri.rsplit("/", 1)
-        if folder not in filesystems:
-            filesystems[folder] = pafs.FileSystem.from_uri(folder)
-        filesystem, inner = filesystems[folder]
-        with filesystem.open_input_stream(inner.rstrip("/") + "/" + name) as f:
-            data = f.read()
-        with open(target, "wb") as out:
-            out.write(data)
-        return ""
-    except FileNotFoundError:
-        return "no such file"
-    except Exception as e:  # network, permissions: one bad object must not stop the run
-        return f"cannot read ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-
-
-def _worker_class(model_bytes: bytes, model_name: str):
-    """The stateful map_batches class; the model bytes ride along in its closure."""
+    Each actor decodes in a child process of its own (`digitkit.infer.isolation`, one
+    worker): a file that crashes or hangs the decoder costs that file an error row, as in
+    the local engine, instead of killing the actor and, with it, the dataset."""
+    limits = limits or InputLimits()
 
     class DigitWorker:
         def __init__(self):
             import tempfile
+
+            start_forkserver(_DECODER_PRELOAD)
+            self._decoder = WorkerPool(1, decode_worker, (limits.max_file_size,),
+                                       limits.file_timeout)
 
             self._scratch = Path(tempfile.mkdtemp(prefix="digitkit-ray-"))
             model = self._scratch / model_name
@@ -198,13 +101,18 @@ def _worker_class(model_bytes: bytes, model_name: str):
             model.unlink()  # ONNX Runtime holds the graph in memory now
             self._filesystems: dict = {}
 
+        def _decode(self, paths: list[str]):
+            _, parts = next(self._decoder.map([paths], 1))
+            return join_decoded(parts)
+
         def __call__(self, batch: dict) -> dict:
-            paths = [str(p) for p in batch["path"]]
+            paths = [_path_str(p) for p in batch["path"]]
             uris = [i for i, p in enumerate(paths) if is_uri(p)]
             if uris:
-                pixels, reasons = _decode_mixed(paths, uris, self._scratch, self._filesystems)
+                pixels, reasons = _decode_mixed(paths, uris, self._scratch, self._filesystems,
+                                                self._decode, limits.max_file_size)
             else:
-                pixels, reasons = load_images(paths)
+                pixels, reasons = self._decode(paths)
             probs = np.full((len(paths), 10), np.nan, np.float32)
             if len(pixels):
                 good = np.array([not r for r in reasons])
@@ -215,14 +123,21 @@ def _worker_class(model_bytes: bytes, model_name: str):
     return DigitWorker
 
 
-def _decode_mixed(paths, uri_idx, scratch, filesystems):
+def _path_str(p) -> str:
+    """A path as os functions take it: the driver ships bytes (os.fsencode), because Arrow
+    strings cannot hold a file name that is not valid UTF-8."""
+    return os.fsdecode(p) if isinstance(p, (bytes, bytearray)) else str(p)
+
+
+def _decode_mixed(paths, uri_idx, scratch, filesystems, decode, max_file_size):
     if len(uri_idx) == len(paths):
-        return _decode_uris(paths, scratch, filesystems)
+        return decode_uris(paths, scratch, filesystems, decode, max_file_size)
     # Rare (local and object-store inputs in one run): decode each kind, merge in order.
     uri_set = set(uri_idx)
     loc = [i for i in range(len(paths)) if i not in uri_set]
-    px_u, r_u = _decode_uris([paths[i] for i in uri_idx], scratch, filesystems)
-    px_l, r_l = load_images([paths[i] for i in loc])
+    px_u, r_u = decode_uris([paths[i] for i in uri_idx], scratch, filesystems, decode,
+                             max_file_size)
+    px_l, r_l = decode([paths[i] for i in loc])
     reasons = [""] * len(paths)
     for i, r in zip(uri_idx, r_u, strict=True):
         reasons[i] = r
@@ -268,10 +183,11 @@ def connect(address: str | None = None, num_cpus: int | None = None):
 
 
 @contextmanager
-def _data_context(ray):
+def data_context(ray, preserve_order: bool = True):
+    """Ray Data's settings for one run, restored after it."""
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
-    ctx.execution_options.preserve_order = True
+    ctx.execution_options.preserve_order = preserve_order
     # Ray's own bars only where a person watches; the CLI has its own progress line.
     ctx.enable_progress_bars = sys.stderr.isatty()
     try:
@@ -308,10 +224,10 @@ def ray_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]:
     predictor = _onnx_predictor(spec).load()  # a bad model fails here, before cluster work
     model_path = Path(predictor.model_path)
     model_bytes = model_path.read_bytes()
-    items = [{"i": i, "path": str(p)} for i, p in enumerate(paths)]
+    items = [{"i": i, "path": os.fsencode(p)} for i, p in enumerate(paths)]
     if not items:
         return
-    with connect(spec.address, num_cpus=spec.workers) as ray, _data_context(ray):
+    with connect(spec.address, num_cpus=spec.workers) as ray, data_context(ray):
         n_workers = spec.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         n_blocks = max(1, -(-len(items) // batch_size))
         # No more actors than batches: an actor without work only costs its start-up.
@@ -319,7 +235,7 @@ def ray_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]:
         ds = ray.data.from_items(items, override_num_blocks=n_blocks)
         del items  # the dataset holds them now
         ds = ds.map_batches(
-            _worker_class(model_bytes, model_path.name),
+            _worker_class(model_bytes, model_path.name, spec.limits),
             compute=ray.data.ActorPoolStrategy(size=n_workers),
             batch_size=batch_size, batch_format="numpy", num_cpus=1)
         for batch in _in_order(ds.iter_batches(batch_size=None, batch_format="numpy")):
@@ -348,7 +264,14 @@ def _encode_batch(batch: dict, top_k: int, fmt: str) -> EncodedRows:
     reasons = [str(r) for r in batch["reason"]]
     good = np.array([not r for r in reasons], dtype=bool)
     probs = batch["probs"][good] if good.any() else None
-    return encode_predictions([str(p) for p in batch["path"]], reasons, probs, top_k, fmt)
+    return encode_predictions([_path_str(p) for p in batch["path"]], reasons, probs, top_k,
+                              fmt)
 
 
-ENGINE = Engine("ray", check=check, find=find_inputs, run=ray_engine)
+def write_shards(spec: InferSpec, job) -> Iterator:
+    """The actors write a shard directory themselves (`digitkit.infer.ray_shards`, imported
+    when one is asked for, as the registry imports engines)."""
+    return importlib.import_module("digitkit.infer.ray_shards").write_shards(spec, job)
+
+
+ENGINE = Engine("ray", check=check, find=find_inputs, run=ray_engine, write_shards=write_shards)

@@ -19,8 +19,10 @@ from itertools import chain
 from pathlib import Path
 
 from digitkit.errors import DigitkitError, UsageError
-from digitkit.infer.output import RowWriter, check_new_output, scan_existing
+from digitkit.infer.output import DoneSet, RowWriter, check_new_output, scan_existing
+from digitkit.infer.parquet import STDOUT_REFUSED, ParquetRowWriter, scan_parquet
 from digitkit.infer.rows import format_for
+from digitkit.infer.shards import is_shard_output, write_shard_dir
 from digitkit.infer.spec import InferSpec, get_engine
 from digitkit.infer.summary import InferSummary
 
@@ -42,16 +44,23 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
     eng = get_engine(spec.engine)
     eng.check(spec)  # a missing extra or a bad model fails before any work
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    if is_shard_output(output):  # a directory: the engine's workers write the rows there
+        with _sigterm_as_interrupt():
+            return write_shard_dir(eng, spec, inputs, output, resume=resume, force=force,
+                                   bar=_Progress(progress), warn=warn)
     out = None if output in (None, "-") else Path(output)
     spec = replace(spec, fmt=spec.fmt or format_for(out))
+    if spec.fmt == "parquet" and out is None:
+        raise UsageError(STDOUT_REFUSED)
+    parquet = spec.fmt == "parquet"
     summary = InferSummary(output=None if out is None else str(out))
-    done: set[str] = set()
+    done = DoneSet()  # 16 bytes a row: resume over millions of rows stays small
     append_at = None
     if resume and out is not None and out.exists():
         def _seen(row):
             done.add(row.path)
             summary.add_resumed(row)
-        append_at = scan_existing(out, spec.fmt, _seen)
+        append_at = (scan_parquet if parquet else scan_existing)(out, spec.fmt, _seen)
 
     paths = eng.find(inputs, lambda path, reason: warn(f"warning: {path}: {reason}"))
     first = next(paths, None)  # fail before touching the output if there is nothing to do
@@ -60,7 +69,7 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
     if first is not None:
         paths = chain((first,), paths)
     if done:
-        paths = (p for p in paths if p not in done)
+        paths = done.skip_done(paths)
 
     if append_at is None and out is not None:
         check_new_output(out, force)  # refuse before any work; the file comes later
@@ -72,10 +81,14 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
             # The output file is created once the first chunk is classified: a model that
             # cannot load (it loads in the workers) leaves no file behind.
             first_batch = next(batches, None)
-            with RowWriter(out, spec.fmt, append_at=append_at, force=force) as writer:
+            writer_class = ParquetRowWriter if parquet else RowWriter
+            with writer_class(out, spec.fmt, append_at=append_at, force=force) as writer:
                 rest = batches if first_batch is None else chain((first_batch,), batches)
                 for batch in rest:
-                    writer.write_text(batch.text)
+                    if parquet:
+                        writer.write_table(batch.table)
+                    else:
+                        writer.write_text(batch.text)
                     summary.add_batch(batch)
                     for path, reason in batch.errors:
                         warn(f"warning: {path}: {reason}")

@@ -1,0 +1,299 @@
+"""digitkit.infer.shards and digitkit.infer.ray_shards: shard directories written by the Ray
+engine's workers (local Ray instance, 2 CPUs), on a local directory and on a real
+S3-compatible server (moto's server mode on 127.0.0.1, started here).
+
+Every directory is read back as a whole and compared with the local engine on the same
+files: exactly one row per input, the same labels and error rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'digitkit[ray]'")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from _infer_folders import class_folders  # noqa: E402
+from conftest import run_cli  # noqa: E402
+from digitkit.errors import OutputExistsError  # noqa: E402
+from digitkit.infer import InferSpec, run_infer  # noqa: E402
+from digitkit.infer.rows import COLUMNS, encode_predictions  # noqa: E402
+from digitkit.infer.shards import (  # noqa: E402
+    MANIFEST,
+    SHARD_RE,
+    ShardOutput,
+    plan_shards,
+    shard_bytes,
+    shard_counts,
+    write_shard_dir,
+)
+
+SHARD = 50  # 303 files -> 7 shards, several per actor
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory, png_test_dir) -> Path:
+    return class_folders(png_test_dir, tmp_path_factory.mktemp("mixed"), bad=True)
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """The endpoint of a moto server, its environment set for this module (pyarrow reads it;
+    Ray workers started after this inherit it)."""
+    pytest.importorskip("moto", reason="the S3 tests need moto[server] (dev extra)")
+    from _s3_server import s3_env, s3_server
+
+    with s3_server() as endpoint, pytest.MonkeyPatch.context() as mp:
+        for k, v in s3_env(endpoint).items():
+            mp.setenv(k, v)
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def ray_local(s3):
+    import ray
+
+    from digitkit.infer.ray_engine import connect
+
+    assert not ray.is_initialized()
+    ray.init(num_cpus=2, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    try:
+        with connect() as r:
+            yield r
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_rows(linear_onnx, mixed_folder, tmp_path_factory) -> dict:
+    """path -> row of the local engine (in-process) on the same files."""
+    out = tmp_path_factory.mktemp("local") / "local.parquet"
+    run_infer(InferSpec(linear_onnx, workers=0), [mixed_folder], out, warn=lambda m: None)
+    return {r["path"]: r for r in pq.read_table(out).to_pylist()}
+
+
+@pytest.fixture(scope="module")
+def parquet_dir(ray_local, linear_onnx, mixed_folder, tmp_path_factory):
+    """(summary, directory) of one Ray run over the mixed folder; tests copy it to change it."""
+    out = tmp_path_factory.mktemp("shards") / "out"
+    return _shards(linear_onnx, [mixed_folder], out), out
+
+
+def _shards(linear_onnx, inputs, dest, **kw):
+    shard_size = kw.pop("shard_size", SHARD)
+    run = {k: kw.pop(k) for k in ("resume", "force") if k in kw}
+    kw.setdefault("workers", 2)
+    return run_infer(InferSpec(linear_onnx, engine="ray", **kw), inputs,
+                     ShardOutput(str(dest), shard_size), warn=lambda m: None, **run)
+
+
+def _read_dir(d: Path, fmt: str = "parquet") -> list[dict]:
+    rows = []
+    for name in sorted(os.listdir(d)):
+        if not SHARD_RE.match(name):
+            continue
+        if fmt == "parquet":
+            rows += pq.read_table(d / name).to_pylist()
+        elif fmt == "csv":
+            rows += list(csv.DictReader(io.StringIO((d / name).read_text())))
+        else:
+            rows += [json.loads(line) for line in (d / name).read_text().splitlines()]
+    return rows
+
+
+def _assert_same_as_local(rows: list[dict], local: dict, path_map=lambda p: p):
+    paths = [path_map(r["path"]) for r in rows]
+    assert len(paths) == len(set(paths)) == len(local)  # one row per input, no duplicates
+    for r in rows:
+        want = local[path_map(r["path"])]
+        assert r["error"] == want["error"]
+        assert (r["label"] in (None, "") and want["label"] is None) or \
+            int(r["label"]) == want["label"]
+        if isinstance(r["top_k_probs"], list):  # Parquet / JSON Lines
+            assert r["top_k_probs"] == pytest.approx(want["top_k_probs"], abs=1e-6)
+
+
+# -- without Ray ----------------------------------------------------------------------------
+
+
+def test_plan_names_are_deterministic_and_content_addressed():
+    files = [f"/d/{i}.png" for i in range(10)]
+    a = plan_shards(files, 4, "sha\0" + "3", "parquet", set())
+    assert [s.index for s in a] == [0, 1, 2]
+    assert [s.paths.split(b"\0") for s in a][2] == [b"/d/8.png", b"/d/9.png"]
+    assert [s.name for s in a] == [s.name for s in plan_shards(files, 4, "sha\0" + "3",
+                                                                "parquet", set())]
+    assert all(SHARD_RE.match(s.name) for s in a)
+    other_model = plan_shards(files, 4, "sha2\0" + "3", "parquet", set())
+    assert not {s.name for s in a} & {s.name for s in other_model}
+    moved = plan_shards(files[1:], 4, "sha\0" + "3", "parquet", set())
+    assert a[0].name != moved[0].name
+    done = plan_shards(files, 4, "sha\0" + "3", "parquet", {a[1].name})
+    assert [s.done for s in done] == [False, True, False]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_shard_bytes_read_back_as_counts(fmt):
+    import numpy as np
+
+    probs = np.eye(10, dtype=np.float32)[[3, 5]]
+    rows = encode_predictions(["/d/3/a.png", "/d/bad.png", "/d/5/b.png"],
+                              ["", "empty file", ""], probs, 3, fmt)
+    back = shard_counts(shard_bytes(rows, fmt), fmt)
+    assert back.count == 3 and back.errors == [("/d/bad.png", "empty file")]
+    assert back.confusion[3, 3] == back.confusion[5, 5] == 1 and back.confusion.sum() == 2
+
+
+# -- on Ray ---------------------------------------------------------------------------------
+
+
+def test_parquet_shards_match_the_local_engine(parquet_dir, linear_onnx, local_rows):
+    s, out = parquet_dir
+    assert (s.written, s.resumed, s.failed, s.labelled) == (303, 0, 3, 300)
+    names = sorted(os.listdir(out))
+    assert names[0] == MANIFEST and len(names) == 1 + 7
+    assert [n for n in names if n.startswith(".")] == []  # no temporary file left
+    _assert_same_as_local(_read_dir(out), local_rows)
+    # The directory is one dataset for pyarrow (and so pandas, DuckDB): the manifest and
+    # hidden names are skipped.
+    import pyarrow.dataset as pds
+
+    assert pds.dataset(out, format="parquet").count_rows() == 303
+    m = json.loads((out / MANIFEST).read_text())
+    assert (m["files"], m["written"], m["failed"], m["format"]) == (303, 303, 3, "parquet")
+    assert sorted(Path(f["path"]).name for f in m["failed_files"]) == \
+        ["empty.png", "text.png", "truncated.png"]
+    assert [s["name"] for s in m["shards"]] == names[1:]
+    assert sum(s["files"] for s in m["shards"]) == 303
+    from digitkit.outputs import sha256_file
+
+    assert m["model"]["sha256"] == sha256_file(linear_onnx)
+    assert m["arguments"]["engine"] == "ray" and m["arguments"]["top_k"] == 3
+    assert {"python", "digitkit", "ray", "pyarrow", "onnxruntime"} <= set(m["versions"])
+
+
+def test_resume_redoes_only_missing_shards(parquet_dir, linear_onnx, mixed_folder, local_rows,
+                                           tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(parquet_dir[1], out)
+    names = sorted(n for n in os.listdir(out) if SHARD_RE.match(n))
+    kept = {n: (out / n).stat().st_ino for n in names}
+    (out / names[1]).unlink()
+    (out / names[4]).unlink()
+    (out / MANIFEST).unlink()  # as an interrupted run leaves it
+    (out / "part-000099-aaaaaaaaaaaa.parquet").write_bytes(b"stale, from another plan")
+    (out / ".part-000002-bbbbbbbbbbbb.parquet.1234abcd.tmp").write_bytes(b"half")
+    with pytest.raises(OutputExistsError, match="--resume"):
+        _shards(linear_onnx, [mixed_folder], out)
+    s = _shards(linear_onnx, [mixed_folder], out, resume=True)
+    assert (s.written, s.resumed, s.total, s.failed) == (100, 203, 303, 3)
+    assert sorted(os.listdir(out)) == [MANIFEST] + names
+    for n in names:  # the shards that were there were not rewritten
+        if n not in (names[1], names[4]):
+            assert (out / n).stat().st_ino == kept[n]
+    _assert_same_as_local(_read_dir(out), local_rows)
+    m = json.loads((out / MANIFEST).read_text())
+    assert (m["files"], m["written"], m["resumed"], m["failed"]) == (303, 100, 203, 3)
+    assert len(m["failed_files"]) == 3
+
+
+def test_interrupted_run_leaves_whole_shards_and_no_manifest(ray_local, linear_onnx,
+                                                              mixed_folder, local_rows,
+                                                              tmp_path):
+    from digitkit.infer import get_engine
+
+    class StopAfterTwo:  # Ctrl-C after two shards are counted
+        n = 0
+
+        def update(self, count):
+            self.n += 1
+            if self.n == 2:
+                raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    out = tmp_path / "out"
+    spec = InferSpec(linear_onnx, engine="ray", workers=1)
+    with pytest.raises(KeyboardInterrupt):
+        write_shard_dir(get_engine("ray"), spec, [mixed_folder], ShardOutput(str(out), SHARD),
+                        resume=False, force=False, bar=StopAfterTwo(), warn=lambda m: None)
+    names = os.listdir(out)
+    assert MANIFEST not in names and not [n for n in names if n.startswith(".")]
+    assert 2 <= len(names) < 7 and all(SHARD_RE.match(n) for n in names)
+    for n in names:  # every shard there is whole
+        assert pq.read_table(out / n).num_rows == SHARD
+    s = _shards(linear_onnx, [mixed_folder], out, resume=True, workers=1)
+    # (A shard the stopped actors were finishing may have landed since: whole, and kept.)
+    assert s.resumed % SHARD == 0 and s.resumed >= SHARD * len(names) and s.total == 303
+    _assert_same_as_local(_read_dir(out), local_rows)
+
+
+def test_text_formats_and_force(ray_local, linear_onnx, mixed_folder, local_rows, tmp_path):
+    out = tmp_path / "out"
+    # One actor: these runs are about the formats (the others exercise the pool).
+    _shards(linear_onnx, [mixed_folder], out, fmt="csv", shard_size=120, workers=1)
+    rows = _read_dir(out, "csv")
+    assert all(list(r) == list(COLUMNS) for r in rows)
+    _assert_same_as_local(rows, local_rows)
+    # --force over it in another format: the CSV shards are gone, JSON Lines in their place.
+    _shards(linear_onnx, [mixed_folder], out, fmt="jsonl", shard_size=120, force=True,
+            workers=1)
+    assert {n.rsplit(".", 1)[1] for n in os.listdir(out)} == {"jsonl", "json"}
+    _assert_same_as_local(_read_dir(out, "jsonl"), local_rows)
+
+
+def test_cli_shard_directory(ray_local, linear_onnx, mixed_folder, tmp_path):
+    out = f"{tmp_path}/cli/"
+    args = ["infer", linear_onnx, mixed_folder, "-o", out, "--engine", "ray",
+            "--num-workers", "1", "--shard-size", "100"]
+    r = run_cli(*args)
+    assert r.exit_code == 3, r.output  # the three bad files
+    assert "303 files" in r.output and r.output.count("warning: ") == 3
+    assert len([n for n in os.listdir(out) if SHARD_RE.match(n)]) == 4
+    again = run_cli(*args, "-q")
+    assert again.exit_code == 1 and "--resume" in again.output
+    again = run_cli(*args, "--resume")
+    assert again.exit_code == 3 and "303 already done" in again.output
+    r = run_cli("infer", linear_onnx, mixed_folder, "-o", f"{tmp_path}/local/")
+    assert r.exit_code == 2 and "--engine ray" in r.output
+
+
+def test_object_store_listing_reading_and_shards(ray_local, s3, linear_onnx, mixed_folder,
+                                                 local_rows, tmp_path):
+    """s3:// inputs listed by the driver and fetched by the actors, shards written to s3://
+    by the actors, all through a real S3 server; resume there too."""
+    from pyarrow import fs as pafs
+
+    from _s3_server import s3_fs, upload_tree
+
+    subset = tmp_path / "subset"  # 33 files: one class folder and the bad files
+    for name in ("3", "bad"):
+        shutil.copytree(mixed_folder / name, subset / name)
+    upload_tree(s3, subset, "digits", "images")
+    out = "s3://digits/results/"
+    s = _shards(linear_onnx, ["s3://digits/images"], out, shard_size=10)
+    assert (s.written, s.failed) == (33, 3)
+    fs = s3_fs(s3)
+    names = sorted(i.base_name for i in fs.get_file_info(
+        pafs.FileSelector("digits/results")) if i.is_file)
+    assert names[0] == MANIFEST and len(names) == 1 + 4
+    rows = []
+    for n in names[1:]:
+        with fs.open_input_file(f"digits/results/{n}") as f:
+            rows += pq.read_table(f).to_pylist()
+    prefix = "s3://digits/images/"
+    assert all(r["path"].startswith(prefix) for r in rows)
+    local = {str(p): local_rows[str(mixed_folder / p.relative_to(subset))]
+             for p in subset.rglob("*.png")}
+    _assert_same_as_local(rows, local, path_map=lambda p: str(subset / p[len(prefix):]))
+    fs.delete_file(f"digits/results/{names[2]}")
+    again = _shards(linear_onnx, ["s3://digits/images"], out, shard_size=10, resume=True)
+    assert (again.written, again.resumed) == (10, 23)
