@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from conftest import run_cli
 from digitkit.bench.config import DEFAULT_BATCH_SIZES, DEFAULT_CHECK_IMAGES, DEFAULT_WARMUP
 from digitkit.bench.plan import TF_ENGINES
+from digitkit.predictors import ENGINES
 
 # Tiny but real: a couple of timed calls per batch size, a few hundred check images.
 QUICK = ["--batch-sizes", "1,4", "--iterations", "3", "--warmup", "1", "--check-images", "300"]
@@ -58,15 +62,20 @@ def test_full_run_writes_table_json_plot_and_end_to_end(float_export, mnist_dir,
     assert rec["settings"]["batch_sizes"] == [1, 4] and rec["settings"]["images"] == 12
     assert rec["engines"]["tf-function"]["copy"] == "keras"
     (m,) = rec["models"]
-    # No int8 copy in this export: it is simply not run; every other engine is.
-    assert set(m["results"]) == {"onnxruntime", "tf-savedmodel", "tf-function", "keras-predict"}
+    # No int8 or LiteRT copy in this export: they are simply not run; every other engine
+    # is, the optional runtimes where installed (tests/test_bench_extra.py covers both).
+    optional = {e for e in ("openvino", "openvino-bf16") if not ENGINES[e].unavailable()}
+    assert set(m["results"]) == {"onnxruntime", "tf-savedmodel", "tf-function",
+                                 "keras-predict"} | optional
     assert m["reference"] == "keras-predict"
     for e, res in m["results"].items():
         assert res["load_s"] > 0 and res["first_inference_ms"] > 0 and res["peak_rss_mb"] > 10
         # The child's own peak, not pytest's (which holds TensorFlow and the training data).
         if e == "onnxruntime":
             assert res["peak_rss_mb"] < 400
-        assert res["check"]["ok"] and res["check"]["top1_agreement"] >= 0.999, e
+        floor = 0.999 if ENGINES[e].precision == "fp32" else 0.99
+        assert res["check"]["ok"] and res["check"]["top1_agreement"] >= floor, e
+        assert res["size_bytes"] > 1000 and rec["engines"][e]["precision"], e
         assert res["check"]["accuracy"] > 0.85
         assert [pb["batch"] for pb in res["per_batch"]] == [1, 4]
         for pb in res["per_batch"]:
@@ -85,11 +94,20 @@ def test_full_run_writes_table_json_plot_and_end_to_end(float_export, mnist_dir,
 
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out_png.stat().st_size > 5000
     main_table = r.stdout.split("\n\n")[0].splitlines()
-    assert len(main_table) == 1 + 8  # header, 4 engines x 2 batch sizes
+    assert len(main_table) == 1 + 2 * len(m["results"])  # header, engines x 2 batch sizes
     assert len({len(ln) for ln in main_table[1:]}) == 1  # aligned (agreement column last)
     head = r.stdout.splitlines()[0]
     assert head.split()[:4] == ["model", "engine", "batch", "images/s"]
     assert "End to end" in r.output and "best TF path" in r.output
+    # Every runtime side by side: precision, status, size, load time, accuracy, agreement.
+    summary = r.stdout.split("\n\n")[1].splitlines()[1:]
+    assert summary[0].split()[:8] == ["model", "engine", "precision", "status", "size",
+                                      "MB", "load", "s"]
+    rows = {ln.split()[1]: ln.split() for ln in summary[1:]}
+    assert set(rows) == set(m["results"])
+    assert rows["onnxruntime"][2:4] == ["fp32", "ok"] and rows["keras-predict"][7] == "reference"
+    accuracy = m["results"]["onnxruntime"]["check"]["accuracy"]
+    assert rows["onnxruntime"][6] == f"{100 * accuracy:.2f}%"
 
     # The outputs are the user's: no silent overwrite.
     again = run_cli("bench", float_export, "--json", out_json, "--data", mnist_dir)
@@ -140,3 +158,66 @@ def test_help_shows_the_library_defaults():
     text = " ".join(r.output.split())
     assert f"[default: {','.join(map(str, DEFAULT_BATCH_SIZES))}]" in text
     assert f"[default: {DEFAULT_WARMUP}]" in text and f"[default: {DEFAULT_CHECK_IMAGES}]" in text
+
+
+_BLOCK_RUNTIMES = '''
+import importlib.abc, sys
+class _NoRuntimes(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("openvino", "ai_edge_litert"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, _NoRuntimes())
+'''
+
+
+def _bench_child(env, *args):
+    return subprocess.run([sys.executable, "-m", "digitkit", "bench", *map(str, args)],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.skipif(ENGINES["openvino"].unavailable() is not None
+                    or ENGINES["litert"].unavailable() is not None,
+                    reason="the 'runtimes' extra is not installed")
+def test_optional_runtimes_with_and_without_the_extra(export_dir, mnist_dir, tmp_path):
+    """With the extra, OpenVINO and LiteRT are rows like any other, precision stated; with
+    it made unimportable for real (in every process of the run) they are listed as not
+    installed and the run still succeeds."""
+    quick = ["--runtimes", "onnxruntime,openvino,litert", "--batch-sizes", "1,8",
+             "--iterations", "3", "--warmup", "1", "--check-images", "500", "--data", mnist_dir]
+    out = tmp_path / "with.json"
+    r = run_cli("bench", export_dir, *quick, "--json", out)
+    assert r.exit_code == 0, r.output
+    (m,) = json.loads(out.read_text())["models"]
+    engines = {"onnxruntime", "onnxruntime-int8", "openvino", "litert"}
+    engines |= {"openvino-bf16"} if ENGINES["openvino-bf16"].unavailable() is None else set()
+    assert set(m["results"]) == engines
+    assert m["results"]["litert"]["size_bytes"] == (export_dir / "model.tflite").stat().st_size
+    for e in ("openvino", "litert"):
+        assert m["results"][e]["check"]["ok"] and m["results"][e]["check"]["accuracy"] > 0.85
+    peers = {c["best_fp32_peer"] for c in m["comparison"]}
+    assert peers <= {"openvino", "litert"} and peers
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_BLOCK_RUNTIMES)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(site), os.environ.get("PYTHONPATH")) if p))
+    out = tmp_path / "without.json"
+    r = _bench_child(env, export_dir, *quick, "--json", out)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(out.read_text())
+    missing = "not installed: pip install 'digitkit[runtimes]'"
+    assert rec["unavailable"] == {"openvino": missing, "openvino-bf16": missing,
+                                  "litert": missing}
+    (m,) = rec["models"]
+    assert set(m["results"]) == {"onnxruntime", "onnxruntime-int8"}
+    rows = [ln.split() for ln in r.stdout.split("\n\n")[1].splitlines()[2:]]
+    listed = {row[1]: " ".join(row[3:7]) for row in rows}
+    assert listed["litert"] == listed["openvino"] == "not installed: pip install"
+    assert "FLAGGED" not in r.stdout and "Traceback" not in r.stderr
+    # Only missing runtimes asked for: nothing can run, one line naming the extra.
+    r = _bench_child(env, export_dir, "--runtimes", "litert", "--data", mnist_dir)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"digitkit: error: no requested runtime can run here: litert: {missing}")

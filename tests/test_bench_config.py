@@ -18,8 +18,8 @@ from digitkit.bench.config import (
 from digitkit.environment import usable_cpus
 from digitkit.errors import UsageError
 
-ALL_ENGINES = ["onnxruntime", "onnxruntime-int8", "tf-savedmodel", "tf-function",
-               "keras-predict"]
+ALL_ENGINES = ["onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "litert",
+               "tf-savedmodel", "tf-function", "keras-predict"]
 
 
 def test_runtime_groups_expand_to_engines():
@@ -70,10 +70,19 @@ def test_invalid_config_is_a_usage_error_on_construction(opts, message):
         BenchConfig(models=["m.onnx"], **opts)
 
 
-def test_spinning_default_is_the_predictor_layers():
-    from digitkit.predictors.ort import OrtSettings
+def test_ort_default_is_the_regime_infer_runs_by(linear_onnx):
+    """No --ort-spinning: the ONNX Runtime engine's settings follow the batch size through
+    regime_settings, the function infer's sessions come from; a value pins one setting."""
+    from digitkit.predictors import open_engine
+    from digitkit.predictors.ort import OnnxPredictor, RegimeOnnxPredictor, regime_settings
 
-    assert DEFAULT_ORT_SPINNING == OrtSettings().spinning
+    assert DEFAULT_ORT_SPINNING is None
+    p = open_engine("onnxruntime", linear_onnx, 2, DEFAULT_ORT_SPINNING)
+    assert isinstance(p, RegimeOnnxPredictor)
+    for batch in (1, 32, 512):
+        assert p.for_batch(batch).settings == regime_settings(batch, 2)
+    pinned = open_engine("onnxruntime", linear_onnx, 2, False)
+    assert isinstance(pinned, OnnxPredictor) and pinned.settings.spinning is False
 
 
 def test_config_imports_no_numpy_or_runtime():

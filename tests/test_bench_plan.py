@@ -31,8 +31,10 @@ def test_resolution_and_planning(export_dir, tmp_path):
     assert loose.onnx_int8 == int8 and loose.onnx == export_dir / "model.onnx"
     notes = []
     plan = plan_engines([m], *parse_runtimes(None), warn=notes.append)
-    assert plan["export"] == ["onnxruntime", "tf-savedmodel", "tf-function", "keras-predict"]
-    assert notes == []  # a missing int8 copy is normal, not worth a note
+    assert plan["export"] == ["onnxruntime", "openvino", "openvino-bf16", "tf-savedmodel",
+                              "tf-function", "keras-predict"]
+    # A missing int8 copy is normal, not worth a note; an export without LiteRT gets one.
+    assert notes == ["export: no LiteRT (model.tflite) copy, skipping litert"]
     with pytest.raises(ModelError):
         plan_engines([loose], ["tf-savedmodel"], {"tf-savedmodel"})
 
@@ -41,17 +43,20 @@ def test_full_export_runs_int8_too(export_dir):
     (m,) = resolve_models([export_dir])
     assert copy_for(m, "onnxruntime-int8") == export_dir / "model.int8.onnx"
     assert copy_for(m, "tf-function") == copy_for(m, "keras-predict") == export_dir / "model.h5"
+    assert copy_for(m, "litert") == export_dir / "model.tflite"
+    assert copy_for(m, "openvino") == copy_for(m, "openvino-bf16") == export_dir / "model.onnx"
     plan = plan_engines([m], *parse_runtimes(None))
-    assert plan["export"] == ["onnxruntime", "onnxruntime-int8", "tf-savedmodel",
-                              "tf-function", "keras-predict"]
+    assert plan["export"] == ["onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16",
+                              "litert", "tf-savedmodel", "tf-function", "keras-predict"]
 
 
 def test_missing_copies_are_noted_or_refused(export_dir):
     (loose,) = resolve_models([export_dir / "model.onnx"])
     notes = []
     assert plan_engines([loose], *parse_runtimes(None), warn=notes.append) == {
-        "export": ["onnxruntime"]}
-    assert notes == ["export: no SavedModel (saved_model/) copy, skipping tf-savedmodel",
+        "export": ["onnxruntime", "openvino", "openvino-bf16"]}
+    assert notes == ["export: no LiteRT (model.tflite) copy, skipping litert",
+                     "export: no SavedModel (saved_model/) copy, skipping tf-savedmodel",
                      "export: no Keras (model.h5) copy, skipping tf-function",
                      "export: no Keras (model.h5) copy, skipping keras-predict"]
     with pytest.raises(ModelError, match="no model copy for any requested runtime"):
@@ -70,6 +75,8 @@ def test_two_exports_of_the_same_name_get_labels(export_dir, tmp_path):
 
 def test_runtime_groups_follow_the_engine_table():
     assert runtime_groups() == {"onnxruntime": ["onnxruntime", "onnxruntime-int8"],
+                                "openvino": ["openvino", "openvino-bf16"],
+                                "litert": ["litert"],
                                 "tensorflow": ["tf-savedmodel"],
                                 "keras": ["tf-function", "keras-predict"]}
 

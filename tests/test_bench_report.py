@@ -1,4 +1,5 @@
-"""digitkit.bench.report: the cross-check, the ORT-against-TF comparison and the table."""
+"""digitkit.bench.report: the cross-check and the comparisons (against the best TensorFlow
+path and the best fp32 peer)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,16 @@ def test_compare_uses_best_tf_path_that_passed_the_check():
     (row,) = report.compare(results, [1])
     assert row["best_tf_engine"] == "tf-function" and row["throughput_ratio"] == 10
     assert not row["flagged"]
+
+
+def test_peers_are_fp32_only_and_must_pass():
+    """ORT is held against the best fp32 peer: a faster bf16 row is not fp32, and a flagged
+    row is never counted; with no TensorFlow path run, that ratio is None, not an error."""
+    results = {"onnxruntime": _fake(1000), "openvino": _fake(800),
+               "openvino-bf16": _fake(5000), "litert": _fake(2000, ok=False)}
+    (row,) = report.compare(results, [1])
+    assert row["best_fp32_peer"] == "openvino" and row["peer_throughput_ratio"] == 1.25
+    assert row["best_tf_engine"] is None and row["throughput_ratio"] is None
 
 
 def _probs(top1):

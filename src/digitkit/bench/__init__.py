@@ -1,4 +1,4 @@
-"""`digitkit bench`: ONNX Runtime against native TensorFlow, measured with care.
+"""`digitkit bench`: every runtime a model can be deployed to, measured with care.
 
 Method (after ONNX Runtime's perf_test and OpenVINO's benchmark_app):
 - every engine runs in its own fresh process (`digitkit.bench.runner`), so load time is a
@@ -9,30 +9,38 @@ Method (after ONNX Runtime's perf_test and OpenVINO's benchmark_app):
   `--duration` seconds (at least a few calls) or exactly `--iterations` calls;
   throughput = images / wall seconds of the timed loop; latency percentiles per call;
 - TensorFlow gets a fair baseline: the SavedModel signature, a compiled `tf.function` over
-  the Keras model, and Keras `predict`; ONNX Runtime is compared with the best of them;
+  the Keras model, and Keras `predict`; ONNX Runtime is compared with the best of them, and
+  with the best fp32 peer (OpenVINO, LiteRT with XNNPACK: the `runtimes` extra; without it
+  their rows say "not installed"). Every row states its precision: reduced-precision rows
+  (int8, OpenVINO's bf16) are labelled, never compared as if they were fp32;
 - after timing, every engine classifies the same check images; its top-1 agreement with the
   reference engine is reported, and an engine below its threshold is flagged and never
   counted as the fastest.
 Nothing here imports TensorFlow: the parent process only orchestrates.
 
 Modules: `config` (BenchConfig, defaults, option parsing), `plan` (models, engines, inputs),
-`runner` (the measuring subprocess), `report` (cross-check, record, table, plot).
+`runner` (the measuring subprocess), `report` (cross-check, comparisons, record), `tables`
+(the tables and the plot).
 """
 
 from __future__ import annotations
 
 from digitkit.bench.config import BenchConfig
+from digitkit.model.conventions import NO_FLAGS
 
-#: What the CLI uses from `report`, loaded on first use (see __getattr__).
-_REPORT_NAMES = ("any_flagged", "command_line", "format_table", "save_plot")
+#: What the CLI uses from `report` and `tables`, loaded on first use (see __getattr__).
+_REPORT_NAMES = {"any_flagged": "report", "command_line": "report", "format_table": "tables",
+                 "save_plot": "tables"}
 
 
 def run_bench(config: BenchConfig, *, progress=lambda msg: None, warn=lambda msg: None,
-              command: str | None = None) -> dict:
+              command: str | None = None, conventions=None) -> dict:
     """Run the whole benchmark; return the JSON-ready record.
 
-    progress(msg) hears which engine starts; warn(msg) hears about skipped engines; `command`
-    is the command line to record.
+    progress(msg) hears which engine starts; warn(msg) hears about skipped engines and what
+    input convention a model made elsewhere was found to have; `command` is the command line
+    to record; `conventions` (digitkit.model.conventions.ConventionFlags) declares a loose
+    model file's convention (None: detected where it is not digitkit's contract).
     """
     import tempfile
     from pathlib import Path
@@ -40,7 +48,13 @@ def run_bench(config: BenchConfig, *, progress=lambda msg: None, warn=lambda msg
     from digitkit.bench import plan, report, runner
 
     engines, required = config.requested_engines
+    engines, unavailable = plan.available_engines(engines)
     models = plan.resolve_models(config.models)
+    # Models made elsewhere run through their adapters, resolved once here (never silently on
+    # a convention they were not trained for).
+    from digitkit.predictors.runnable import runnable_copies
+
+    runnable_copies(models, config.models, conventions or NO_FLAGS, config.data, warn)
     engine_plan = plan.plan_engines(models, engines, required, warn)
     image_paths = plan.find_images(config.images) if config.images else None
     x_test, y_test, source = plan.mnist_test(config.data)
@@ -49,12 +63,15 @@ def run_bench(config: BenchConfig, *, progress=lambda msg: None, warn=lambda msg
 
     record = report.new_record(config, command, f"MNIST test images ({len(x_test)}) from {source}",
                                int(len(x_check)), len(image_paths) if image_paths else None)
+    record["unavailable"] = unavailable
     with tempfile.TemporaryDirectory(prefix="digitkit-bench-") as tmp:
         work = Path(tmp)
         spec = runner.prepare(work, config, x_test, x_check, image_paths)
         for m in models:
             files = {e: plan.copy_for(m, e) for e in engine_plan[m.name]}
             results = runner.measure_model(m.name, files, spec, work, config.repeat, progress)
+            for e, path in files.items():
+                results[e]["size_bytes"] = plan.copy_size(path)
             record["models"].append(report.model_entry(m, results, labels, config.sizes))
     return record
 
@@ -63,9 +80,9 @@ def __getattr__(name: str):
     # The CLI imports digitkit.bench.config for its --help defaults, which runs this file
     # first: the reporting side (numpy, the engine table) loads only when a run needs it.
     if name in _REPORT_NAMES:
-        from digitkit.bench import report
+        import importlib
 
-        return getattr(report, name)
+        return getattr(importlib.import_module(f"digitkit.bench.{_REPORT_NAMES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from digitkit.environment import usable_cpus
 from digitkit.errors import UsageError
 
-#: Runtime groups run when --runtimes is not given: all of them, each where its copy exists.
-DEFAULT_RUNTIMES = ("onnxruntime", "tensorflow", "keras")
+#: Runtime groups run when --runtimes is not given: all of them, each where its copy exists
+#: (and, for the optional runtimes, where they are installed).
+DEFAULT_RUNTIMES = ("onnxruntime", "openvino", "litert", "tensorflow", "keras")
 
 #: From one image (latency) to a batch large enough that per-call overhead no longer matters.
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 512, 2048)
@@ -26,18 +27,19 @@ DEFAULT_WARMUP = 5
 #: One round per engine: enough on a quiet machine; on a shared one --repeat R keeps the best
 #: of R round-robin rounds, since outside load can slow a round down but never speed it up.
 DEFAULT_REPEAT = 1
-#: ONNX Runtime's idle threads do not busy-wait: `digitkit infer` runs that way (the default
-#: of digitkit.predictors.ort.OrtSettings), and on a busy machine spinning threads steal the
-#: CPU the next op needs.
-DEFAULT_ORT_SPINNING = False
+#: None: ONNX Runtime's threads and spinning follow the batch size as
+#: digitkit.predictors.ort.regime_settings decides, the rule `digitkit infer` runs by, so a
+#: figure here is a configuration infer uses. True/False pins spinning (with --threads
+#: threads) for every batch size instead.
+DEFAULT_ORT_SPINNING = None
 #: How many MNIST test images every engine classifies for the cross-check: all of them.
 DEFAULT_CHECK_IMAGES = 10000
 
 #: Minimum top-1 agreement with the reference. Float copies of the same weights should agree
 #: on every image bar near-ties; 99.9% allows ten ties in 10,000 and catches any real bug.
 FLOAT_AGREEMENT = 0.999
-#: int8 legitimately moves a few near-tie images; below 99% something is wrong (bad
-#: calibration, a broken quantized op), not rounding.
+#: Reduced precision (int8, bf16) legitimately moves a few near-tie images; below 99%
+#: something is wrong (bad calibration, a broken quantized op), not rounding.
 INT8_AGREEMENT = 0.99
 
 
@@ -115,7 +117,7 @@ class BenchConfig:
     iterations: int | None = None
     warmup: int = DEFAULT_WARMUP
     repeat: int = DEFAULT_REPEAT
-    ort_spinning: bool = DEFAULT_ORT_SPINNING
+    ort_spinning: bool | None = DEFAULT_ORT_SPINNING
     images: Sequence[str | os.PathLike] | None = None  # files/folders for the end-to-end pass
     data: str | os.PathLike | None = None  # MNIST location; None: digitkit.data's resolution
     check_images: int = DEFAULT_CHECK_IMAGES

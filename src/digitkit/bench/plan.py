@@ -13,12 +13,13 @@ from pathlib import Path
 
 from digitkit import images
 from digitkit.data import load_mnist
-from digitkit.errors import ModelError, UsageError
+from digitkit.errors import DependencyError, ModelError, UsageError
 from digitkit.model.files import (
     INT8_FILE,
     ONNX_FILE,
     SAVEDMODEL_DIR,
     SOURCE_COPY,
+    TFLITE_FILE,
     ModelCopies,
     identify,
     is_export_dir,
@@ -30,11 +31,16 @@ from digitkit.predictors import ENGINES
 #: --quantize has no int8 copy, and that is normal, not worth an error or a note.
 INT8_ENGINE = "onnxruntime-int8"
 ORT_ENGINES = tuple(e.name for e in ENGINES.values() if e.runtime == "onnxruntime")
-TF_ENGINES = tuple(e for e in ENGINES if e not in ORT_ENGINES)
+#: TensorFlow's own paths (the baseline of issue 5's targets).
+TF_ENGINES = tuple(e.name for e in ENGINES.values() if e.runtime in ("tensorflow", "keras"))
+#: Every other runtime running in fp32: what ONNX Runtime's float engine is held against.
+FP32_PEERS = tuple(e.name for e in ENGINES.values()
+                   if e.runtime != "onnxruntime" and e.precision == "fp32")
 
 #: How a missing copy is named in messages: what the user would have to add.
 _COPY_NAMES = {"onnx": f"ONNX ({ONNX_FILE})", "onnx_int8": f"int8 ONNX ({INT8_FILE})",
-               "saved_model": f"SavedModel ({SAVEDMODEL_DIR}/)", "keras": f"Keras ({SOURCE_COPY})"}
+               "saved_model": f"SavedModel ({SAVEDMODEL_DIR}/)", "keras": f"Keras ({SOURCE_COPY})",
+               "tflite": f"LiteRT ({TFLITE_FILE})"}
 
 
 def runtime_groups() -> dict[str, list[str]]:
@@ -48,6 +54,28 @@ def runtime_groups() -> dict[str, list[str]]:
 def copy_for(model: ModelCopies, engine: str) -> Path | None:
     """The copy of `model` that `engine` loads (None when the model has none)."""
     return getattr(model, ENGINES[engine].copy)
+
+
+def copy_size(path: Path) -> int:
+    """Bytes on disk of one copy (a SavedModel directory counts every file in it)."""
+    p = Path(path)
+    if p.is_dir():
+        return sum(q.stat().st_size for q in p.rglob("*") if q.is_file())
+    return p.stat().st_size
+
+
+def available_engines(engines: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(engines that can run here, {engine: why not} for the others).
+
+    An engine whose optional runtime is not installed (or whose precision this CPU lacks) is
+    listed as such in the results, never counted as a failure; only when nothing at all is
+    left to run is that an error, naming what to install."""
+    missing = {e: why for e in engines if (why := ENGINES[e].unavailable()) is not None}
+    runnable = [e for e in engines if e not in missing]
+    if not runnable:
+        raise DependencyError("no requested runtime can run here: " + "; ".join(
+            f"{e}: {why}" for e, why in missing.items()))
+    return runnable, missing
 
 
 def resolve_models(paths: Iterable[str | os.PathLike]) -> list[ModelCopies]:

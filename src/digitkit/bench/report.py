@@ -1,5 +1,6 @@
-"""What a bench run found: the cross-check, the ORT-against-TF comparison, the JSON record with
-its environment, the table and the plot.
+"""What a bench run found: the cross-check, the comparisons (ONNX Runtime against the best
+TensorFlow path and against the best fp32 peer), the JSON record with its environment, the
+tables and the plot.
 
 The cross-check applies `digitkit.predictors.compare.agreement`, the same rule export
 validation uses; the environment comes from `digitkit.environment`, like every other record.
@@ -16,19 +17,38 @@ import sys
 import numpy as np
 
 from digitkit.bench.config import FLOAT_AGREEMENT, INT8_AGREEMENT
-from digitkit.bench.plan import INT8_ENGINE, ORT_ENGINES, TF_ENGINES
-from digitkit.environment import cpu_model, library_versions
-from digitkit.predictors import ENGINES
+from digitkit.bench.plan import FP32_PEERS, ORT_ENGINES, TF_ENGINES
+from digitkit.environment import RECORDED_PACKAGES, cpu_model, library_versions
+from digitkit.predictors import ENGINES, regime_settings
 from digitkit.predictors.compare import agreement
 
 #: Preferred reference engines, best first: Keras is the source of every export; when it is
 #: not benchmarked, the float copies are the next-best reference.
-REFERENCE_ORDER = ("keras-predict", "tf-function", "tf-savedmodel", "onnxruntime")
+REFERENCE_ORDER = ("keras-predict", "tf-function", "tf-savedmodel", "onnxruntime", "openvino",
+                   "litert")
+#: The optional runtimes' distributions, named in the record beside the base ones.
+BENCH_PACKAGES = (*RECORDED_PACKAGES, "openvino", "ai-edge-litert")
 
 
 # ---------------------------------------------------------------------------- the record
 
-def environment(threads: int, ort_spinning: bool = False) -> dict:
+def ort_threads(threads: int, spinning: bool | None, batch_sizes) -> dict:
+    """What digitkit.predictors.ort.session_options sets, stated without importing ONNX
+    Runtime into this (orchestrating) process: per batch size when the regime decides."""
+    fixed = {"inter_op_num_threads": 1, "execution_mode": "sequential",
+             "graph_optimization_level": "all"}
+    if spinning is not None:
+        return {**fixed, "intra_op_num_threads": threads, "allow_spinning": spinning}
+    per = {b: regime_settings(b, threads) for b in batch_sizes}
+    out = {**fixed, "regime": f"digitkit.predictors.ort.regime_settings(batch, cores={threads})",
+           "per_batch": {str(b): {"intra_op_num_threads": s.threads, "allow_spinning": s.spinning}
+                         for b, s in per.items()}}
+    if len(set(per.values())) == 1:  # one setting for every batch size: state it plainly
+        out.update(next(iter(out["per_batch"].values())))
+    return out
+
+
+def environment(threads: int, ort_spinning: bool | None = None, batch_sizes=(1,)) -> dict:
     """The machine, the libraries and the thread settings every engine ran with."""
     try:
         import psutil
@@ -51,14 +71,16 @@ def environment(threads: int, ort_spinning: bool = False) -> dict:
         "memory_gb": mem_gb,
         "os": platform.platform(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "versions": library_versions(),
+        "versions": library_versions(BENCH_PACKAGES),
         "threads": {
             "bench_threads": threads,
-            # What digitkit.predictors.ort.session_options and .tf.configure_threads set,
-            # stated without importing either runtime into this (orchestrating) process.
-            "onnxruntime": {"intra_op_num_threads": threads, "inter_op_num_threads": 1,
-                            "execution_mode": "sequential", "graph_optimization_level": "all",
-                            "allow_spinning": ort_spinning},
+            # What the predictors set (digitkit.predictors.ort, .openvino, .litert, .tf),
+            # stated without importing any runtime into this (orchestrating) process.
+            "onnxruntime": ort_threads(threads, ort_spinning, batch_sizes),
+            "openvino": {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+                         "PERFORMANCE_HINT": "LATENCY",
+                         "INFERENCE_PRECISION_HINT": "f32 (openvino), bf16 (openvino-bf16)"},
+            "litert": {"num_threads": threads, "delegate": "XNNPACK (the default)"},
             "tensorflow": {"intra_op_parallelism_threads": threads,
                            "inter_op_parallelism_threads": 1},
         },
@@ -73,7 +95,7 @@ def new_record(config, command: str | None, inputs: str, check_images: int,
         "tool": "digitkit bench",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
-        "environment": environment(config.thread_count, config.ort_spinning),
+        "environment": environment(config.thread_count, config.ort_spinning, config.sizes),
         "settings": {
             "batch_sizes": config.sizes, "threads": config.thread_count,
             "warmup": config.warmup, "duration_s": config.timed_duration,
@@ -84,8 +106,9 @@ def new_record(config, command: str | None, inputs: str, check_images: int,
             "images_dir": [str(p) for p in config.images] if config.images else None,
             "images": image_count,
         },
-        "engines": {e.name: {"runtime": e.runtime, "copy": e.copy, "call": e.description}
-                    for e in ENGINES.values()},
+        "engines": {e.name: {"runtime": e.runtime, "copy": e.copy, "precision": e.precision,
+                             "call": e.description} for e in ENGINES.values()},
+        "unavailable": {},  # engine -> why it could not run here (not installed, no CPU support)
         "models": [],
     }
 
@@ -112,7 +135,7 @@ def cross_check(results: dict[str, dict], labels: np.ndarray | None) -> str | No
     for engine, r in results.items():
         probs = r.pop("probabilities")
         top1 = probs.argmax(axis=1)
-        threshold = INT8_AGREEMENT if engine == INT8_ENGINE else FLOAT_AGREEMENT
+        threshold = FLOAT_AGREEMENT if ENGINES[engine].precision == "fp32" else INT8_AGREEMENT
         check = {"reference": ref, "images": int(len(top1)), "threshold": threshold}
         if ref_probs is not None:
             a = agreement(probs, ref_probs)
@@ -138,15 +161,23 @@ def cross_check(results: dict[str, dict], labels: np.ndarray | None) -> str | No
     return ref
 
 
+def _best(results: dict, engines, i: int):
+    """(engine, its batch entry) with the highest throughput among `engines` that passed."""
+    ok = [(e, results[e]["per_batch"][i]) for e in engines
+          if e in results and results[e]["check"]["ok"]]
+    return max(ok, key=lambda t: t[1]["images_per_s"]) if ok else (None, None)
+
+
 def compare(results: dict[str, dict], batch_sizes: list[int]) -> list[dict]:
-    """Per batch size: each ONNX Runtime engine against the best TensorFlow path that passed."""
+    """Per batch size: each ONNX Runtime engine against the best TensorFlow path that passed
+    and against the best fp32 peer that passed (OpenVINO fp32, LiteRT, TensorFlow's paths);
+    a ratio is None where there is nothing to compare with."""
     rows = []
     for i, b in enumerate(batch_sizes):
-        tf_ok = [(e, results[e]["per_batch"][i]) for e in TF_ENGINES
-                 if e in results and results[e]["check"]["ok"]]
-        if not tf_ok:
+        tf_e, tf_b = _best(results, TF_ENGINES, i)
+        peer_e, peer_b = _best(results, FP32_PEERS, i)
+        if tf_e is None and peer_e is None:
             continue
-        best_e, best = max(tf_ok, key=lambda t: t[1]["images_per_s"])
         for e in ORT_ENGINES:
             if e not in results:
                 continue
@@ -154,135 +185,20 @@ def compare(results: dict[str, dict], batch_sizes: list[int]) -> list[dict]:
             rows.append({
                 "batch": b,
                 "engine": e,
-                "best_tf_engine": best_e,
-                "throughput_ratio": pb["images_per_s"] / best["images_per_s"],
-                "p50_latency_ratio": best["latency_ms"]["p50"] / pb["latency_ms"]["p50"],
+                "best_tf_engine": tf_e,
+                "throughput_ratio": pb["images_per_s"] / tf_b["images_per_s"] if tf_e else None,
+                "p50_latency_ratio": (tf_b["latency_ms"]["p50"] / pb["latency_ms"]["p50"]
+                                      if tf_e else None),
+                "best_fp32_peer": peer_e,
+                "peer_throughput_ratio": (pb["images_per_s"] / peer_b["images_per_s"]
+                                          if peer_e else None),
                 "flagged": not results[e]["check"]["ok"],
             })
     return rows
 
 
-# ---------------------------------------------------------------------------- the table
-
-def _fmt_rate(v: float) -> str:
-    return f"{v:,.0f}" if v >= 100 else f"{v:,.1f}"
-
-
-def _fmt_ms(v: float) -> str:
-    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
-
-
-def _align(rows: list[list[str]], left: int = 2) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for r in rows:
-        cells = [c.ljust(w) if i < left else c.rjust(w)
-                 for i, (c, w) in enumerate(zip(r, widths, strict=True))]
-        out.append("  ".join(cells).rstrip())
-    return "\n".join(out)
-
-
-def format_table(record: dict) -> str:
-    head = ["model", "engine", "batch", "images/s", "min ms", "p50 ms", "p90 ms", "p99 ms",
-            "max ms", "1st call ms", "load s", "1st inf ms", "peak MB", "top-1 agree"]
-    rows = [head]
-    for m in record["models"]:
-        for e, r in m["results"].items():
-            c = r["check"]
-            agree = "-" if c["top1_agreement"] is None else f"{100 * c['top1_agreement']:.2f}%"
-            if e == m["reference"]:
-                agree = "reference"
-            elif not c["ok"]:
-                agree += " FLAGGED"
-            for pb in r["per_batch"]:
-                lat = pb["latency_ms"]
-                rows.append([m["model"], e, str(pb["batch"]), _fmt_rate(pb["images_per_s"]),
-                             _fmt_ms(lat["min"]), _fmt_ms(lat["p50"]), _fmt_ms(lat["p90"]),
-                             _fmt_ms(lat["p99"]), _fmt_ms(lat["max"]),
-                             _fmt_ms(pb["first_call_ms"]), f"{r['load_s']:.2f}",
-                             _fmt_ms(r["first_inference_ms"]), f"{pb['peak_rss_mb']:.0f}",
-                             agree])
-    parts = [_align(rows)]
-
-    e2e_rows = [["model", "engine", "batch", "files", "images/s e2e", "preprocess ms/img",
-                 "inference ms/img", "preprocess share", "top-1 agree"]]
-    for m in record["models"]:
-        for e, r in m["results"].items():
-            for x in r.get("end_to_end") or []:
-                agree = x.get("top1_agreement")
-                e2e_rows.append([m["model"], e, str(x["batch"]), str(x["images"]),
-                                 _fmt_rate(x["images_per_s"]),
-                                 f"{x['preprocess_ms_per_image']:.4f}",
-                                 f"{x['inference_ms_per_image']:.4f}",
-                                 f"{100 * x['preprocess_s'] / x['total_s']:.0f}%",
-                                 "-" if agree is None else f"{100 * agree:.2f}%"])
-    if len(e2e_rows) > 1:
-        n = record["settings"]["images"]
-        parts.append(f"\nEnd to end over up to {n} image files (decode + preprocess, then "
-                     "infer; a pass stops after --duration):")
-        parts.append(_align(e2e_rows))
-
-    cmp_rows = [["model", "engine", "batch", "best TF path", "throughput x", "p50 latency x"]]
-    for m in record["models"]:
-        for c in m["comparison"]:
-            cmp_rows.append([m["model"], c["engine"] + (" (FLAGGED)" if c["flagged"] else ""),
-                             str(c["batch"]), c["best_tf_engine"],
-                             f"{c['throughput_ratio']:.2f}", f"{c['p50_latency_ratio']:.2f}"])
-    if len(cmp_rows) > 1:
-        parts.append("\nONNX Runtime against the best TensorFlow path (higher is better for ORT):")
-        parts.append(_align(cmp_rows, left=2))
-    flagged = [f"{m['model']}/{e}" for m in record["models"] for e, r in m["results"].items()
-               if not r["check"]["ok"]]
-    if flagged:
-        parts.append("\nFLAGGED (top-1 agreement below threshold; never counted as fastest): "
-                     + ", ".join(flagged))
-    return "\n".join(parts)
-
-
 def any_flagged(record: dict) -> bool:
     return any(not r["check"]["ok"] for m in record["models"] for r in m["results"].values())
-
-
-def save_plot(record: dict, path) -> None:
-    """Throughput against batch size, one line per engine, one panel per model (log-log)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullLocator
-
-    from digitkit.outputs import atomic_path
-
-    models = record["models"]
-    fig, axes = plt.subplots(1, len(models), figsize=(6.4 * len(models), 4.8), squeeze=False)
-    styles = {"onnxruntime": ("C0", "o"), "onnxruntime-int8": ("C1", "s"),
-              "tf-savedmodel": ("C2", "^"), "tf-function": ("C3", "v"),
-              "keras-predict": ("C4", "D")}
-    for ax, m in zip(axes[0], models, strict=True):
-        for e, r in m["results"].items():
-            color, marker = styles.get(e, (None, "x"))
-            xs = [pb["batch"] for pb in r["per_batch"]]
-            ys = [pb["images_per_s"] for pb in r["per_batch"]]
-            flagged = not r["check"]["ok"]
-            ax.plot(xs, ys, marker=marker, color=color, linestyle="--" if flagged else "-",
-                    label=e + (" (FLAGGED)" if flagged else ""))
-        ax.set_xscale("log", base=2)
-        sizes = record["settings"]["batch_sizes"]
-        ax.set_xticks(sizes, [str(b) for b in sizes])
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_yscale("log")
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("throughput (images/s)")
-        ax.set_title(m["model"])
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize="small")
-    env = record["environment"]
-    fig.suptitle(f"digitkit bench: {env['cpu']}, {record['settings']['threads']} threads",
-                 fontsize="medium")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
 
 
 def command_line(argv=None) -> str:

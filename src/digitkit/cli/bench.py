@@ -1,4 +1,4 @@
-"""`digitkit bench`: throughput and latency of ONNX Runtime against TensorFlow's paths."""
+"""`digitkit bench`: throughput, latency and accuracy of every runtime a model deploys to."""
 
 from __future__ import annotations
 
@@ -10,22 +10,24 @@ from digitkit.bench.config import (
     DEFAULT_DURATION,
     DEFAULT_ORT_SPINNING,
     DEFAULT_REPEAT,
+    DEFAULT_RUNTIMES,
     DEFAULT_WARMUP,
 )
+from digitkit.cli.conventions import convention_options, take_convention_flags
 
 
 @click.command("bench")
 @click.argument("models", nargs=-1, required=True, metavar="MODEL...")
 @click.option("--runtimes", default=None, metavar="LIST",
-              help="Comma-separated: onnxruntime, tensorflow, keras (groups), or single engines "
-                   "onnxruntime-int8, tf-savedmodel, tf-function, keras-predict. "
-                   "[default: every runtime whose model copy exists]")
+              help=f"Comma-separated runtime groups ({', '.join(DEFAULT_RUNTIMES)}) or single "
+                   "engines as the results name them (onnxruntime-int8, openvino-bf16, ...). "
+                   "[default: every runtime whose model copy exists and that is installed]")
 @click.option("--batch-sizes", default=None, metavar="LIST",
               help="Comma-separated batch sizes. "
                    f"[default: {','.join(map(str, DEFAULT_BATCH_SIZES))}]")
 @click.option("--threads", type=int, default=None,
-              help="Intra-op threads for every runtime alike. [default: CPUs this process may "
-                   "use]")
+              help="Threads for every runtime alike (ONNX Runtime's per batch size within "
+                   "them, as `digitkit infer` runs). [default: CPUs this process may use]")
 @click.option("--duration", type=float, default=None, metavar="S",
               help="Seconds of timed calls per runtime and batch size. "
                    f"[default: {DEFAULT_DURATION:g}]")
@@ -37,10 +39,10 @@ from digitkit.bench.config import (
               help="Run every runtime R times round robin and keep the best round per batch "
                    "size (steadier figures on a shared machine).")
 @click.option("--ort-spinning/--no-ort-spinning", default=DEFAULT_ORT_SPINNING,
-              show_default=True,
-              help="Let ONNX Runtime's idle threads busy-wait between ops (ORT's own default). "
-                   "Off by default because `digitkit infer` runs that way, and on a busy "
-                   "machine spinning threads steal the CPU the next op needs.")
+              help="Pin ONNX Runtime's spinning (idle threads busy-wait between ops) with "
+                   "--threads threads for every batch size. [default: "
+                   + ("threads and spinning per batch size, as `digitkit infer` runs them"
+                      if DEFAULT_ORT_SPINNING is None else str(DEFAULT_ORT_SPINNING)) + "]")
 @click.option("--images", "images", multiple=True, type=click.Path(path_type=str),
               metavar="DIR", help="Also measure end to end over these image files or folders "
                                   "(decode and preprocess, then infer). Repeatable.")
@@ -54,13 +56,21 @@ from digitkit.bench.config import (
 @click.option("--plot", "plot_out", default=None, type=click.Path(path_type=str),
               metavar="OUT.png", help="Write a PNG of throughput against batch size.")
 @click.option("--force", is_flag=True, help="Overwrite existing --json/--plot files.")
+@convention_options
 def command(json_out, plot_out, force, **opts):
     """Benchmark MODEL (an export directory, or its individual files) on every runtime.
 
     \b
     Each runtime runs in its own process with the same threads and the same MNIST test
-    images; results are cross-checked (top-1 agreement with the Keras reference) and a
+    images; every row states its precision, size, load time and accuracy on the test
+    images. Results are cross-checked (top-1 agreement with the Keras reference) and a
     runtime that disagrees is flagged, not crowned. Exit status 4 when one is flagged.
+    OpenVINO and LiteRT need pip install 'digitkit[runtimes]'; without it their rows
+    say "not installed".
+
+    \b
+    A model file made elsewhere runs through digitkit's adapter, its input convention
+    detected on MNIST test images (said once on stderr) or declared with --input-*.
     """
     import sys
 
@@ -73,6 +83,7 @@ def command(json_out, plot_out, force, **opts):
     for out in (json_out, plot_out):
         if out is not None:
             guard_output(out, force)
+    flags = take_convention_flags(opts)
     config = bench.BenchConfig(**dict(opts, images=opts["images"] or None))
 
     def progress(msg):
@@ -84,7 +95,7 @@ def command(json_out, plot_out, force, **opts):
     argv = (sys.argv if sys.argv and "digitkit" in sys.argv[0]
             else ["digitkit", "bench", *opts["models"]])
     record = bench.run_bench(config, progress=progress, warn=warn,
-                             command=bench.command_line(argv))
+                             command=bench.command_line(argv), conventions=flags)
     click.echo(bench.format_table(record))
     if json_out:
         write_json_atomic(json_out, record)

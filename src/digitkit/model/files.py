@@ -18,12 +18,14 @@ ONNX = "onnx"
 SAVEDMODEL = "savedmodel"
 KERAS_H5 = "keras-h5"  # HDF5, written by Keras 3 or legacy tf.keras
 KERAS_V3 = "keras"  # the .keras zip of Keras 3
+TFLITE = "tflite"  # a LiteRT (TensorFlow Lite) flatbuffer
 
 #: kind -> the runtime family that loads it
 RUNTIME_OF = {ONNX: "onnxruntime", SAVEDMODEL: "tensorflow", KERAS_H5: "tensorflow",
-              KERAS_V3: "tensorflow"}
-_SUFFIX_KIND = {".onnx": ONNX, ".h5": KERAS_H5, ".hdf5": KERAS_H5, ".keras": KERAS_V3}
-EXPECTED = ".onnx, .h5, .keras or a SavedModel directory"
+              KERAS_V3: "tensorflow", TFLITE: "litert"}
+_SUFFIX_KIND = {".onnx": ONNX, ".h5": KERAS_H5, ".hdf5": KERAS_H5, ".keras": KERAS_V3,
+                ".tflite": TFLITE}
+EXPECTED = ".onnx, .h5, .keras, .tflite or a SavedModel directory"
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -33,6 +35,7 @@ SOURCE_COPY = "model.h5"
 SAVEDMODEL_DIR = "saved_model"
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
+TFLITE_FILE = "model.tflite"
 MANIFEST = "export.json"
 FAILED_SUFFIX = ".FAILED"
 
@@ -109,9 +112,10 @@ class ModelCopies:
     saved_model: Path | None = None
     onnx: Path | None = None
     onnx_int8: Path | None = None
+    tflite: Path | None = None
     manifest: dict = field(default_factory=dict)
 
-    COPIES = ("keras", "saved_model", "onnx", "onnx_int8")
+    COPIES = ("keras", "saved_model", "onnx", "onnx_int8", "tflite")
 
     def any(self) -> bool:
         return any(getattr(self, c) is not None for c in self.COPIES)
@@ -122,6 +126,8 @@ class ModelCopies:
             self._set("onnx_int8" if is_int8_onnx(model.path) else "onnx", model.path)
         elif model.kind == SAVEDMODEL:
             self._set("saved_model", model.path)
+        elif model.kind == TFLITE:
+            self._set("tflite", model.path)
         else:
             self._set("keras", model.path)
 
@@ -141,12 +147,12 @@ def is_export_dir(path: str | os.PathLike) -> bool:
 
 def read_export_dir(path: str | os.PathLike) -> ModelCopies:
     """The copies in an export directory (model.h5 or model.keras, saved_model/, model.onnx,
-    model.int8.onnx) and its manifest; ModelError when it holds none."""
+    model.int8.onnx, model.tflite) and its manifest; ModelError when it holds none."""
     p = Path(path)
     m = ModelCopies(name=p.resolve().name)
     for name, attr in ((SOURCE_COPY, "keras"), ("model.keras", "keras"),
                        (SAVEDMODEL_DIR, "saved_model"), (ONNX_FILE, "onnx"),
-                       (INT8_FILE, "onnx_int8")):
+                       (INT8_FILE, "onnx_int8"), (TFLITE_FILE, "tflite")):
         if (p / name).exists():
             m._set(attr, p / name)
     manifest = p / MANIFEST
@@ -157,5 +163,5 @@ def read_export_dir(path: str | os.PathLike) -> ModelCopies:
             m.manifest = {}
     if not m.any():
         raise ModelError(f"{p}: no model copy found (expected {SOURCE_COPY}, {SAVEDMODEL_DIR}/, "
-                         f"{ONNX_FILE} or {INT8_FILE})")
+                         f"{ONNX_FILE}, {INT8_FILE} or {TFLITE_FILE})")
     return m

@@ -9,15 +9,26 @@ validation open the same predictors. Adding a runtime is one row here and one pr
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from digitkit.errors import ModelError, UsageError
-from digitkit.model.files import ONNX, SAVEDMODEL, identify
-from digitkit.predictors.ort import DEFAULT_SETTINGS, OnnxPredictor, OrtSettings
+from digitkit.model.files import ONNX, SAVEDMODEL, TFLITE, identify
+from digitkit.predictors.ort import (
+    DEFAULT_SETTINGS,
+    OnnxPredictor,
+    OrtSettings,
+    RegimeOnnxPredictor,
+    regime_settings,
+)
 
 RUNTIMES = ("onnxruntime", "tensorflow")
+
+
+#: The extra that brings the optional runtimes (OpenVINO, LiteRT).
+RUNTIMES_EXTRA = "runtimes"
 
 
 @dataclass(frozen=True)
@@ -28,11 +39,52 @@ class Engine:
     runtime: str  # the user-facing runtime group (bench --runtimes)
     copy: str  # which ModelCopies attribute it loads
     description: str
-    open: Callable  # (path, threads, spinning) -> predictor
+    open: Callable  # (path, threads, spinning) -> predictor; spinning None: per regime
+    precision: str = "fp32"  # the arithmetic it runs in: fp32, bf16, int8
+    requires: str | None = None  # a module of an optional extra it cannot run without
+    needs_cpu: str | None = None  # a precision this CPU must run natively
+
+    def unavailable(self) -> str | None:
+        """Why this engine cannot run here (not installed, no such CPU support), or None.
+
+        Cheap: finds the module without importing it, except for a CPU capability, which
+        asks the runtime itself."""
+        if self.requires is not None:
+            try:
+                found = importlib.util.find_spec(self.requires) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                return f"not installed: pip install 'digitkit[{RUNTIMES_EXTRA}]'"
+        if self.needs_cpu is not None:
+            from digitkit.predictors.openvino import cpu_supports
+
+            if not cpu_supports(self.needs_cpu):
+                return f"this CPU has no native {self.needs_cpu}"
+        return None
 
 
 def _ort(path, threads, spinning):
+    # spinning None: the settings follow the batch size (regime_settings), as in `infer`;
+    # an explicit value pins one configuration for every batch size.
+    if spinning is None:
+        return RegimeOnnxPredictor(path, cores=threads)
     return OnnxPredictor(path, OrtSettings(threads, spinning))
+
+
+def _openvino(precision):
+    def open_(path, threads, spinning):
+        from digitkit.predictors.openvino import OpenVinoPredictor
+
+        return OpenVinoPredictor(path, threads, precision)
+
+    return open_
+
+
+def _litert(path, threads, spinning):
+    from digitkit.predictors.litert import LiteRTPredictor
+
+    return LiteRTPredictor(path, threads)
 
 
 def _savedmodel(path, threads, spinning):
@@ -52,9 +104,18 @@ def _keras(mode):
 
 ENGINES = {e.name: e for e in (
     Engine("onnxruntime", "onnxruntime", "onnx",
-           "ONNX Runtime InferenceSession.run, float model", _ort),
+           "ONNX Runtime InferenceSession.run, float model, threads per regime", _ort),
     Engine("onnxruntime-int8", "onnxruntime", "onnx_int8",
-           "ONNX Runtime InferenceSession.run, int8", _ort),
+           "ONNX Runtime InferenceSession.run, int8 (QDQ) model", _ort, precision="int8"),
+    Engine("openvino", "openvino", "onnx",
+           "OpenVINO CPU plugin on the ONNX copy, INFERENCE_PRECISION_HINT f32",
+           _openvino("fp32"), requires="openvino"),
+    Engine("openvino-bf16", "openvino", "onnx",
+           "OpenVINO CPU plugin on the ONNX copy, bf16 (its default where the CPU has it)",
+           _openvino("bf16"), precision="bf16", requires="openvino", needs_cpu="bf16"),
+    Engine("litert", "litert", "tflite",
+           "LiteRT (ai-edge-litert) interpreter with XNNPACK on the .tflite copy", _litert,
+           requires="ai_edge_litert"),
     Engine("tf-savedmodel", "tensorflow", "saved_model",
            "SavedModel signature 'serving_default'", _savedmodel),
     Engine("tf-function", "keras", "keras",
@@ -65,7 +126,7 @@ ENGINES = {e.name: e for e in (
 
 
 def open_engine(engine: str, path: str | os.PathLike, threads: int | None = None,
-                spinning: bool = False):
+                spinning: bool | None = False):
     """The predictor of one ENGINES row on `path`."""
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
@@ -84,6 +145,10 @@ def open_predictor(model_path: str | os.PathLike, runtime: str | None = None,
         raise UsageError(f"{model.path}: a {kind} runs on {model.runtime}, not {runtime}")
     if model.kind == ONNX:
         return OnnxPredictor(model.path, settings)
+    if model.kind == TFLITE:
+        from digitkit.predictors.litert import LiteRTPredictor
+
+        return LiteRTPredictor(model.path, settings.threads)
     from digitkit.predictors.tf import KerasPredictor, SavedModelPredictor
 
     if model.kind == SAVEDMODEL:
@@ -92,4 +157,4 @@ def open_predictor(model_path: str | os.PathLike, runtime: str | None = None,
 
 
 __all__ = ["ENGINES", "RUNTIMES", "Engine", "ModelError", "OnnxPredictor", "OrtSettings",
-           "open_engine", "open_predictor"]
+           "RegimeOnnxPredictor", "open_engine", "open_predictor", "regime_settings"]

@@ -2,7 +2,9 @@
 
 Export validation, quantization checks, `infer` (main process and every worker), the Ray
 actors and `bench` all open their sessions through `open_session`, so a figure `bench`
-reports is a configuration `infer` runs.
+reports is a configuration `infer` runs. How many threads a session gets, and whether they
+spin, is decided per regime (batch size and cores) by `regime_settings`, the one rule both
+`bench` and `infer` follow.
 """
 
 from __future__ import annotations
@@ -32,6 +34,35 @@ class OrtSettings:
 
 
 DEFAULT_SETTINGS = OrtSettings()
+
+#: Largest batch whose sessions spin on a multi-core machine (see regime_settings).
+SPIN_MAX_BATCH = 8
+
+
+def regime_settings(batch: int, cores: int) -> OrtSettings:
+    """The session settings for running batches of `batch` images on `cores` cores.
+
+    The one rule for both `bench` (its ONNX Runtime engines, `cores` = --threads) and `infer`
+    (each worker runs batch-sized chunks on one core: `cores` = 1; an in-process run gets
+    every usable core). Measured on this project's 2-core AMD EPYC (Zen 4) with
+    benchmarks/bench_ort_regimes.py, default CNN and seed MLP, batch 1, 8, 32 and 512, both
+    in quiet windows and under other processes' load (BENCHMARKS.md, "ONNX Runtime per
+    regime"):
+    - one core: one thread. Spinning changes nothing: a one-thread session has no pool.
+    - several cores: all of them. Batches up to SPIN_MAX_BATCH spin: a spinning pool thread
+      takes the next small op without a futex wake-up, 1.8x the throughput at batch 1 and
+      1.4x at 8 on a quiet machine (CNN: 23,000 against 12,500 images/s at batch 1).
+      Larger batches do not: their ops are long enough that the wake-up is a few per cent
+      (quiet: +9-15 % with spinning at 32 and 512), while on a machine whose cores other
+      processes use, spinning threads steal the core the next op needs (CNN at 32: 7,500
+      images/s spinning against 22,200 not). Batches 9-31 were not measured and take the
+      safe side.
+    More than two cores were not measured: all of them are used, as ORT would by itself.
+    """
+    cores = max(1, int(cores))
+    if cores == 1:
+        return OrtSettings(threads=1, spinning=False)
+    return OrtSettings(threads=cores, spinning=batch <= SPIN_MAX_BATCH)
 
 
 def session_options(settings: OrtSettings = DEFAULT_SETTINGS):
@@ -119,6 +150,7 @@ class OnnxPredictor:
                              f"{len(inputs)}: {', '.join(i.name for i in inputs)}")
         names = [o.name for o in outputs]
         self._output = OUTPUT_NAME if OUTPUT_NAME in names else names[0]
+        self._output_list = [self._output]
         self._input = inputs[0].name
         self._input_shape = _static_feature_shape(inputs[0].shape)
         self._session = session
@@ -131,12 +163,16 @@ class OnnxPredictor:
         return dict(zip(self.output_names, values, strict=True))
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        self.load()
-        out = self._session.run([self._output], {self._input: self._fit(pixels)})[0]
-        return out.astype(np.float32, copy=False)
+        # The hot path of bench and infer: at batch 1 a small model runs in ~7 us, so every
+        # conversion skipped when the input is already right is measurable.
+        if self._session is None:
+            self.load()
+        out = self._session.run(self._output_list, {self._input: self._fit(pixels)})[0]
+        return out if out.dtype == np.float32 else out.astype(np.float32)
 
     def _fit(self, pixels) -> np.ndarray:
-        x = np.asarray(pixels, dtype=np.float32)
+        x = pixels if (type(pixels) is np.ndarray and pixels.dtype == np.float32) \
+            else np.asarray(pixels, dtype=np.float32)
         if self._input_shape is not None and self._input_shape != x.shape[1:]:
             # Accept exports that flatten (N, 784) or add a channel (N, 28, 28, 1).
             x = x.reshape((len(x),) + self._input_shape)
@@ -148,3 +184,49 @@ def _static_feature_shape(shape) -> tuple | None:
     if all(isinstance(d, int) and d > 0 for d in dims) and int(np.prod(dims)) == 784:
         return dims
     return None
+
+
+class RegimeOnnxPredictor:
+    """An ONNX model whose session settings follow the batch size: `regime_settings(len(x),
+    cores)` for every call, one session per distinct settings (opened on first use, kept).
+    What `bench` times for ONNX Runtime and what `infer` runs in-process."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, model_path: str | os.PathLike, cores: int | None = None):
+        from digitkit.environment import usable_cpus
+
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise ModelError(f"{self.model_path}: no such model file")
+        self.cores = cores or usable_cpus()
+        self._predictors: dict[OrtSettings, OnnxPredictor] = {}
+
+    def for_batch(self, batch: int) -> OnnxPredictor:
+        settings = regime_settings(batch, self.cores)
+        predictor = self._predictors.get(settings)
+        if predictor is None:
+            predictor = self._predictors[settings] = OnnxPredictor(self.model_path, settings)
+        return predictor.load()
+
+    def load(self):
+        self.for_batch(1)
+        return self
+
+    @property
+    def session(self):
+        return self.for_batch(1).session
+
+    @property
+    def input_names(self) -> list[str]:
+        return self.for_batch(1).input_names
+
+    @property
+    def output_names(self) -> list[str]:
+        return self.for_batch(1).output_names
+
+    def outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        return self.for_batch(len(pixels)).outputs(pixels)
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        return self.for_batch(len(pixels)).predict(pixels)

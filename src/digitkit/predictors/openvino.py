@@ -1,0 +1,115 @@
+"""OpenVINO: the usual pick for CPU inference, reading the same ONNX copy ONNX Runtime runs.
+
+Precision is always stated, never left to the plugin: OpenVINO's CPU plugin silently runs
+float models in bf16 on CPUs that have it (AVX512-BF16, AMX), which is faster and is not
+fp32. `PRECISIONS` maps digitkit's names to OpenVINO's INFERENCE_PRECISION_HINT; the fp32
+engine asks for f32 explicitly and the reduced-precision one is a separate, labelled engine.
+
+Threads and streams follow the bench thread count: one stream (calls come one at a time, so
+more streams would only split the threads) using `threads` threads, like ONNX Runtime's
+intra-op pool and TensorFlow's.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from digitkit.environment import usable_cpus
+from digitkit.errors import ModelError, missing_extra, one_line
+from digitkit.model.contract import OUTPUT_NAME
+
+#: digitkit precision name -> OpenVINO inference precision and the CPU capability it needs.
+PRECISIONS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16")}
+
+
+def import_openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise missing_extra("the OpenVINO runtime", "runtimes") from None
+    return openvino
+
+
+def runtime_version() -> str:
+    return f"openvino {import_openvino().__version__.split('-')[0]}"
+
+
+def cpu_supports(precision: str) -> bool:
+    """Whether this CPU runs `precision` natively (OpenVINO's own capability list)."""
+    ov = import_openvino()
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return PRECISIONS[precision][1] in caps
+
+
+class OpenVinoPredictor:
+    """`.predict(pixels) -> probabilities` on OpenVINO's CPU plugin, from an ONNX file."""
+
+    runtime = "openvino"
+
+    def __init__(self, model_path: str | os.PathLike, threads: int | None = None,
+                 precision: str = "fp32"):
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise ModelError(f"{self.model_path}: no such model file")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}")
+        self.threads = threads or usable_cpus()
+        self.precision = precision
+        self._request = None
+
+    def config(self) -> dict:
+        """The compile-time properties, all stated (see the module docstring)."""
+        return {"INFERENCE_PRECISION_HINT": PRECISIONS[self.precision][0],
+                "INFERENCE_NUM_THREADS": int(self.threads), "NUM_STREAMS": 1,
+                "PERFORMANCE_HINT": "LATENCY"}
+
+    def load(self):
+        if self._request is not None:
+            return self
+        ov = import_openvino()
+        core = ov.Core()
+        if self.precision != "fp32" and not cpu_supports(self.precision):
+            raise ModelError(f"this CPU has no native {self.precision} (OpenVINO reports "
+                             f"{', '.join(core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))})")
+        try:
+            model = core.read_model(str(self.model_path))
+            compiled = core.compile_model(model, "CPU", self.config())
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError for most things
+            raise ModelError(f"{self.model_path}: not a model OpenVINO can run "
+                             f"({one_line(e)})") from None
+        if len(compiled.inputs) != 1:
+            raise ModelError(f"{self.model_path}: expected one input, the model has "
+                             f"{len(compiled.inputs)}")
+        self._shape = _feature_shape(compiled.inputs[0].get_partial_shape())
+        self._names = [next(iter(o.get_names()), f"output_{i}")
+                       for i, o in enumerate(compiled.outputs)]
+        self._request = compiled.create_infer_request()
+        return self
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.load()._names)
+
+    def outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        self.load()
+        x = np.ascontiguousarray(pixels, dtype=np.float32)
+        if self._shape is not None and x.shape[1:] != self._shape:
+            x = x.reshape((len(x), *self._shape))
+        result = self._request.infer({0: x})
+        # Copies: the request owns its output buffers and reuses them on the next call.
+        return {name: np.array(result[i], dtype=np.float32)
+                for i, name in enumerate(self._names)}
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        out = self.outputs(pixels)
+        return out[OUTPUT_NAME] if OUTPUT_NAME in out else next(iter(out.values()))
+
+
+def _feature_shape(partial_shape) -> tuple | None:
+    dims = [d.get_length() if d.is_static else None for d in list(partial_shape)[1:]]
+    if all(dims) and int(np.prod(dims)) == 784:
+        return tuple(dims)
+    return None

@@ -1,0 +1,62 @@
+"""digitkit.predictors.openvino: OpenVINO on the ONNX copy, precision always stated."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from digitkit.errors import DependencyError, ModelError
+from digitkit.predictors import ENGINES
+from digitkit.predictors.openvino import OpenVinoPredictor, cpu_supports, import_openvino
+from digitkit.predictors.ort import OnnxPredictor
+
+pytest.importorskip("openvino", reason="the 'runtimes' extra is not installed")
+
+
+def test_fp32_matches_onnx_runtime_and_says_so(export_dir, mnist_test):
+    x = mnist_test[0][:50].astype(np.float32)
+    ref = OnnxPredictor(export_dir / "model.onnx").predict(x)
+    p = OpenVinoPredictor(export_dir / "model.onnx", threads=1)
+    # fp32 asked for explicitly: the plugin's own default is bf16 on CPUs that have it.
+    assert p.config() == {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1,
+                          "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    for n in (1, 7, 50):
+        out = p.predict(x[:n])
+        assert out.shape == (n, 10) and out.dtype == np.float32
+        assert np.abs(out - ref[:n]).max() < 1e-5
+    assert p.output_names == ["probabilities"]
+    compiled = p._request.get_compiled_model()
+    assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+
+
+def test_bf16_is_its_own_labelled_engine(export_dir, mnist_test):
+    engine = ENGINES["openvino-bf16"]
+    assert engine.precision == "bf16" and ENGINES["openvino"].precision == "fp32"
+    if not cpu_supports("bf16"):
+        assert engine.unavailable() == "this CPU has no native bf16"
+        with pytest.raises(ModelError, match="no native bf16"):
+            OpenVinoPredictor(export_dir / "model.onnx", 1, "bf16").load()
+        return
+    x = mnist_test[0][:200].astype(np.float32)
+    ref = OnnxPredictor(export_dir / "model.onnx").predict(x)
+    out = OpenVinoPredictor(export_dir / "model.onnx", 1, "bf16").predict(x)
+    diff = np.abs(out - ref).max()
+    assert 1e-5 < diff < 0.1  # really reduced precision, and still the same model
+    assert np.mean(out.argmax(1) == ref.argmax(1)) >= 0.98
+
+
+def test_errors(tmp_path, monkeypatch):
+    with pytest.raises(ModelError, match="no such model file"):
+        OpenVinoPredictor(tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(ModelError, match="not a model OpenVINO can run"):
+        OpenVinoPredictor(bad).load()
+    with pytest.raises(ValueError, match="unknown precision"):
+        OpenVinoPredictor(bad, precision="fp8")
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(DependencyError, match=r"pip install 'digitkit\[runtimes\]'"):
+        import_openvino()
+    assert ENGINES["openvino"].unavailable() == "not installed: pip install 'digitkit[runtimes]'"

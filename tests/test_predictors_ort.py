@@ -1,0 +1,56 @@
+"""digitkit.predictors.ort: the per-regime ONNX Runtime settings, the one rule that bench and
+infer both follow."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from digitkit.predictors import open_engine
+from digitkit.predictors import ort as ort_predictors
+from digitkit.predictors.ort import OrtSettings, RegimeOnnxPredictor, regime_settings
+
+
+def test_regime_is_what_was_measured():
+    for batch in (1, 8, 32, 512, 2048):
+        # One core (each infer worker): one thread, nothing to spin.
+        assert regime_settings(batch, 1) == OrtSettings(threads=1, spinning=False)
+        # Two cores (this machine, bench's default): both; small batches spin.
+        assert regime_settings(batch, 2) == OrtSettings(threads=2, spinning=batch <= 8)
+    assert regime_settings(1, 0).threads == 1  # never fewer than one thread
+    assert regime_settings(32, 16).threads == 16
+
+
+def test_infer_and_bench_take_ort_settings_from_one_function(linear_onnx, monkeypatch):
+    """Whatever regime_settings says is what a bench engine and infer's sessions run with:
+    a changed rule changes both."""
+    from digitkit.infer import local
+    from digitkit.infer.spec import DEFAULT_BATCH_SIZE
+
+    # infer: each worker runs batch-sized chunks on one core.
+    assert local._WORKER_ORT == regime_settings(DEFAULT_BATCH_SIZE, cores=1)
+    # bench: the ONNX Runtime engine asks the function at every batch size.
+    seen = []
+
+    def rule(batch, cores):
+        seen.append((batch, cores))
+        return OrtSettings(threads=1, spinning=batch > 4)
+
+    monkeypatch.setattr(ort_predictors, "regime_settings", rule)
+    p = open_engine("onnxruntime", linear_onnx, threads=2, spinning=None)
+    assert isinstance(p, RegimeOnnxPredictor)
+    assert p.predict(np.zeros((3, 28, 28), np.float32)).shape == (3, 10)
+    assert p.predict(np.zeros((8, 28, 28), np.float32)).shape == (8, 10)
+    assert (3, 2) in seen and (8, 2) in seen
+    assert {s.spinning for s in p._predictors} == {False, True}  # one session per setting
+
+
+def test_regime_predictor_matches_a_plain_session(linear_onnx, mnist_test):
+    x = mnist_test[0][:40].astype(np.float32)
+    plain = ort_predictors.OnnxPredictor(linear_onnx).predict(x)
+    p = RegimeOnnxPredictor(linear_onnx, cores=2).load()
+    np.testing.assert_array_equal(p.predict(x), plain)
+    assert p.input_names == ["pixels"] and p.output_names == ["probabilities"]
+    assert set(p.outputs(x[:2])) == {"probabilities"}
+    with pytest.raises(Exception, match="no such model file"):
+        RegimeOnnxPredictor(linear_onnx.parent / "missing.onnx")
