@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from digitkit.errors import UsageError
 from digitkit.architectures import ARCHITECTURES, build_model
+from digitkit.errors import UsageError
 from digitkit.model.contract import INPUT_NAME, OUTPUT_NAME
 
 

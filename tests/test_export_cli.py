@@ -36,7 +36,7 @@ def test_bad_options_are_usage_errors(src_h5):
     assert run_cli("export", src_h5, "--opset", "9").exit_code == 2
     assert run_cli("export", src_h5, "--format", "savedmodel", "--quantize",
                    "int8").exit_code == 2
-    assert run_cli("export", src_h5, "--format", "tflite").exit_code == 2
+    assert run_cli("export", src_h5, "--format", "coreml").exit_code == 2  # not a format
 
 
 def test_view_needs_the_onnx_copy(src_h5):
@@ -73,4 +73,6 @@ def test_help_reads_the_library_defaults():
     assert f"[default: {DEFAULT_ATOL}]" in text
     assert f"[default: {DEFAULT_N_IMAGES}]" in text
     assert f"[default: {DEFAULT_MAX_ACCURACY_DROP}]" in text
-    assert "[onnx|savedmodel|all]" in text
+    from digitkit.export.config import FORMAT_CHOICES
+
+    assert f"[{'|'.join(FORMAT_CHOICES)}]" in text  # the choices come from the format table

@@ -20,19 +20,21 @@ from digitkit.export.config import (
 
 def test_defaults_and_format_normalisation():
     cfg = ExportConfig()
-    assert cfg.formats == ("savedmodel", "onnx") and cfg.quantize is None
+    assert cfg.formats == ("savedmodel", "onnx", "tflite") and cfg.quantize is None
     assert MIN_OPSET <= cfg.opset == DEFAULT_OPSET <= MAX_OPSET
     assert cfg.atol == 1e-5 and cfg.n_images == 1000 and cfg.max_accuracy_drop == 1.0
-    assert ExportConfig(formats="all").formats == ("savedmodel", "onnx")
+    assert ExportConfig(formats="all").formats == ("savedmodel", "onnx", "tflite")
     assert ExportConfig(formats=("onnx", "savedmodel")).formats == ("savedmodel", "onnx")
     assert ExportConfig(formats="onnx", quantize="int8").formats == ("onnx",)
-    assert FORMAT_CHOICES == ("onnx", "savedmodel", "all")
+    assert ExportConfig(formats="tflite").formats == ("tflite",)
+    assert FORMAT_CHOICES == ("onnx", "savedmodel", "tflite", "all")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.opset = 18
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"formats": "tflite"}, "unknown export format 'tflite'; choose from onnx, savedmodel, all"),
+    ({"formats": "coreml"},
+     "unknown export format 'coreml'; choose from onnx, savedmodel, tflite, all"),
     ({"formats": ()}, "no export format given"),
     ({"opset": 9}, "--opset 9 is outside tf2onnx 1.17's range 13..18"),
     ({"atol": -1.0}, "--atol must be >= 0"),

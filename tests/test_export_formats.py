@@ -21,10 +21,11 @@ from digitkit.model import files as mf
 
 
 def test_the_table_drives_names_files_and_order():
-    assert FORMATS == ("savedmodel", "onnx")
+    assert FORMATS == ("savedmodel", "onnx", "tflite")
     assert QUANTIZE_CHOICES == {"int8": "onnx-int8"}
     assert {name: f.file for name, f in EXPORT_FORMATS.items()} == {
-        "savedmodel": mf.SAVEDMODEL_DIR, "onnx": mf.ONNX_FILE, "onnx-int8": mf.INT8_FILE}
+        "savedmodel": mf.SAVEDMODEL_DIR, "onnx": mf.ONNX_FILE, "onnx-int8": mf.INT8_FILE,
+        "tflite": mf.TFLITE_FILE}
     names = list(EXPORT_FORMATS)
     for f in EXPORT_FORMATS.values():
         assert callable(f.build) and callable(f.validate)

@@ -31,12 +31,12 @@ def test_default_layout_and_manifest(export_dir, seed_mlp_h5):
     cfg = manifest["config"]
     assert cfg["opset"] == 17 and cfg["atol"] == 1e-5 and cfg["versions"]["onnxruntime"]
     arts = manifest["artifacts"]
-    assert set(arts) == {"keras", "savedmodel", "onnx", "onnx-int8"}
+    assert set(arts) == {"keras", "savedmodel", "onnx", "onnx-int8", "tflite"}
     for rec in arts.values():
         p = out / rec["path"]
         assert rec["sha256"] == (sha256_tree(p) if p.is_dir() else sha256_file(p))
         assert rec["size_bytes"] > 0
-    for fmt in ("savedmodel", "onnx"):
+    for fmt in ("savedmodel", "onnx", "tflite"):
         v = arts[fmt]["validation"]
         assert v["status"] == "passed"
         assert v["max_abs_diff"] <= 1e-5
@@ -57,7 +57,7 @@ def test_manifest_keys_are_stable(export_dir):
     assert list(manifest) == ["digitkit_version", "created", "status", "export_dir", "source",
                               "model", "config", "artifacts", "seconds"]
     assert list(manifest["config"]) == [
-        "formats", "opset", "atol", "source_sha256", "quantize", "max_accuracy_drop_points",
+        "formats", "opset", "atol", "rtol", "source_sha256", "quantize", "max_accuracy_drop_points",
         "validation_images", "data_source", "versions"]
     assert list(manifest["config"]["versions"])[:2] == ["python", "digitkit"]
     arts = manifest["artifacts"]
@@ -78,7 +78,8 @@ def test_a_copy_that_was_never_built_is_listed(tmp_path):
 
 
 def test_impossible_atol_fails_and_moves_copy_aside(src_h5, mnist_dir):
-    result = run_cli("export", src_h5, "--format", "onnx", "--atol", "0", "--data", mnist_dir)
+    result = run_cli("export", src_h5, "--format", "onnx", "--atol", "0", "--rtol", "0",
+                     "--data", mnist_dir)
     out = src_h5.parent / "export"
     manifest = json.loads((out / "export.json").read_text())
     onnx_rec = manifest["artifacts"]["onnx"]

@@ -20,7 +20,7 @@ def test_validate_export_dir_on_its_own(export_dir, mnist_dir):
     from digitkit.export import validate_export_dir
 
     results = validate_export_dir(export_dir, data=mnist_dir, n_images=100)
-    assert [r.artifact for r in results] == ["savedmodel", "onnx"]
+    assert [r.artifact for r in results] == ["savedmodel", "onnx", "tflite"]
     assert all(r.ok for r in results)
 
 

@@ -169,3 +169,23 @@ def test_view_module_has_no_tensorflow_import():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).parent)
     assert out.stdout.strip() == "False"
+
+
+def test_view_says_what_convention_a_foreign_model_has(zoo, seed_mlp_h5, tmp_path,
+                                                      monkeypatch):
+    """Cheaply (no runtime, no data): what the flags declare, what an adapted ONNX records,
+    or that a model is not digitkit's contract; nothing for digitkit's own models."""
+    from digitkit.model.conventions import ConventionFlags, InputConvention
+    from digitkit.predictors.sources import adapted_onnx
+    from digitkit.view import convention_note
+
+    monkeypatch.setenv("DIGITKIT_CACHE", str(tmp_path / "cache"))
+    nchw = zoo.path("nchw-onnx-unit")
+    assert convention_note(seed_mlp_h5) is None
+    assert "made elsewhere" in convention_note(nchw) and "--input-scale" in convention_note(nchw)
+    declared = convention_note(nchw, ConventionFlags(scale="unit", outputs="logits"))
+    assert declared == "nchw_unit.onnx: declared input convention (N,1,28,28) /255, logits " \
+                       "(softmax added)"
+    adapted = adapted_onnx(nchw, InputConvention(layout="NCHW", scale="unit", outputs="logits"))
+    assert convention_note(adapted).endswith("the source's input convention: (N,1,28,28) "
+                                             "/255, logits (softmax added)")

@@ -14,8 +14,8 @@ import time
 import webbrowser
 from pathlib import Path
 
-from digitkit.errors import DigitkitError
-from digitkit.model.files import SAVEDMODEL, identify
+from digitkit.errors import DependencyError, DigitkitError
+from digitkit.model.files import KERAS_H5, KERAS_V3, ONNX, SAVEDMODEL, identify
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -24,6 +24,39 @@ def resolve_viewable(path: str | os.PathLike) -> Path:
     """The file Netron should open for `path` (a SavedModel directory means its saved_model.pb)."""
     model = identify(path)
     return model.path / "saved_model.pb" if model.kind == SAVEDMODEL else model.path
+
+
+def convention_note(path: str | os.PathLike, flags=None) -> str | None:
+    """What `view` says about a model made elsewhere, cheaply (no runtime, no data): the input
+    convention the flags declare (digitkit.model.conventions.ConventionFlags), or the one an
+    adapted ONNX records in its metadata, or that it is not digitkit's contract. None for
+    digitkit's own models (nothing to say)."""
+    from digitkit.model.conventions import DECLARE_HINT, declared_convention
+    from digitkit.predictors.runnable import describe_flags
+    from digitkit.predictors.sources import FOREIGN, contract_status, stated_input_shape
+
+    model = identify(path)
+    name = model.path.name
+    if flags is not None and flags.given:
+        shape = stated_input_shape(model.path) if flags.declared else None
+        if shape is not None:
+            declared = declared_convention(flags, shape)
+            return f"{name}: declared input convention {declared.describe(full=True)}"
+        return f"{name}: declared input convention: {describe_flags(flags)}"
+    if model.kind not in (ONNX, KERAS_H5, KERAS_V3):
+        return None  # a SavedModel's signature needs TensorFlow to read: not worth it here
+    try:
+        status, recorded = contract_status(model.path)
+    except DependencyError:  # a Keras file without the tensorflow extra (h5py): say nothing
+        return None
+    if recorded is not None:
+        return (f"{name}: digitkit's adapter around a model made elsewhere; the source's input "
+                f"convention: {recorded.describe(full=True)}")
+    if status == FOREIGN:
+        return (f"{name}: made elsewhere (not digitkit's contract, 'pixels' (N,28,28) 0..255 -> "
+                "'probabilities'); `digitkit infer`, `bench` and `export` detect its input "
+                f"convention on MNIST test images, or {DECLARE_HINT}")
+    return None
 
 
 class NetronViewer:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
+from digitkit.cli.conventions import convention_options, take_convention_flags
 from digitkit.export.config import (
     DEFAULT_ATOL,
     DEFAULT_MAX_ACCURACY_DROP,
     DEFAULT_N_IMAGES,
     DEFAULT_OPSET,
     DEFAULT_OUT_DIR_NAME,
+    DEFAULT_RTOL,
     FORMAT_CHOICES,
     MAX_OPSET,
     MIN_OPSET,
@@ -23,7 +25,8 @@ from digitkit.model.files import INT8_FILE, ONNX_FILE
 @click.argument("model", type=click.Path(dir_okay=True, path_type=str))
 @click.option("--format", "formats", type=click.Choice(FORMAT_CHOICES),
               default="all", show_default=True,
-              help="What to produce; 'all' is both, the layout `digitkit bench` expects.")
+              help="What to produce; 'all' is every format, the layout `digitkit bench` "
+                   "expects.")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
               help=f"Export directory.  [default: <directory of MODEL>/{DEFAULT_OUT_DIR_NAME}]")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
@@ -36,7 +39,10 @@ from digitkit.model.files import INT8_FILE, ONNX_FILE
               show_default=True,
               help="Percentage points of test accuracy the int8 copy may lose.")
 @click.option("--atol", type=float, default=DEFAULT_ATOL, show_default=True,
-              help="Largest allowed |difference| of any output probability vs Keras.")
+              help="Absolute part of the parity tolerance: |copy - source| <= atol + rtol * "
+                   "|source| for every output probability.")
+@click.option("--rtol", type=float, default=DEFAULT_RTOL, show_default=True,
+              help="Relative part of the parity tolerance (as numpy.allclose).")
 @click.option("--images", "n_images", type=int, default=DEFAULT_N_IMAGES, show_default=True,
               help="Real MNIST test images used by the parity check.")
 @click.option("--data", type=click.Path(path_type=str), default=None,
@@ -48,20 +54,31 @@ from digitkit.model.files import INT8_FILE, ONNX_FILE
 @click.option("--force", is_flag=True, help="Overwrite an existing export.")
 @click.option("--trust-model", is_flag=True,
               help="Load models with Lambda or custom layers (they can run arbitrary code).")
+@convention_options
 def command(model, view, port, no_browser, **options):
-    """Export MODEL (.h5) to SavedModel and/or ONNX, validated against the Keras model.
+    """Export MODEL to SavedModel, ONNX and LiteRT, each copy validated against MODEL.
 
     \b
     Every copy is checked on real MNIST test images plus edge inputs (all zeros,
     all 255, batch of 1, odd batch); results, sizes and sha256 checksums go to
-    export.json beside the artifacts. A copy that fails is moved aside as
+    export.json beside the artifacts; the LiteRT copy is also held to the
+    Keras model's accuracy on the whole MNIST test set. A copy that fails is moved aside as
     <name>.FAILED and the command exits 4.
+
+    \b
+    MODEL may be made anywhere: a Keras .h5 (Keras 3 or tf.keras 2), a .keras file, a
+    SavedModel directory or an .onnx file. Unless it is one of digitkit's own, its input
+    convention is detected on MNIST test images (the evidence is printed) or declared with
+    the --input-* flags, and every copy wraps it in an adapter that takes raw pixels
+    (N,28,28) 0..255 and returns probabilities, validated against MODEL run on its own
+    convention. An .onnx MODEL becomes ONNX copies only.
     """
     if view and options["formats"] == "savedmodel":
         raise click.UsageError("--view opens the ONNX result: use --format onnx or all")
     from digitkit.export import export_model
 
-    manifest = export_model(model, ExportConfig(**options), echo=click.echo)
+    flags = take_convention_flags(options)
+    manifest = export_model(model, ExportConfig(conventions=flags, **options), echo=click.echo)
     click.echo(f"export ok: {manifest['export_dir']} ({manifest['seconds']:.1f} s)")
     if view:
         from pathlib import Path

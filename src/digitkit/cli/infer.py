@@ -2,18 +2,52 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
+from digitkit.cli.conventions import convention_options, take_convention_flags
+from digitkit.images import MAX_FILE_SIZE
 from digitkit.infer import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE, DEFAULT_TOP_K, ENGINES
+from digitkit.infer.shards import DEFAULT_SHARD_FORMAT, DEFAULT_SHARD_SIZE
+from digitkit.infer.spec import DEFAULT_FILE_TIMEOUT, FORMATS
+
+
+class _ByteSize(click.ParamType):
+    """A size in bytes: 1000000, 512K, 300M, 2G (powers of 1024; a trailing B or iB is
+    fine)."""
+
+    name = "size"
+    _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        number, unit = text.rstrip("KMGT"), text[len(text.rstrip("KMGT")):]
+        try:
+            size = int(float(number) * self._UNITS[unit])
+        except (ValueError, KeyError):
+            self.fail(f"{value!r} is not a size (e.g. 500000, 64M, 1G)", param, ctx)
+        if size < 1:
+            self.fail(f"{value!r} is not a size of at least 1 byte", param, ctx)
+        return size
 
 
 @click.command("infer")
 @click.argument("model", type=click.Path(dir_okay=True, path_type=str))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="Result file: CSV, or JSON Lines when it ends in .jsonl. Default: stdout.")
+@click.option("-o", "--output", default=None,
+              help="Result file: CSV, JSON Lines when it ends in .jsonl, Parquet when it ends "
+                   "in .parquet. Ending in '/': a shard directory (local, or an object-store "
+                   "prefix like s3://bucket/results/) written by the workers of --engine ray: "
+                   "one file per shard plus _manifest.json. Default: stdout.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Result format. Default: from the -o file's name; "
+                   f"{DEFAULT_SHARD_FORMAT} for a shard directory.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=None,
+              help=f"Files per shard of a shard directory. Default: {DEFAULT_SHARD_SIZE}.")
 @click.option("--runtime", type=click.Choice(["onnxruntime", "tensorflow"]), default=None,
               help="Default: onnxruntime for .onnx, tensorflow for a SavedModel dir or .h5.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE,
@@ -24,8 +58,16 @@ from digitkit.infer import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE, DEFAULT_TOP_K, EN
                    "bottleneck).")
 @click.option("--top-k", type=click.IntRange(1, 10), default=DEFAULT_TOP_K, show_default=True,
               help="Labels and probabilities per row.")
+@click.option("--max-file-size", type=_ByteSize(), default=MAX_FILE_SIZE, metavar="SIZE",
+              help="Larger files get an error row without being read (e.g. 64M, 1G). "
+                   f"Default: {MAX_FILE_SIZE // 2**20}M.")
+@click.option("--file-timeout", type=click.FloatRange(min=0), default=DEFAULT_FILE_TIMEOUT,
+              show_default=True, metavar="SECONDS",
+              help="A file whose decoding takes longer gets an error row and its worker is "
+                   "replaced; 0: no limit. (--workers 0 runs have none.)")
 @click.option("--resume", is_flag=True,
-              help="Finish an interrupted run: keep the rows in the output file, do the rest.")
+              help="Finish an interrupted run: keep the rows in the output file (the shards "
+                   "of a shard directory), do the rest.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--confusion-matrix", "confusion", type=click.Path(dir_okay=False, path_type=str),
               default=None, help="Also write the confusion matrix of files in class folders "
@@ -43,11 +85,17 @@ from digitkit.infer import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE, DEFAULT_TOP_K, EN
                    "cluster.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress bar and no summary; warnings about bad files still go to stderr.")
-def command(paths, output, resume, force, confusion, quiet, num_workers, **spec):
+@click.option("--data", default=None, type=click.Path(path_type=str),
+              help="MNIST location (IDX directory or mnist.npz) for detecting the input "
+                   "convention of a model made elsewhere. [default: standard resolution]")
+@convention_options
+def command(paths, output, resume, force, confusion, quiet, num_workers, shard_size, **spec):
     """Classify the images in PATHS (files or folders, recursive) with MODEL.
 
     MODEL: a .onnx file (ONNX Runtime; TensorFlow is never imported), or a SavedModel
-    directory or .h5/.keras file (TensorFlow, for comparison).
+    directory or .h5/.keras file (TensorFlow, for comparison). A model made elsewhere
+    runs through digitkit's adapter, its input convention detected on MNIST test images
+    (said once on stderr) or declared with the --input-* flags.
 
     One row per file: path, label, confidence, top-k labels and probabilities, error (empty
     on success). Files in folders named 0..9 also give an accuracy report at the end.
@@ -58,10 +106,22 @@ def command(paths, output, resume, force, confusion, quiet, num_workers, **spec)
     """
     from digitkit.errors import PartialFailure, UsageError
     from digitkit.infer import InferSpec, format_summary, run_infer, save_confusion
+    from digitkit.infer.shards import ShardOutput, is_shard_output
 
     # **spec: the options that are InferSpec fields (model, runtime, batch_size, workers,
     # top_k, engine, address); the named ones are about the output and the report.
     to_stdout = output in (None, "-")
+    from digitkit.infer.spec import InputLimits
+
+    spec["limits"] = InputLimits(spec.pop("max_file_size"), spec.pop("file_timeout") or None)
+    flags, data = take_convention_flags(spec), spec.pop("data")
+    if is_shard_output(output or ""):
+        output = ShardOutput(output, shard_size or DEFAULT_SHARD_SIZE)
+    elif shard_size is not None:
+        raise UsageError("--shard-size is for a shard directory (-o DIR/)")
+    elif output and os.path.isdir(output):
+        raise UsageError(f"{output} is a directory: end it with '/' for a shard directory "
+                         "(--engine ray), or name a file")
     if spec["engine"] == "ray":
         if spec["workers"] is not None:
             raise UsageError("--workers is for the local engine; the ray engine takes "
@@ -73,8 +133,14 @@ def command(paths, output, resume, force, confusion, quiet, num_workers, **spec)
         from digitkit.outputs import guard_output
 
         guard_output(confusion, force)  # fail before hours of work, not after
-    if confusion and output and confusion == output:
+    if confusion and output and confusion == str(output):
         raise UsageError("--confusion-matrix and --output name the same file")
+    from digitkit.predictors.runnable import runnable_path
+
+    # A model made elsewhere: its convention resolved once, here (after the cheap checks);
+    # every engine and worker then runs the adapted copy.
+    spec["model"] = runnable_path(spec["model"], flags, data,
+                                  say=lambda msg: click.echo(f"digitkit: {msg}", err=True))
     # A progress line only where a person watches it, and never interleaved with rows
     # printed to the same terminal.
     progress = not quiet and sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())

@@ -29,7 +29,7 @@ from digitkit.model.contract import (
     OUTPUT_CONTRACT,
     OUTPUT_NAME,
 )
-from digitkit.model.files import INT8_FILE, ONNX_FILE, SAVEDMODEL_DIR
+from digitkit.model.files import INT8_FILE, ONNX_FILE, SAVEDMODEL_DIR, TFLITE_FILE
 from digitkit.model.loading import import_tensorflow
 
 
@@ -80,7 +80,7 @@ def build_savedmodel(ctx, path) -> None:
 def validate_savedmodel_copy(ctx, path):
     from digitkit.export.validate import validate_savedmodel
 
-    return validate_savedmodel(path, ctx.cases, ctx.config.atol)
+    return validate_savedmodel(path, ctx.cases, ctx.config.atol, ctx.config.rtol)
 
 
 # --------------------------------------------------------------------------- ONNX
@@ -92,7 +92,9 @@ def build_onnx(ctx, path) -> None:
     tf2onnx's from_keras does not understand Keras 3 models; converting the same
     tf.function the SavedModel serves gives one graph for both copies.
     """
-    import onnx
+    if ctx.foreign is not None and ctx.foreign.is_onnx:  # the adapter as nodes on its graph
+        return _write_checked(ctx.foreign.adapted_onnx(), path,
+                              onnx_metadata(ctx.source, ctx.source_sha256, ctx.foreign))
     import tf2onnx
 
     serve = ctx.serving_function()
@@ -112,7 +114,14 @@ def build_onnx(ctx, path) -> None:
     proto.doc_string = (f"digitkit export of {ctx.source.name}: {INPUT_NAME} float32 "
                         f"(batch,28,28) raw 0..255 white-on-black -> {OUTPUT_NAME} (batch,10) "
                         "softmax")
-    onnx.helper.set_model_props(proto, onnx_metadata(ctx.source, ctx.source_sha256))
+    _write_checked(proto, path, onnx_metadata(ctx.source, ctx.source_sha256, ctx.foreign))
+
+
+def _write_checked(proto, path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    props = {p.key: p.value for p in proto.metadata_props}  # an adapted graph's own, kept
+    onnx.helper.set_model_props(proto, {**props, **metadata})
     onnx.save(proto, str(path))
     try:
         onnx.checker.check_model(str(path), full_check=True)
@@ -121,8 +130,10 @@ def build_onnx(ctx, path) -> None:
                          f"({one_line(e)})") from None
 
 
-def onnx_metadata(src, src_sha: str) -> dict[str, str]:
-    """metadata_props: everything a consumer needs without guessing (all values are strings)."""
+def onnx_metadata(src, src_sha: str, foreign=None) -> dict[str, str]:
+    """metadata_props: everything a consumer needs without guessing (all values are strings);
+    a copy of a model made elsewhere (`foreign`, digitkit.export.source.ExportSource) also
+    records its adapter and the source's input convention."""
     return {
         "class_labels": json.dumps(list(CLASS_NAMES)),
         "input_name": INPUT_NAME,
@@ -136,13 +147,14 @@ def onnx_metadata(src, src_sha: str) -> dict[str, str]:
         "source_model": src.name,
         "source_model_sha256": src_sha,
         "digitkit_version": __version__,
+        **(foreign.metadata() if foreign is not None else {}),
     }
 
 
 def validate_onnx_copy(ctx, path):
     from digitkit.export.validate import validate_onnx
 
-    return validate_onnx(path, ctx.cases, ctx.config.atol)
+    return validate_onnx(path, ctx.cases, ctx.config.atol, rtol=ctx.config.rtol)
 
 
 # --------------------------------------------------------------------------- int8 ONNX
@@ -169,6 +181,27 @@ def validate_int8_copy(ctx, path):
                       ctx.config.max_accuracy_drop, len(ctx.calibration_images()))
 
 
+# --------------------------------------------------------------------------- LiteRT
+
+
+def build_tflite(ctx, path) -> None:
+    """A float32 LiteRT flatbuffer from TensorFlow's own converter, weights frozen (see
+    digitkit.export.tflite for the two traps that takes)."""
+    from digitkit.export.tflite import convert_tflite
+
+    try:
+        convert_tflite(ctx.model, path)
+    except Exception as e:  # noqa: BLE001 - the converter raises many types
+        raise ModelError(f"{ctx.source}: LiteRT conversion failed ({one_line(e)})") from None
+
+
+def validate_tflite_copy(ctx, path):
+    from digitkit.export.tflite import check_tflite
+
+    return check_tflite(path, ctx.cases, ctx.config.atol, ctx.mnist, ctx.source_accuracy(),
+                        ctx.config.rtol)
+
+
 # --------------------------------------------------------------------------- the table
 
 EXPORT_FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
@@ -180,6 +213,10 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("onnx-int8", "int8 ONNX", INT8_FILE, build_int8, validate_int8_copy,
                  done="quantized and evaluated on {test_images} test images",
                  quantize="int8", made_from="onnx"),
+    ExportFormat("tflite", "LiteRT", TFLITE_FILE, build_tflite, validate_tflite_copy,
+                 done="converted (weights frozen), validated and evaluated on {test_images} "
+                      "test images",
+                 record={"precision": "fp32", "signature": "serving_default"}),
 )}
 
 #: What --format names (in the order copies are built and recorded) ...

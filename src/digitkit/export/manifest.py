@@ -28,7 +28,7 @@ from digitkit.outputs import guard_output, sha256_file, sha256_tree
 #: The distributions export.json names (with Python and digitkit): the ones whose versions
 #: change a converted graph or a validation figure.
 EXPORT_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime",
-                   "numpy")
+                   "ai-edge-litert", "numpy")
 
 
 @dataclass(frozen=True)
@@ -39,21 +39,25 @@ class Target:
     source: Path
     force: bool
     same_source: bool  # out/model.h5 is the source itself: re-exporting in place
+    copy: str = SOURCE_COPY  # the source's copy in `out` (digitkit.export.source.SOURCE_COPIES)
+    copy_format: str = "keras-h5"  # its "format" in export.json
 
     def planned(self, config: ExportConfig) -> list[str]:
         names = [f.file for f in selected(config.formats, config.quantize)] + [MANIFEST]
-        return names if self.same_source else names + [SOURCE_COPY]
+        return names if self.same_source else names + [self.copy]
 
 
-def prepare_target(source: Path, config: ExportConfig) -> Target:
+def prepare_target(source: Path, config: ExportConfig, copy: str = SOURCE_COPY,
+                   copy_format: str = "keras-h5") -> Target:
     """The export directory, refusing (before any work) to overwrite without --force."""
     if config.out_dir is not None:
         out = Path(config.out_dir)
     else:
         out = source.resolve().parent / DEFAULT_OUT_DIR_NAME
-    copy = out / SOURCE_COPY
+    held = out / copy
     target = Target(out, source, config.force,
-                    same_source=copy.exists() and copy.resolve() == source.resolve())
+                    same_source=held.exists() and held.resolve() == source.resolve(),
+                    copy=copy, copy_format=copy_format)
     if out.exists() and not out.is_dir():
         raise ModelError(f"{out}: exists and is not a directory")
     for name in target.planned(config):
@@ -82,11 +86,15 @@ def install(target: Target, staging: Path, results: dict) -> dict[str, dict]:
             for stale in (out / fmt.file, out / (fmt.file + FAILED_SUFFIX)):
                 _remove(stale)
     if not target.same_source:
-        tmp = staging / SOURCE_COPY
-        shutil.copyfile(target.source, tmp)
-        _remove(out / SOURCE_COPY)
-        os.replace(tmp, out / SOURCE_COPY)
-    artifacts["keras"] = _record(out, SOURCE_COPY, "keras-h5", "source")
+        tmp = staging / target.copy
+        if target.source.is_dir():  # a SavedModel source
+            shutil.copytree(target.source, tmp)
+        else:
+            shutil.copyfile(target.source, tmp)
+        _remove(out / target.copy)
+        os.replace(tmp, out / target.copy)
+    key = "keras" if target.copy_format.startswith("keras") else "source"
+    artifacts[key] = _record(out, target.copy, target.copy_format, "source")
     for name, res in results.items():
         fmt = EXPORT_FORMATS[name]
         built = staging / fmt.file
@@ -132,13 +140,15 @@ def build_manifest(ctx, target: Target, artifacts: dict, results: dict,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "status": "passed" if ok else "failed",
         "export_dir": str(target.out.resolve()),
-        "source": {"path": str(ctx.source), "sha256": ctx.source_sha256, "copy": SOURCE_COPY},
+        "source": {"path": str(ctx.source), "sha256": ctx.source_sha256, "copy": target.copy,
+                   **(ctx.foreign.record() if ctx.foreign is not None else {})},
         "model": {"input": INPUT_CONTRACT, "output": OUTPUT_CONTRACT,
                   "class_labels": list(CLASS_NAMES)},
         "config": {
             "formats": list(config.formats),
             "opset": config.opset if "onnx" in config.formats else None,
             "atol": config.atol,
+            "rtol": config.rtol,
             "source_sha256": ctx.source_sha256,
             "quantize": config.quantize,
             "max_accuracy_drop_points": config.max_accuracy_drop if config.quantize else None,

@@ -62,6 +62,7 @@ class ArtifactValidation:
     failure: str | None = None  # a check beyond parity failed (int8: accuracy drop)
     notes: str | None = None  # extra figures for the table (int8: accuracy and size)
     extra: dict = field(default_factory=dict)  # more export.json keys (int8: "accuracy")
+    rtol: float = 0.0  # with atol: |copy - reference| <= atol + rtol * |reference|
 
     @property
     def ok(self) -> bool:
@@ -83,6 +84,7 @@ class ArtifactValidation:
             "status": "passed" if self.ok else "failed",
             "runtime": self.runtime,
             "atol": self.atol,
+            "rtol": self.rtol if self.atol is not None else None,
             "max_abs_diff": self.max_abs_diff,
             "top1_agreement": [agree, total],
             "error": self.error,
@@ -114,9 +116,11 @@ def fill_reference(model, cases: list[Case]) -> None:
 
 
 def compare(name: str, runtime: str, run, cases: list[Case],
-            atol: float | None) -> ArtifactValidation:
-    """Run `run(pixels) -> {output_name: array}` on every case and compare with the reference."""
-    result = ArtifactValidation(name, runtime, atol)
+            atol: float | None, rtol: float = 0.0) -> ArtifactValidation:
+    """Run `run(pixels) -> {output_name: array}` on every case and compare with the reference:
+    every probability within atol + rtol * |reference| (numpy.allclose's rule; atol None:
+    differences are reported, not judged)."""
+    result = ArtifactValidation(name, runtime, atol, rtol=rtol)
     for case in cases:
         try:
             outputs = run(case.pixels)
@@ -124,11 +128,11 @@ def compare(name: str, runtime: str, run, cases: list[Case],
             result.cases.append(CaseResult(case.name, len(case.pixels), None, None, None, 0,
                                            False, f"run failed: {one_line(e)}"))
             continue
-        result.cases.append(_compare_case(case, outputs, atol))
+        result.cases.append(_compare_case(case, outputs, atol, rtol))
     return result
 
 
-def _compare_case(case: Case, outputs: dict, atol: float | None) -> CaseResult:
+def _compare_case(case: Case, outputs: dict, atol: float | None, rtol: float) -> CaseResult:
     n = len(case.pixels)
     names = list(outputs)
     if OUTPUT_NAME not in outputs:
@@ -143,14 +147,20 @@ def _compare_case(case: Case, outputs: dict, atol: float | None) -> CaseResult:
     problem = None
     if not a.finite:
         problem = "non-finite outputs"
-    elif atol is not None and not a.max_abs_diff <= atol:
-        problem = f"max |diff| {a.max_abs_diff:.2e} exceeds atol {atol:.0e}"
+    elif atol is not None and not _within(out, case.reference, atol, rtol):
+        problem = f"max |diff| {a.max_abs_diff:.2e} exceeds atol {atol:.0e}" + (
+            f" + rtol {rtol:.0e} x |reference|" if rtol else "")
     return CaseResult(case.name, n, OUTPUT_NAME, shape, a.max_abs_diff, a.top1_agree,
                       problem is None, problem)
 
 
+def _within(out: np.ndarray, reference: np.ndarray, atol: float, rtol: float) -> bool:
+    ref = np.asarray(reference, dtype=np.float64)
+    return bool(np.all(np.abs(np.asarray(out, np.float64) - ref) <= atol + rtol * np.abs(ref)))
+
+
 def validate_onnx(path: str | os.PathLike, cases: list[Case], atol: float | None,
-                  name: str = "onnx") -> ArtifactValidation:
+                  name: str = "onnx", rtol: float = 0.0) -> ArtifactValidation:
     """Check an ONNX file with ONNX Runtime against the reference outputs in `cases`."""
     runtime = ort_predictors.runtime_version()
     try:
@@ -158,12 +168,12 @@ def validate_onnx(path: str | os.PathLike, cases: list[Case], atol: float | None
         if predictor.input_names != [INPUT_NAME]:
             raise ModelError(f'inputs are {predictor.input_names}, expected ["{INPUT_NAME}"]')
     except Exception as e:  # noqa: BLE001
-        return ArtifactValidation(name, runtime, atol, error=one_line(e))
-    return compare(name, runtime, predictor.outputs, cases, atol)
+        return ArtifactValidation(name, runtime, atol, error=one_line(e), rtol=rtol)
+    return compare(name, runtime, predictor.outputs, cases, atol, rtol)
 
 
 def validate_savedmodel(path: str | os.PathLike, cases: list[Case],
-                        atol: float | None) -> ArtifactValidation:
+                        atol: float | None, rtol: float = 0.0) -> ArtifactValidation:
     """Load a SavedModel from disk (not the in-memory copy) and check its serving signature."""
     runtime = tf_predictors.runtime_version()
     try:
@@ -175,8 +185,8 @@ def validate_savedmodel(path: str | os.PathLike, cases: list[Case],
         if tuple(sig.input_shape) != (None, *INPUT_SHAPE):
             raise ModelError(f"signature input shape is {sig.input_shape}")
     except Exception as e:  # noqa: BLE001
-        return ArtifactValidation("savedmodel", runtime, atol, error=one_line(e))
-    return compare("savedmodel", runtime, predictor.outputs, cases, atol)
+        return ArtifactValidation("savedmodel", runtime, atol, error=one_line(e), rtol=rtol)
+    return compare("savedmodel", runtime, predictor.outputs, cases, atol, rtol)
 
 
 def format_table(results: list[ArtifactValidation], reference: str | None = None) -> str:
@@ -202,6 +212,10 @@ def format_table(results: list[ArtifactValidation], reference: str | None = None
             diff_txt = "n/a"
         elif r.atol is None:
             diff_txt = f"{diff:.1e} (reported, not judged: held to test accuracy)"
+        elif r.rtol:
+            beyond = any(c.problem and "exceeds" in c.problem for c in r.cases)
+            within = "beyond" if beyond else "within"
+            diff_txt = f"{diff:.1e} {within} atol {r.atol:.0e} + rtol {r.rtol:.0e}"
         else:
             diff_txt = f"{diff:.1e} {'<=' if diff <= r.atol else '>'} atol {r.atol:.0e}"
         rows.append((tag, head,

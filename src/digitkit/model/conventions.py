@@ -22,10 +22,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 from functools import partial
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from digitkit.errors import ModelError, UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: layout -> the model's input shape after the batch dimension
 LAYOUTS = {"NHW": (28, 28), "NHWC": (28, 28, 1), "NCHW": (1, 28, 28), "flat": (784,)}
@@ -44,6 +46,8 @@ SYMMETRIC_MEAN, SYMMETRIC_STD = 0.5, 0.5
 #: keras.utils.normalize axes over the (N, 28, 28) pixels: 1 is the classic notebook's
 #: (each image column), -1 Keras's default (each image row). 2 and -2 are the same axes.
 L2_AXES = (1, -1)
+#: --l2-axis when not given: keras.utils.normalize's own default.
+DEFAULT_L2_AXIS = -1
 _AXIS_ALIASES = {1: 1, -2: 1, 2: -1, -1: -1}
 
 #: The flag that declares each field (the CLI's names; messages name them).
@@ -76,6 +80,8 @@ def _fmt(v: float) -> str:
 def l2_normalize(x: np.ndarray, axis: int) -> np.ndarray:
     """keras.utils.normalize(x, axis, order=2) for a numpy array, computed as Keras computes it:
     the order-2 norm along `axis`, a zero norm replaced by 1 (an all-black column stays 0)."""
+    import numpy as np
+
     norm = np.atleast_1d(np.linalg.norm(x, 2, axis))
     norm[norm == 0] = 1
     return x / np.expand_dims(norm, axis)
@@ -113,7 +119,7 @@ class InputConvention:
         elif self.mean is not None or self.std is not None:
             raise UsageError("--input-mean/--input-std go with --input-scale standardized")
         if self.scale == "l2":
-            axis = -1 if self.l2_axis is None else self.l2_axis
+            axis = DEFAULT_L2_AXIS if self.l2_axis is None else self.l2_axis
             if axis not in _AXIS_ALIASES:
                 raise UsageError(f"--l2-axis {axis!r}: choose 1 (the classic notebook's) or -1 "
                                  "(keras.utils.normalize's default) of the (N, 28, 28) pixels")
@@ -159,6 +165,8 @@ class InputConvention:
 
     def apply(self, pixels) -> np.ndarray:
         """Raw pixels float32 (N, 28, 28) 0..255 white-on-black -> the model's input (numpy)."""
+        import numpy as np  # here, not at the top: the CLI reads the flags' choices for --help
+
         x = np.asarray(pixels, dtype=np.float32)
         if x.ndim != 3 or x.shape[1:] != _PIXELS:
             raise ValueError(f"expected pixels of shape (N, 28, 28), got {x.shape}")
