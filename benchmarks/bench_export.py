@@ -35,8 +35,8 @@ def _train_seed(path: Path, data: str) -> None:
     import keras
     import numpy as np
 
-    from digitkit.data import load_mnist
     from digitkit.architectures import build_model, compile_model
+    from digitkit.data import load_mnist
 
     d = load_mnist(data)
     keras.utils.set_random_seed(0)
