@@ -1,6 +1,6 @@
 """The base install (no `tensorflow` extra) runs infer, view and bench on an ONNX model.
 
-TensorFlow, Keras, tf2onnx and h5py are made unimportable for real in every process of the
+TensorFlow, Keras, tf2onnx, h5py and pyarrow (the `parquet` extra) are made unimportable for real in every process of the
 run, children included (a `sitecustomize` on PYTHONPATH installs an import blocker), so a
 stray module-level import anywhere on these paths fails the test exactly as it would fail on
 a machine without the extra. Commands that do need TensorFlow must say so in one line.
@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-BLOCKED = ("tensorflow", "keras", "tf_keras", "tf2onnx", "h5py")
+BLOCKED = ("tensorflow", "keras", "tf_keras", "tf2onnx", "h5py", "pyarrow")
 
 _SITECUSTOMIZE = f'''
 import importlib.abc, sys
@@ -97,3 +97,12 @@ def test_tensorflow_commands_name_the_extra(no_tf_env, seed_mlp_h5, mnist_dir, t
     line = r.stderr.strip()
     assert "\n" not in line and line.startswith("digitkit: error: ")
     assert "pip install 'digitkit[tensorflow]'" in line
+
+
+def test_parquet_output_names_its_extra(no_tf_env, linear_onnx, png_test_dir, tmp_path):
+    out = tmp_path / "rows.parquet"
+    r = _digitkit(no_tf_env, "infer", linear_onnx, png_test_dir / "7", "-o", out)
+    assert r.returncode == 1, r.stderr
+    line = r.stderr.strip()
+    assert "\n" not in line and "pip install 'digitkit[parquet]'" in line
+    assert not out.exists()

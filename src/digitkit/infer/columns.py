@@ -20,6 +20,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from digitkit.errors import missing_extra
+
+#: pyarrow (~170 MB) is not in the base install: only Parquet output and the Ray engine
+#: (whose extra brings it) need it.
+PARQUET_EXTRA = "parquet"
+
+
+def require_pyarrow() -> None:
+    """Fail in one line, before any work, when Parquet output is asked for without pyarrow."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("pyarrow") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise missing_extra("Parquet output", PARQUET_EXTRA)
+
 
 def schema():
     import pyarrow as pa

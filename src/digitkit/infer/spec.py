@@ -106,6 +106,10 @@ class InferSpec:
                              f"got {self.workers}")
         if self.fmt is not None and self.fmt not in FORMATS:
             raise UsageError(f"unknown output format {self.fmt!r}")
+        if self.fmt == "parquet":
+            from digitkit.infer.columns import require_pyarrow
+
+            require_pyarrow()
 
 
 @dataclass(slots=True)
