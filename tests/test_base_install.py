@@ -1,8 +1,8 @@
 """The base install (no `tensorflow` extra) runs infer, view and bench on an ONNX model.
 
 TensorFlow, Keras, tf2onnx, h5py and pyarrow (the `parquet` extra) are made unimportable for
-real in every process of the run, children included (a `sitecustomize` on PYTHONPATH installs an import blocker), so a
-stray module-level import anywhere on these paths fails the test exactly as it would fail on
+real in every process of the run, children included (a `sitecustomize` on PYTHONPATH
+installs an import blocker), so a stray module-level import anywhere on these paths fails the test exactly as it would fail on
 a machine without the extra. Commands that do need TensorFlow must say so in one line.
 """
 
