@@ -2,8 +2,9 @@
 
 TensorFlow, Keras, tf2onnx, h5py and pyarrow (the `parquet` extra) are made unimportable for
 real in every process of the run, children included (a `sitecustomize` on PYTHONPATH
-installs an import blocker), so a stray module-level import anywhere on these paths fails the test exactly as it would fail on
-a machine without the extra. Commands that do need TensorFlow must say so in one line.
+installs an import blocker), so a stray module-level import anywhere on these paths fails
+the test exactly as it would fail on a machine without the extra. Commands that do need an
+extra must say so in one line.
 """
 
 from __future__ import annotations
