@@ -27,7 +27,9 @@ Steps, each printed with its command line:
 6. Per-stage cost per image on one core (read, decode, preprocess, predict, write; see
    STAGES_SCRIPT) for the seed MLP and, with --cnn-h5, the default CNN; then the whole
    `digitkit infer` over the --files tree on all cores against what those costs allow
-   (cores / summed cost). `--stages-only` runs just this step.
+   (cores / summed cost), as a whole run and in steady state (start-up apart: rows/s from
+   the output's first row to its last; CPU per image as the difference from a run over the
+   --small tree, interleaved). `--stages-only` runs just this step.
 Targets: digitkit >= 5x keras, >= 60% of decode, peak memory independent of the file count;
 the pipeline at >= 85% of what its per-stage costs allow on all cores (issue 13).
 """
@@ -151,13 +153,24 @@ def stage_costs(py, folder: Path, model: Path, batch: int, passes: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def stages_report(py, args, models: dict[str, Path], tree: Path, work: Path) -> None:
+def stages_report(py, args, models: dict[str, Path], trees: tuple[Path, Path],
+                  work: Path) -> None:
     """Per-stage cost per image on one core, and the whole `digitkit infer` pipeline on all
-    cores against what those costs allow (cores / cost per image; the target is >= 85%)."""
+    cores against what those costs allow (cores / cost per image; the target is >= 85%).
+
+    The pipeline runs over two trees, the --small one and the --files one, interleaved, best
+    of --rounds each. A whole run includes the fixed start-up (forkserver imports, worker
+    start, model loads: ~0.6 s) and the drain at the end. The steady-state rate leaves them
+    out: rows/s from the output's first bytes to its last (big runs); the steady CPU per
+    image is the difference of the two trees' process-tree CPU seconds over that of their
+    file counts. stages / steady CPU is the share of the ceiling the pipeline would reach
+    on otherwise idle cores: on a shared machine, the wall figures carry others' load."""
     cores = len(os.sched_getaffinity(0))
-    n_files = sum(1 for _ in tree.rglob("*.png"))
+    small, big = trees
+    n_small, n_big = (sum(1 for _ in t.rglob("*.png")) for t in trees)
     print(f"\n## Per-stage cost per image on one core ({args.images}, batch "
-          f"{args.stage_batch}), and the pipeline on {cores} cores over {n_files:,} files")
+          f"{args.stage_batch}), and the pipeline on {cores} cores over {n_big:,} files "
+          f"(steady CPU: minus a {n_small:,}-file run)")
     print(f"load average before: {os.getloadavg()}")
     rows = []
     for name, onnx in models.items():
@@ -165,28 +178,50 @@ def stages_report(py, args, models: dict[str, Path], tree: Path, work: Path) -> 
         us = st["us_per_image"]
         total = us["read"] + us["decode"] + us["preprocess"] + us["predict"] + us["write"]
         allowed = cores * 1e6 / total
-        runs = [measure([Path(py).parent / "digitkit", "infer", onnx, tree, "-o",
-                         work / f"out_{name}.csv", "-q", "--force"], "digitkit")
-                for _ in range(args.rounds)]
-        best = min(runs, key=lambda v: v["wall"])
-        rate = n_files / best["wall"]
+        runs: dict[Path, list] = {small: [], big: []}
+        for _ in range(args.rounds):  # interleaved: both sizes see the same load
+            for tree in (small, big):
+                out = work / f"out_{name}.csv"
+                runs[tree].append(measure(
+                    [Path(py).parent / "digitkit", "infer", onnx, tree, "-o", out, "-q",
+                     "--force"], "digitkit", watch=out))
+        wall = {t: min(r["wall"] for r in v) for t, v in runs.items()}
+        cpu = {t: min(r["cpu"] for r in v) for t, v in runs.items()}
+        rate = n_big / wall[big]
+        # From the big runs' first row to their last (the best round): the other runs'
+        # load cannot enter it, as it would a difference of two runs' walls.
+        steady = max(r["steady"] or 0.0 for r in runs[big]) or float("nan")
         # CPU of the whole process tree per image: what the pipeline spends beyond the
         # stages (inter-process traffic, the main process), whatever else the machine runs.
-        cpu_us = 1e6 * min(r["cpu"] for r in runs) / n_files
-        rows.append((name, us, total, allowed, rate, [round(r["wall"], 2) for r in runs],
-                     cpu_us))
+        cpu_us = 1e6 * cpu[big] / n_big
+        steady_cpu_us = 1e6 * (cpu[big] - cpu[small]) / max(n_big - n_small, 1)
+        rows.append(dict(name=name, us=us, total=total, allowed=allowed, rate=rate,
+                         steady=steady, cpu_us=cpu_us, steady_cpu_us=steady_cpu_us,
+                         startup=wall[big] - n_big / steady,
+                         fixed_cpu=cpu[big] - n_big * steady_cpu_us / 1e6))
         print(f"  {name}: stages {json.dumps({k: round(v, 2) for k, v in us.items()})}; "
-              f"ORT {st['ort']}; pipeline walls {rows[-1][5]} s; load {os.getloadavg()[0]:.1f}",
+              f"ORT {st['ort']}; walls {n_small:,} files "
+              f"{[round(r['wall'], 2) for r in runs[small]]} s, {n_big:,} files "
+              f"{[round(r['wall'], 2) for r in runs[big]]} s; load {os.getloadavg()[0]:.1f}",
               flush=True)
     print("\n| model | read | decode | preprocess | predict | write | sum us/img | "
-          "(load_images) | allowed on all cores img/s | digitkit infer img/s | share | "
-          "pipeline CPU us/img | stages / pipeline CPU |")
-    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
-    for name, us, total, allowed, rate, _, cpu_us in rows:
-        print(f"| {name} | {us['read']:.1f} | {us['decode']:.1f} | {us['preprocess']:.1f} | "
-              f"{us['predict']:.1f} | {us['write']:.1f} | {total:.1f} | "
-              f"({us['load_images']:.1f}) | {allowed:,.0f} | {rate:,.0f} | "
-              f"{100 * rate / allowed:.0f}% | {cpu_us:.1f} | {100 * total / cpu_us:.0f}% |")
+          "(load_images) | allowed on all cores img/s | whole run img/s | share | "
+          "steady img/s | share | pipeline CPU us/img (whole / steady) | "
+          "stages / steady CPU | fixed cost s (wall / CPU) |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for r in rows:
+        us = r["us"]
+        print(f"| {r['name']} | {us['read']:.1f} | {us['decode']:.1f} | "
+              f"{us['preprocess']:.1f} | {us['predict']:.1f} | {us['write']:.1f} | "
+              f"{r['total']:.1f} | ({us['load_images']:.1f}) | {r['allowed']:,.0f} | "
+              f"{r['rate']:,.0f} | {100 * r['rate'] / r['allowed']:.0f}% | "
+              f"{r['steady']:,.0f} | {100 * r['steady'] / r['allowed']:.0f}% | "
+              f"{r['cpu_us']:.1f} / {r['steady_cpu_us']:.1f} | "
+              f"{100 * r['total'] / r['steady_cpu_us']:.0f}% | "
+              f"{r['startup']:.2f} / {r['fixed_cpu']:.2f} |")
+    print("(stages / steady CPU: the share of the ceiling the pipeline reaches on otherwise "
+          "idle cores; fixed cost: the big run's wall and CPU minus its files' at the steady "
+          "rate)")
     print(f"load average after: {os.getloadavg()}")
 
 
@@ -206,9 +241,14 @@ def _show(argv) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def measure(argv, label: str) -> dict:
-    """Run argv; wall seconds and peak RSS summed over the process tree (polled every 50 ms)."""
+def measure(argv, label: str, watch: Path | None = None) -> dict:
+    """Run argv; wall seconds and peak RSS summed over the process tree (polled every 50 ms).
+    `watch`: an output file (removed first) whose growth is polled too, every 10 ms: the
+    rows/s from its first bytes to its last, the steady rate with start-up and exit apart."""
     print("$ " + _show(argv), flush=True)
+    if watch is not None:
+        watch.unlink(missing_ok=True)
+    grew: list[tuple[float, int]] = []  # (seconds since start, size) at each change
     t0 = time.perf_counter()
     proc = psutil.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                         text=True)
@@ -231,7 +271,15 @@ def measure(argv, label: str) -> dict:
                 peak[0] = max(peak[0], rss)
             except psutil.Error:
                 pass
-            time.sleep(0.05)
+            for _ in range(5 if watch is not None else 1):
+                if watch is not None:
+                    try:
+                        size = watch.stat().st_size
+                    except OSError:
+                        size = 0
+                    if size and (not grew or size != grew[-1][1]):
+                        grew.append((time.perf_counter() - t0, size))
+                time.sleep(0.01 if watch is not None else 0.05)
 
     t = threading.Thread(target=poll, daemon=True)
     t.start()
@@ -243,8 +291,13 @@ def measure(argv, label: str) -> dict:
     tail = (out.strip().splitlines() or [""])[-1] if label != "digitkit" else ""
     # CPU of the whole tree, from the last poll of each process (misses at most 50 ms of each
     # process's life): on a shared machine this is steadier than wall time.
+    steady = None
+    if watch is not None and len(grew) > 2:
+        (t_a, s_a), (t_b, s_b) = grew[0], grew[-1]
+        rows = sum(1 for _ in open(watch)) - 1
+        steady = rows * (s_b - s_a) / watch.stat().st_size / (t_b - t_a)
     return {"label": label, "wall": wall, "peak_mb": peak[0] / 2**20, "note": tail,
-            "cpu": sum(cpu.values())}
+            "cpu": sum(cpu.values()), "steady": steady}
 
 
 def replicate(src: Path, dest: Path, n: int) -> Path:
@@ -320,7 +373,7 @@ def main():
                 cnn.parent, "--data", args.data, "--force"], stdout=subprocess.DEVNULL)
         models["cnn"] = cnn
     if args.stages_only:
-        stages_report(py, args, models, big, work)
+        stages_report(py, args, models, (small, big), work)
         return
 
     digitkit = [Path(py).parent / "digitkit", "infer", onnx]
@@ -387,7 +440,7 @@ def main():
           f"{startup_pool['cpu']:.2f} s CPU with the worker pool (--batch-size 1)")
     print(f"- digitkit {acc_line}")
     print(f"- keras pipeline: {best['keras']['note']}")
-    stages_report(py, args, models, big, work)
+    stages_report(py, args, models, (small, big), work)
 
 
 if __name__ == "__main__":
