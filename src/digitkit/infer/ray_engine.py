@@ -78,7 +78,7 @@ def import_ray():
 _DECODER_PRELOAD = ["digitkit.infer.isolation", "digitkit.images", "cv2"]
 
 
-def _worker_class(model_bytes: bytes, model_name: str, limits: InputLimits | None = None):
+def worker_class(model_bytes: bytes, model_name: str, limits: InputLimits | None = None):
     """The stateful map_batches class; the model bytes ride along in its closure.
 
     Each actor decodes in a child process of its own (`digitkit.infer.isolation`, one
@@ -200,13 +200,13 @@ def check(spec: InferSpec) -> None:
     """Fail now, before any work: Ray missing (the one-line install hint), a model that is
     not ONNX, a pool without actors."""
     import_ray()
-    _onnx_predictor(spec)
+    onnx_predictor(spec)
     if spec.workers is not None and spec.workers < 1:
         raise UsageError(f"--num-workers must be at least 1 for the ray engine, "
                          f"got {spec.workers}")
 
 
-def _onnx_predictor(spec: InferSpec) -> OnnxPredictor:
+def onnx_predictor(spec: InferSpec) -> OnnxPredictor:
     predictor = open_predictor(spec.model, spec.runtime, _ACTOR_ORT)
     if predictor.runtime != "onnxruntime":
         raise UsageError("the ray engine runs .onnx models on ONNX Runtime; export the model "
@@ -221,7 +221,7 @@ def ray_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]:
     the cluster (see `connect`). The model file is read here and shipped to the actors.
     """
     fmt, top_k, batch_size = spec.fmt or "csv", spec.top_k, spec.batch_size
-    predictor = _onnx_predictor(spec).load()  # a bad model fails here, before cluster work
+    predictor = onnx_predictor(spec).load()  # a bad model fails here, before cluster work
     model_path = Path(predictor.model_path)
     model_bytes = model_path.read_bytes()
     items = [{"i": i, "path": os.fsencode(p)} for i, p in enumerate(paths)]
@@ -235,11 +235,11 @@ def ray_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]:
         ds = ray.data.from_items(items, override_num_blocks=n_blocks)
         del items  # the dataset holds them now
         ds = ds.map_batches(
-            _worker_class(model_bytes, model_path.name, spec.limits),
+            worker_class(model_bytes, model_path.name, spec.limits),
             compute=ray.data.ActorPoolStrategy(size=n_workers),
             batch_size=batch_size, batch_format="numpy", num_cpus=1)
         for batch in _in_order(ds.iter_batches(batch_size=None, batch_format="numpy")):
-            yield _encode_batch(batch, top_k, fmt)
+            yield encode_batch(batch, top_k, fmt)
 
 
 def _in_order(batches: Iterable[dict]) -> Iterator[dict]:
@@ -258,7 +258,7 @@ def _in_order(batches: Iterable[dict]) -> Iterator[dict]:
         yield heapq.heappop(heap)[2]
 
 
-def _encode_batch(batch: dict, top_k: int, fmt: str) -> EncodedRows:
+def encode_batch(batch: dict, top_k: int, fmt: str) -> EncodedRows:
     """The output file's text for one batch of actor results (probabilities of failed files
     are NaN placeholders, left out)."""
     reasons = [str(r) for r in batch["reason"]]

@@ -3,7 +3,7 @@
 The dataset has one record per shard (its number, file name and NUL-joined paths), one block
 each. `map_batches` hands each record to an actor of the pool: the actor decodes and
 classifies the shard's files in batches of `batch_size` with the Ray engine's own worker code
-(`ray_engine._worker_class`: same decoder, same error reasons, same predictor), encodes the
+(`ray_engine.worker_class`: same decoder, same error reasons, same predictor), encodes the
 rows as the local engine does (`rows.encode_predictions`), writes them as one file
 (`shards.Destination.write`: whole or not at all) and returns only the counts. The driver
 iterates those counts in completion order (no order to keep: a slow shard holds up nothing).
@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from digitkit.infer.ray_engine import (
-    _encode_batch,
-    _onnx_predictor,
-    _worker_class,
     connect,
     data_context,
+    encode_batch,
+    onnx_predictor,
+    worker_class,
 )
 from digitkit.infer.shards import ShardDone, ShardJob, shard_bytes, shard_counts
 from digitkit.infer.spec import EncodedRows, InferSpec
@@ -63,7 +63,7 @@ class _Task:
 
 
 def _shard_worker_class(model_bytes: bytes, model_name: str, task: _Task, limits):
-    Base = _worker_class(model_bytes, model_name, limits)
+    Base = worker_class(model_bytes, model_name, limits)
 
     class ShardWorker(Base):
         def __init__(self):
@@ -99,7 +99,7 @@ def _shard_worker_class(model_bytes: bytes, model_name: str, task: _Task, limits
                 reasons.extend(str(r) for r in res["reason"])
                 probs.append(res["probs"])
             merged = {"path": paths, "reason": reasons, "probs": np.concatenate(probs)}
-            return _encode_batch(merged, task.top_k, task.fmt)
+            return encode_batch(merged, task.top_k, task.fmt)
 
         def _publish(self, name: str, data: bytes) -> None:
             for attempt in range(_WRITE_TRIES):
@@ -124,7 +124,7 @@ def _shard_worker_class(model_bytes: bytes, model_name: str, task: _Task, limits
 
 def write_shards(spec: InferSpec, job: ShardJob) -> Iterator[ShardDone]:
     """Have the actors write every shard of `job`; yield each one's counts as it finishes."""
-    predictor = _onnx_predictor(spec).load()  # a bad model fails here, before cluster work
+    predictor = onnx_predictor(spec).load()  # a bad model fails here, before cluster work
     model_path = Path(predictor.model_path)
     items = [{"shard": s.index, "name": s.name, "paths": s.paths, "done": s.done}
              for s in job.shards]

@@ -170,7 +170,7 @@ def encode_predictions(paths: list, reasons: list[str], probs: np.ndarray | None
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     top = np.take_along_axis(probs, order, axis=1)
     good = [p for p, r in zip(paths, reasons, strict=True) if not r]
-    confusion = _confusion(good, order[:, 0])
+    confusion = confusion_of(good, order[:, 0])
     if fmt == "parquet":  # columns, not text: the one schema of digitkit.infer.columns
         from digitkit.infer.columns import table_of
 
@@ -209,7 +209,7 @@ def join_encoded(parts: list[EncodedRows]) -> EncodedRows:
     return joined
 
 
-def _confusion(good_paths: list[str], predicted: np.ndarray) -> np.ndarray | None:
+def confusion_of(good_paths: list[str], predicted: np.ndarray) -> np.ndarray | None:
     truth = _true_labels(good_paths)
     keep = (truth >= 0) & (predicted < 10)
     if not keep.any():

@@ -46,7 +46,7 @@ from digitkit.errors import DigitkitError, OutputExistsError, UsageError
 from digitkit.infer.rows import (
     COLUMNS,
     CSV_HEADER,
-    _confusion,
+    confusion_of,
     parse_csv_record,
     parse_json_line,
 )
@@ -148,7 +148,7 @@ def shard_counts(data: bytes, fmt: str) -> EncodedRows:
         errors = [r.error for r in rows]
     failed = [(p, e) for p, e in zip(paths, errors, strict=True) if e]
     good = [(p, lab) for p, lab, e in zip(paths, labels, errors, strict=True) if not e]
-    confusion = _confusion([p for p, _ in good], np.array([lab for _, lab in good], np.int64))
+    confusion = confusion_of([p for p, _ in good], np.array([lab for _, lab in good], np.int64))
     return EncodedRows("", len(paths), failed, confusion)
 
 
