@@ -126,3 +126,20 @@ def test_too_close_to_call_is_refused_in_one_line(seed_mlp_h5, folder, tmp_path,
     line = r.output.strip()
     assert "\n" not in line and "input convention too close to call" in line
     assert "--input-scale" in line and not out.exists()
+
+
+def test_the_library_adapts_too(zoo, folder, tmp_path, mnist_dir, mnist_test):
+    """`run_infer` itself resolves the convention: a program calling the library with a
+    foreign model gets the same adapted rows as the CLI, and hears what was detected."""
+    from digitkit.infer import InferSpec, run_infer
+
+    name = "nchw-onnx-unit"
+    said = []
+    out = tmp_path / "lib.csv"
+    spec = InferSpec(zoo.path(name), workers=0, data=mnist_dir)
+    summary = run_infer(spec, [folder], out, warn=said.append)
+    assert summary.failed == 0
+    assert sum("detected: /255" in line for line in said) == 1
+    rows = _rows(out)
+    own = _own_answers(rows, mnist_test, zoo.source(name), FIXTURES[name][1])
+    assert [int(x["label"]) for x in rows] == own.argmax(1).tolist()

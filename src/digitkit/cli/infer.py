@@ -135,12 +135,7 @@ def command(paths, output, resume, force, confusion, quiet, num_workers, shard_s
         guard_output(confusion, force)  # fail before hours of work, not after
     if confusion and output and confusion == str(output):
         raise UsageError("--confusion-matrix and --output name the same file")
-    from digitkit.predictors.runnable import runnable_path
-
-    # A model made elsewhere: its convention resolved once, here (after the cheap checks);
-    # every engine and worker then runs the adapted copy.
-    spec["model"] = runnable_path(spec["model"], flags, data,
-                                  say=lambda msg: click.echo(f"digitkit: {msg}", err=True))
+    spec.update(convention=flags, data=data)
     # A progress line only where a person watches it, and never interleaved with rows
     # printed to the same terminal.
     progress = not quiet and sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())

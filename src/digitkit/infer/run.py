@@ -41,9 +41,15 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
     inputs = list(inputs)
     if resume and output in (None, "-"):
         raise UsageError("--resume needs an output file (-o)")
+    warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    # A model made elsewhere never runs on pixels it was not trained for: its convention is
+    # resolved once, here, and every engine and worker runs the adapted copy.
+    from digitkit.predictors.runnable import runnable_path
+
+    spec = replace(spec, model=runnable_path(spec.model, spec.convention, spec.data,
+                                             say=lambda line: warn(f"digitkit: {line}")))
     eng = get_engine(spec.engine)
     eng.check(spec)  # a missing extra or a bad model fails before any work
-    warn = warn or (lambda msg: print(msg, file=sys.stderr))
     if is_shard_output(output):  # a directory: the engine's workers write the rows there
         with _sigterm_as_interrupt():
             return write_shard_dir(eng, spec, inputs, output, resume=resume, force=force,

@@ -29,6 +29,7 @@ import numpy as np
 
 from digitkit.errors import UsageError
 from digitkit.images import MAX_FILE_SIZE
+from digitkit.model.conventions import NO_FLAGS, ConventionFlags
 
 #: Engine name -> the module defining its `ENGINE`.
 _ENGINE_MODULES = {"local": "digitkit.infer.local", "ray": "digitkit.infer.ray_engine"}
@@ -82,6 +83,9 @@ class InferSpec:
         (`format_for`), Parquet for a shard directory.
     address: the Ray cluster (ray engine only; None: a local Ray instance).
     limits: what one input file may cost (size read, decode time): `InputLimits`.
+    convention: the --input-* flags declaring how a model made elsewhere expects its pixels
+        (none: digitkit's contract, or detected on MNIST test images from `data`);
+        `run_infer` resolves it once and every engine runs the adapted copy.
     """
 
     model: str | os.PathLike
@@ -93,6 +97,8 @@ class InferSpec:
     engine: str = DEFAULT_ENGINE
     address: str | None = None
     limits: InputLimits = InputLimits()
+    convention: ConventionFlags = NO_FLAGS
+    data: str | os.PathLike | None = None
 
     def __post_init__(self):
         if self.engine not in ENGINES:
