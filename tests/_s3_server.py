@@ -76,3 +76,14 @@ def upload_tree(endpoint: str, local: Path, bucket: str, prefix: str) -> None:
             with fs.open_output_stream(f"{bucket}/{prefix}/{rel}") as f:
                 f.write(p.read_bytes())
 
+
+@contextmanager
+def s3_server_env():
+    """A moto server with its environment set for as long as it runs (pyarrow reads it;
+    Ray workers started meanwhile inherit it). Yields the endpoint."""
+    import pytest
+
+    with s3_server() as endpoint, pytest.MonkeyPatch.context() as mp:
+        for k, v in s3_env(endpoint).items():
+            mp.setenv(k, v)
+        yield endpoint

@@ -40,11 +40,9 @@ def s3_endpoint():
     """A moto server; its environment is set before the cluster starts, so every node's
     workers find the endpoint and the credentials the way a real deployment would."""
     pytest.importorskip("moto", reason="needs moto[server] (dev extra)")
-    from _s3_server import s3_env, s3_server
+    from _s3_server import s3_server_env
 
-    with s3_server() as endpoint, pytest.MonkeyPatch.context() as mp:
-        for k, v in s3_env(endpoint).items():
-            mp.setenv(k, v)
+    with s3_server_env() as endpoint:
         yield endpoint
 
 

@@ -48,11 +48,9 @@ def s3(tmp_path_factory):
     """The endpoint of a moto server, its environment set for this module (pyarrow reads it;
     Ray workers started after this inherit it)."""
     pytest.importorskip("moto", reason="the S3 tests need moto[server] (dev extra)")
-    from _s3_server import s3_env, s3_server
+    from _s3_server import s3_server_env
 
-    with s3_server() as endpoint, pytest.MonkeyPatch.context() as mp:
-        for k, v in s3_env(endpoint).items():
-            mp.setenv(k, v)
+    with s3_server_env() as endpoint:
         yield endpoint
 
 
