@@ -24,6 +24,7 @@ from digitkit.infer.isolation import (
     decode_worker,
     join_decoded,
 )
+from digitkit.infer.local import TASK_BATCHES
 
 
 def _parts_text(parts):
@@ -171,10 +172,11 @@ def test_a_killed_run_leaves_no_process_behind(linear_onnx, png_test_dir, tmp_pa
     decode): the forkserver, every worker and the resource tracker must be gone soon."""
     out = tmp_path / "out.csv"
     env = dict(os.environ, DIGITKIT_TEST_DECODER_FAULTS="sleep=*-hang.png")
-    # 40 files, then one that hangs its worker (no time limit), then 10,000 more: rows stop
-    # at the hung chunk (rows are written in order) while the other worker keeps busy.
+    # Two tasks' worth of files, then one that hangs its worker (no time limit), then 10,000
+    # more: rows stop at the hung task (rows are written in order) while the other worker
+    # keeps busy.
     (tmp_path / "in" / "0").mkdir(parents=True)
-    for f in sorted((png_test_dir / "0").iterdir())[:40]:
+    for f in sorted((png_test_dir / "0").iterdir())[:2 * 16 * TASK_BATCHES]:
         (tmp_path / "in" / "0" / f.name).write_bytes(f.read_bytes())
     (tmp_path / "in" / "1-hang.png").write_bytes(b"x")
     os.symlink(png_test_dir, tmp_path / "in" / "pngs")

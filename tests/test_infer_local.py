@@ -12,7 +12,14 @@ from _infer_folders import class_folders, numpy_answers
 from digitkit.errors import ModelError, UsageError
 from digitkit.images import iter_image_paths, load_images
 from digitkit.infer import InferSpec, get_engine
-from digitkit.infer.local import _WORKER_PRELOAD, ENGINE, classify_encoded, local_engine
+from digitkit.infer.local import (
+    _WORKER_PRELOAD,
+    ENGINE,
+    TASK_BATCHES,
+    classify_encoded,
+    local_engine,
+    predict_batches,
+)
 from digitkit.infer.spec import EncodedRows
 from digitkit.predictors import OnnxPredictor
 
@@ -71,13 +78,30 @@ def test_workers_and_batch_size_do_not_change_results(linear_onnx, small_folder)
         spec = InferSpec(linear_onnx, batch_size=batch, workers=workers, top_k=5, fmt="jsonl")
         batches = list(local_engine(spec, iter(paths)))
         assert all(isinstance(b, EncodedRows) for b in batches)
-        assert [b.count for b in batches] == [len(c) for c in _chunked(paths, batch)]
+        task = batch if workers == 0 else batch * TASK_BATCHES  # rows come back per task
+        assert [b.count for b in batches] == [len(c) for c in _chunked(paths, task)]
         texts.append("".join(b.text for b in batches))
     assert texts[0] == texts[1] == texts[2]
     first = json.loads(texts[0].splitlines()[0])
     assert set(first) == {"path", "label", "confidence", "top_k_labels", "top_k_probs", "error"}
     assert len(first["top_k_probs"]) == 5
     assert [json.loads(line)["path"] for line in texts[0].splitlines()] == paths
+
+
+def test_a_task_is_predicted_batch_size_images_at_a_time(linear_onnx, mnist_test):
+    class Recording(OnnxPredictor):
+        sizes: list = []
+
+        def predict(self, pixels):
+            self.sizes.append(len(pixels))
+            return super().predict(pixels)
+
+    x = mnist_test[0][:700]
+    whole = OnnxPredictor(linear_onnx).predict(x.astype(np.float32))
+    rec = Recording(linear_onnx)
+    assert np.array_equal(predict_batches(rec, x, 256), whole)
+    assert rec.sizes == [256, 256, 188]
+    assert predict_batches(rec, x[:0], 256) is None
 
 
 def test_no_paths_no_batches(linear_onnx):

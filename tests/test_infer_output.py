@@ -121,6 +121,9 @@ def test_a_full_output_leaves_whole_rows_and_resume_finishes_it_identically(
     folder = class_folders(png_test_dir, tmp_path / "in", per_class=15)
     code = "import sys; from digitkit.cli import main; main(sys.argv[1:])"
     limit = 5000  # the header and a few dozen rows: the run fails in its first chunks
+    from digitkit.infer.local import TASK_BATCHES
+
+    batch = str(max(1, 16 // TASK_BATCHES))  # rows come back 16 at a time, ~1.3 KB
 
     def run(out, *extra, fsize=None):
         def limit_fsize():
@@ -128,7 +131,7 @@ def test_a_full_output_leaves_whole_rows_and_resume_finishes_it_identically(
                 resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
         return subprocess.run([sys.executable, "-c", code, "infer", str(linear_onnx),
-                               str(folder), "-o", str(out), "--batch-size", "16", "-q",
+                               str(folder), "-o", str(out), "--batch-size", batch, "-q",
                                *extra], capture_output=True, text=True, timeout=300,
                               preexec_fn=limit_fsize)
 

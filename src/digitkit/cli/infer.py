@@ -51,7 +51,8 @@ class _ByteSize(click.ParamType):
 @click.option("--runtime", type=click.Choice(["onnxruntime", "tensorflow"]), default=None,
               help="Default: onnxruntime for .onnx, tensorflow for a SavedModel dir or .h5.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE,
-              show_default=True, help="Images per inference batch (and per decode task).")
+              show_default=True,
+              help="Images per inference batch (a local worker takes a few per task).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Worker processes (decode, ONNX inference, row text); 0 does everything "
                    "in the main process. Default: one per usable core (decoding is the "

@@ -6,10 +6,11 @@ Design, for throughput at bounded memory:
   Runtime session (one thread, no spinning: ~1 us per image for the MLP), and the rows'
   text. The main process only walks the folders, hands out paths, and writes each chunk's
   text in order: its per-file cost is a few microseconds, so it never holds the workers up.
-- Files travel in chunks of `batch_size` paths per task (amortises inter-process overhead:
-  one pickled list of paths out, one string of rows back) and each chunk is one inference
-  batch.
-- At most 2 x workers + 2 chunks are in flight: enough to keep every worker busy while the
+- Files travel in tasks of TASK_BATCHES x `batch_size` paths (one pickled list of paths
+  out, one string of rows back); the worker predicts them `batch_size` at a time. A task
+  costs the main process ~120 us whatever its size (waking, polling, two pipe transfers),
+  ~0.5 us an image at 256 images a task, a fifth of the MLP pipeline's overhead.
+- At most 2 x workers + 2 tasks are in flight: enough to keep every worker busy while the
   main process writes, and memory stays constant however many files there are.
 - No file can take the run down: the pool (`digitkit.infer.isolation`) survives a worker
   that crashes, is killed or overruns the per-file time limit, retries that worker's chunk
@@ -50,6 +51,12 @@ from digitkit.predictors import OnnxPredictor, open_predictor, regime_settings
 #: OpenCV) and ONNX Runtime (~0.6 s of imports, paid once instead of once per worker).
 _WORKER_PRELOAD = ["digitkit.infer.local", "digitkit.infer.isolation", "digitkit.images",
                    "digitkit.predictors.ort", "cv2", "onnxruntime"]
+#: Inference batches per worker task. Four (1,024 images at the default batch, ~28 ms of
+#: a worker's time for the MLP, longer for the CNN): the per-task cost of the main process
+#: falls to ~0.1 us an image, a task still outlasts the main process's longest pause (sorting
+#: a folder of 12,000 names, ~10 ms) so the task queued behind it keeps the worker busy, and
+#: a worker crash retries at most 1,024 files one by one.
+TASK_BATCHES = 4
 #: Each worker's own sessions get one core's regime: the workers already fill every core.
 _WORKER_ORT = regime_settings(DEFAULT_BATCH_SIZE, cores=1)
 #: Forking this process is safe on Linux before any ONNX Runtime session exists; elsewhere
@@ -65,18 +72,29 @@ def check(spec: InferSpec) -> None:
 
 
 def classify_encoded(predictor, paths: list, top_k: int, fmt: str,
-                     max_file_size: int = MAX_FILE_SIZE, timer: FileTimer | None = None
-                     ) -> EncodedRows:
+                     max_file_size: int = MAX_FILE_SIZE, timer: FileTimer | None = None,
+                     batch_size: int = DEFAULT_BATCH_SIZE) -> EncodedRows:
     """Decode, classify and encode `paths` in this process; bad files get error rows."""
     pixels, reasons = load_images(paths, max_file_size, timer and timer.on_file)
     if timer is not None:
         timer.stop()  # the limit is for decoding; the batch's inference is not a file's
-    probs = predictor.predict(pixels.astype(np.float32)) if len(pixels) else None
-    return encode_predictions(paths, reasons, probs, top_k, fmt)
+    return encode_predictions(paths, reasons, predict_batches(predictor, pixels, batch_size),
+                              top_k, fmt)
+
+
+def predict_batches(predictor, pixels: np.ndarray, batch_size: int) -> np.ndarray | None:
+    """Probabilities for `pixels` (uint8), `batch_size` images per inference call."""
+    if not len(pixels):
+        return None
+    x = pixels.astype(np.float32)
+    if len(x) <= batch_size:
+        return predictor.predict(x)
+    return np.concatenate([predictor.predict(x[i:i + batch_size])
+                           for i in range(0, len(x), batch_size)])
 
 
 def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]:
-    """Yield chunks of encoded rows, in input order. workers=0 does everything in this
+    """Yield each task's encoded rows, in input order. workers=0 does everything in this
     process; otherwise ONNX models run in the workers, other runtimes here."""
     workers = usable_cpus() if spec.workers is None else spec.workers
     fmt, top_k, limits = spec.fmt or "csv", spec.top_k, spec.limits
@@ -84,33 +102,36 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
     # sizes the decoders' cores are not spun on).
     predictor = open_predictor(spec.model, spec.runtime,
                                regime_settings(spec.batch_size, usable_cpus()))
-    chunks = _chunks(paths, spec.batch_size)
+    batch = spec.batch_size
+    chunks = _chunks(paths, batch if workers == 0 else batch * TASK_BATCHES)
     first = next(chunks, None)
     if first is None:
         return
     chunks = chain((first,), chunks)
     if workers == 0:  # everything here, as asked
         for chunk in chunks:
-            yield classify_encoded(predictor, chunk, top_k, fmt, limits.max_file_size)
+            yield classify_encoded(predictor, chunk, top_k, fmt, limits.max_file_size,
+                                   batch_size=batch)
         return
-    if len(first) < spec.batch_size and predictor.runtime == "onnxruntime" and _CAN_FORK:
-        # All of it is one chunk: one worker, forked from this process (a few ms; a worker
+    if len(first) < batch * TASK_BATCHES and predictor.runtime == "onnxruntime" and _CAN_FORK:
+        # All of it is one task: one worker, forked from this process (a few ms; a worker
         # from the forkserver costs ~0.25 s of imports), that only decodes; the model runs
         # here. Nothing has loaded ONNX Runtime or started threads of ours yet.
         with WorkerPool(1, decode_worker, (limits.max_file_size,), limits.file_timeout,
                         context="fork") as pool:
             for chunk, parts in pool.map(chunks, 1):
                 pixels, reasons = join_decoded(parts)
-                probs = predictor.predict(pixels.astype(np.float32)) if len(pixels) else None
-                yield encode_predictions(chunk, reasons, probs, top_k, fmt)
+                yield encode_predictions(chunk, reasons, predict_batches(predictor, pixels, batch),
+                                         top_k, fmt)
         return
-    if len(first) < spec.batch_size:
-        workers = 1  # all of it is one chunk: more workers would only cost their start-up
+    if len(first) < batch * TASK_BATCHES:
+        workers = 1  # all of it is one task: more workers would only cost their start-up
     # forkserver: workers are forked from a clean server that preloaded the decoder, never
     # from this process (which may hold ONNX Runtime or TensorFlow threads by then).
     start_workers_early()
     if predictor.runtime == "onnxruntime":
-        setup = (_classify_worker, (str(predictor.model_path), top_k, fmt, limits.max_file_size))
+        setup = (_classify_worker, (str(predictor.model_path), top_k, fmt, limits.max_file_size,
+                                    batch))
 
         def finish(chunk, parts):
             return join_encoded([
@@ -121,8 +142,8 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
 
         def finish(chunk, parts):
             pixels, reasons = join_decoded(parts)
-            probs = predictor.predict(pixels.astype(np.float32)) if len(pixels) else None
-            return encode_predictions(chunk, reasons, probs, top_k, fmt)
+            return encode_predictions(chunk, reasons, predict_batches(predictor, pixels, batch),
+                                      top_k, fmt)
 
     with WorkerPool(workers, *setup, limits.file_timeout) as pool:
         for chunk, parts in pool.map(chunks, 2 * workers + 2):
@@ -144,13 +165,14 @@ def start_workers_early() -> None:
     start_forkserver(_WORKER_PRELOAD)
 
 
-def _classify_worker(model_path: str, top_k: int, fmt: str, max_file_size: int):
+def _classify_worker(model_path: str, top_k: int, fmt: str, max_file_size: int,
+                     batch_size: int):
     """A WorkerPool setup: the worker's own ONNX Runtime session, loaded once, before the
     worker reports ready (a model that does not load fails the run, not a file)."""
     predictor = OnnxPredictor(model_path, _WORKER_ORT).load()
 
     def work(paths: list, timer: FileTimer) -> EncodedRows:
-        return classify_encoded(predictor, paths, top_k, fmt, max_file_size, timer)
+        return classify_encoded(predictor, paths, top_k, fmt, max_file_size, timer, batch_size)
 
     return work
 
