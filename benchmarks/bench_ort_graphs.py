@@ -19,9 +19,11 @@ process, interleaved slices, best slice kept (the method of bench_ort_regimes.py
   along the last axis, the first layer's weight rows permuted to match), `expand` (the
   broadcast Mul of (N,28,28) by (N,1,28), ORT's slowest kernel here, replaced by Expand to the
   full shape and an elementwise Mul).
-(ORT's own offline optimisation, `optimized_model_filepath`, saves the graph it builds online
-anyway: it shortens loading, not a run, so it is not a variant here.) Prints a table of
-images/s per variant and LiteRT's, and each variant's ratio to LiteRT.
+Also printed: whether the CPU provider has float NHWC convolution kernels at all (without
+them an NHWC graph is transposed back to NCHW by ORT's optimiser). ORT's own offline
+optimisation, `optimized_model_filepath`, saves the graph it builds online anyway: it
+shortens loading, not a run, so it is not a variant here. Prints a table of images/s per
+variant and LiteRT's, and each variant's ratio to LiteRT.
 """
 
 from __future__ import annotations
@@ -134,6 +136,29 @@ def l2_variants(onnx, src) -> dict:
     return v
 
 
+def nhwc_kernels() -> str:
+    """Whether this ONNX Runtime's CPU provider has channels-last float convolutions (the
+    contrib ops its NHWC layout transformer would use), tried on a one-node model."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((16, 1, 3, 3), np.float32), "w")
+    found = []
+    for op in ("NhwcConv", "NhwcFusedConv"):
+        g = helper.make_graph(
+            [helper.make_node(op, ["x", "w"], ["y"], domain="com.microsoft", kernel_shape=[3, 3])],
+            "nhwc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 28, 28, 1])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
+                                                helper.make_opsetid("com.microsoft", 1)])
+        try:
+            ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+            found.append(f"{op}: available")
+        except Exception as e:  # noqa: BLE001 - ORT's NOT_IMPLEMENTED
+            found.append(f"{op}: {str(e).split(' : ')[-1].split(' node')[0]}")
+    return f"onnxruntime {ort.__version__} CPU provider, float NHWC kernels: " + "; ".join(found)
+
+
 def write_variants(export: Path, tag: str, work: Path, x: np.ndarray) -> dict[str, str]:
     import onnx
 
@@ -174,6 +199,7 @@ def main() -> int:
     print("$ python " + " ".join(sys.argv))
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}, {args.cores} cores, load average "
           f"{os.getloadavg()}")
+    print(nhwc_kernels())
     from digitkit.data import read_idx
 
     x = read_idx(Path(args.data) / "t10k-images-idx3-ubyte.gz")[0].astype(np.float32)
