@@ -276,13 +276,15 @@ def join_decoded(parts: Parts) -> tuple[np.ndarray, list[str]]:
     return pixels, reasons
 
 
-#: Bytes a pipe between the main process and a worker holds. A task of 1,024 paths pickles to
-#: ~60 KB and its rows come back as ~90 KB of text: Linux's default 64 KiB pipe would make
-#: every task wait for an idle worker, and every result reach the main process in pieces, a
-#: wake-up each. 1 MiB is the most an unprivileged process may ask for
-#: (/proc/sys/fs/pipe-max-size); where it is refused the pipe keeps its size and tasks
-#: simply wait (see WorkerPool._send).
-PIPE_BYTES = 2**20
+#: Bytes a pipe between the main process and a worker holds: 256 KiB. A task of 1,024 paths
+#: pickles to ~60 KB and its rows come back as ~90 KB of text; at Linux's default 64 KiB
+#: every task would wait for an idle worker and every result reach the main process in
+#: pieces, a wake-up each. Not more: pipe buffers count against a per-user quota
+#: (/proc/sys/fs/pipe-user-pages-soft, 64 MiB by default) and past it the kernel gives that
+#: user's new pipes, other programs' included, two pages; two 256 KiB pipes a worker reach it
+#: at 128 workers (1 MiB pipes measured no faster). Where widening is refused the pipe keeps
+#: its size and tasks wait for an idle worker (see WorkerPool._send).
+PIPE_BYTES = 2**18
 
 
 def _widen(conn) -> None:
