@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from digitkit.errors import DataError, OutputExistsError
+from digitkit.infer.local import TASK_BATCHES
 from digitkit.infer.output import RowWriter, check_new_output, scan_existing
 from digitkit.infer.rows import Row, encode_rows
 
@@ -121,8 +122,6 @@ def test_a_full_output_leaves_whole_rows_and_resume_finishes_it_identically(
     folder = class_folders(png_test_dir, tmp_path / "in", per_class=15)
     code = "import sys; from digitkit.cli import main; main(sys.argv[1:])"
     limit = 5000  # the header and a few dozen rows: the run fails in its first chunks
-    from digitkit.infer.local import TASK_BATCHES
-
     batch = str(max(1, 16 // TASK_BATCHES))  # rows come back 16 at a time, ~1.3 KB
 
     def run(out, *extra, fsize=None):

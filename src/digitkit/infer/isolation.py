@@ -115,8 +115,8 @@ class WorkerPool:
     def _start(self) -> _Worker:
         task_r, task_w = self._ctx.Pipe(duplex=False)
         result_r, result_w = self._ctx.Pipe(duplex=False)
-        for conn in (task_w, result_r):
-            _widen(conn)
+        capacity = _widen(task_w)
+        _widen(result_r)
         # A forked worker inherits this process's ends of its own pipes: it must close them,
         # or its task pipe would never reach end-of-file.
         inherited = (task_w, result_r) if self._ctx.get_start_method() == "fork" else ()
@@ -125,7 +125,7 @@ class WorkerPool:
         proc.start()
         task_r.close()
         result_w.close()  # the worker holds the only write end: its death reads as EOF
-        return _Worker(proc, task_w, result_r, _pipe_capacity(task_w))
+        return _Worker(proc, task_w, result_r, capacity)
 
     def map(self, chunks: Iterable[list], window: int) -> Iterator[tuple[list, Parts]]:
         """(chunk, parts) for each chunk, in order, at most `window` chunks in flight."""
@@ -287,22 +287,20 @@ def join_decoded(parts: Parts) -> tuple[np.ndarray, list[str]]:
 PIPE_BYTES = 2**18
 
 
-def _widen(conn) -> None:
+def _widen(conn) -> int:
+    """Ask for a PIPE_BYTES pipe under `conn`; the bytes it holds now, as granted."""
     try:
         import fcntl
-
+    except ImportError:
+        return 4096  # POSIX's smallest: every task then waits for an idle worker
+    try:
         fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-    except (ImportError, AttributeError, OSError):
+    except (AttributeError, OSError):
         pass  # not Linux, or over this user's pipe-buffer quota: the default size
-
-
-def _pipe_capacity(conn) -> int:
     try:
-        import fcntl
-
         return fcntl.fcntl(conn.fileno(), fcntl.F_GETPIPE_SZ)
-    except (ImportError, AttributeError, OSError):
-        return 4096  # POSIX's smallest: every chunk then waits for an idle worker
+    except (AttributeError, OSError):
+        return 4096
 
 
 __all__ = ["Crash", "FileTimer", "WorkerPool", "crash_reason", "decode_worker", "join_decoded",

@@ -103,7 +103,8 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
     predictor = open_predictor(spec.model, spec.runtime,
                                regime_settings(spec.batch_size, usable_cpus()))
     batch = spec.batch_size
-    chunks = _chunks(paths, batch if workers == 0 else batch * TASK_BATCHES)
+    task = batch * TASK_BATCHES
+    chunks = _chunks(paths, batch if workers == 0 else task)
     first = next(chunks, None)
     if first is None:
         return
@@ -113,18 +114,22 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
             yield classify_encoded(predictor, chunk, top_k, fmt, limits.max_file_size,
                                    batch_size=batch)
         return
-    if len(first) < batch * TASK_BATCHES and predictor.runtime == "onnxruntime" and _CAN_FORK:
+
+    def predict_here(chunk, parts):  # workers that only decode: the model runs here
+        pixels, reasons = join_decoded(parts)
+        return encode_predictions(chunk, reasons, predict_batches(predictor, pixels, batch),
+                                  top_k, fmt)
+
+    if len(first) < task and predictor.runtime == "onnxruntime" and _CAN_FORK:
         # All of it is one task: one worker, forked from this process (a few ms; a worker
         # from the forkserver costs ~0.25 s of imports), that only decodes; the model runs
         # here. Nothing has loaded ONNX Runtime or started threads of ours yet.
         with WorkerPool(1, decode_worker, (limits.max_file_size,), limits.file_timeout,
                         context="fork") as pool:
             for chunk, parts in pool.map(chunks, 1):
-                pixels, reasons = join_decoded(parts)
-                yield encode_predictions(chunk, reasons, predict_batches(predictor, pixels, batch),
-                                         top_k, fmt)
+                yield predict_here(chunk, parts)
         return
-    if len(first) < batch * TASK_BATCHES:
+    if len(first) < task:
         workers = 1  # all of it is one task: more workers would only cost their start-up
     # forkserver: workers are forked from a clean server that preloaded the decoder, never
     # from this process (which may hold ONNX Runtime or TensorFlow threads by then).
@@ -138,12 +143,7 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
                 encode_predictions(chunk[lo:hi], [v.reason] * (hi - lo), None, top_k, fmt)
                 if isinstance(v, Crash) else v for lo, hi, v in parts])
     else:
-        setup = (decode_worker, (limits.max_file_size,))
-
-        def finish(chunk, parts):
-            pixels, reasons = join_decoded(parts)
-            return encode_predictions(chunk, reasons, predict_batches(predictor, pixels, batch),
-                                      top_k, fmt)
+        setup, finish = (decode_worker, (limits.max_file_size,)), predict_here
 
     with WorkerPool(workers, *setup, limits.file_timeout) as pool:
         for chunk, parts in pool.map(chunks, 2 * workers + 2):
