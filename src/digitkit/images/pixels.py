@@ -240,20 +240,27 @@ def _to_policy(data: bytes, policy: PixelPolicy, path, reduce_jpeg: bool) -> Ima
         if w * h > MAX_PIXELS:
             raise ImageError(path, f"decompression bomb: {w}x{h} pixels is over the "
                                    f"{MAX_PIXELS:,} pixel limit")
-        turned = _orientation(im) in (5, 6, 7, 8)  # display size is (h, w)
-        dw, dh = (h, w) if turned else (w, h)
-        g = geometry(policy.resize, dw, dh, out_h, out_w, policy.crop_fraction)
+        scale, display = 1.0, None
         if reduce_jpeg and im.format in ("JPEG", "MPO"):
-            need = draft_size(g, dw, dh)
+            # The draft is asked for before decoding, in stored orientation; the geometry is
+            # the one the full picture gets, scaled by the draft's exact 1/s (Pillow's box:
+            # a side not divisible by s is rounded up in pixels).
+            turned = _orientation(im) in (5, 6, 7, 8)
+            display = (h, w) if turned else (w, h)
+            need = draft_size(geometry(policy.resize, *display, out_h, out_w,
+                                       policy.crop_fraction), *display)
             drafted = im.draft(mode, need[::-1] if turned else need)
-            if drafted is not None and drafted[1][2] != w:
-                # Decoded at 1/s size: the geometry follows. (Pillow's box, not the new
-                # pixel size, gives the exact scale: a side not divisible by s is rounded up.)
-                g = g.scaled(drafted[1][2] / w, drafted[1][3] / h)
+            if drafted is not None:
+                scale = drafted[1][2] / w
         im.load()
+        # Pillow applies a TIFF's orientation while loading (the tag is gone after it);
+        # JPEG, PNG and WebP keep theirs for this.
         if _orientation(im) not in (1, None):
             im = ImageOps.exif_transpose(im)
         im = _to_mode(im, mode, policy.background, path)
+        g = geometry(policy.resize, *(display or im.size), out_h, out_w, policy.crop_fraction)
+        if scale != 1.0:
+            g = g.scaled(scale, scale)
         pad = policy.pad if mode == "RGB" else _luma(policy.pad)
         return resize(im, g, out_h, out_w, policy.interpolation, pad)
 
