@@ -111,3 +111,19 @@ def zoo(tmp_path_factory, mnist_dir):
     from _foreign_models import zoo_for
 
     return zoo_for(tmp_path_factory, mnist_dir)
+
+
+@pytest.fixture(scope="session")
+def image_set(tmp_path_factory) -> Path:
+    """The labelled general-image set (5 classes x 40 files of every supported format and
+    pixel kind, with manifest.json), made by the committed scripts/make_image_set.py run as
+    a user runs it. Read-only for the tests."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("skimage", reason="the image set is cut from scikit-image's photos "
+                                          "(the dev extra)")
+    out = tmp_path_factory.mktemp("image_set") / "set"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_image_set.py"), str(out)],
+                   check=True, capture_output=True, timeout=300)
+    return out

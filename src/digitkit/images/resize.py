@@ -22,7 +22,8 @@ downscale averages every source pixel it covers and does not alias):
   INTER_AREA). Meant for shrinking; enlarging with it repeats pixels.
 
 The geometry is computed from the picture's full size in display orientation, so the output
-is the same whether a JPEG is decoded whole or at a reduced size (`draft_size`).
+is the same whether a JPEG is decoded whole or at a reduced size (`draft_size`); only the
+pixels differ a little (a reduced decode averages 8x8 blocks before the resize filter).
 """
 
 from __future__ import annotations
@@ -83,15 +84,24 @@ def geometry(mode: str, width: int, height: int, out_h: int, out_w: int,
     raise ValueError(f"unknown resize mode {mode!r}")
 
 
-def draft_size(g: Geometry, width: int, height: int) -> tuple[int, int]:
-    """The smallest decoded size (w, h) of a `width` x `height` picture at which `g`'s box still
-    spans at least its output size in both directions: a JPEG decoded at reduced size (DCT
-    scaling, Pillow's `Image.draft`) to at least this size is never enlarged afterwards.
-    Pillow's draft picks the largest 1/2, 1/4 or 1/8 scale whose result is at least the size
-    asked for, so asking for this one is safe."""
+#: How much larger than the output the box of a reduced JPEG decode must stay. At 1 the
+#: DCT-scaled picture may be just the output's size, and its 8x8 block means (chroma
+#: replicated, not interpolated) then filtered again stray further from a full decode than at
+#: 2, for little more time (both measured in BENCHMARKS.md, benchmarks/bench_decode_reduced.py).
+DRAFT_MARGIN = 2
+
+
+def draft_size(g: Geometry, width: int, height: int, margin: float | None = None
+               ) -> tuple[int, int]:
+    """The smallest decoded size (w, h) of a `width` x `height` picture at which `g`'s box
+    still spans `margin` (DRAFT_MARGIN by default, at least 1) times its output size in both
+    directions: a JPEG decoded at reduced size (DCT scaling, Pillow's `Image.draft`) to at
+    least this size is never enlarged afterwards. Pillow's draft picks the largest 1/2, 1/4 or
+    1/8 scale whose result is at least the size asked for, so asking for this one is safe."""
+    m = max(1.0, DRAFT_MARGIN if margin is None else margin)
     left, top, right, bottom = g.box
-    w = math.ceil(width * g.size[0] / (right - left) - 1e-9)
-    h = math.ceil(height * g.size[1] / (bottom - top) - 1e-9)
+    w = math.ceil(m * width * g.size[0] / (right - left) - 1e-9)
+    h = math.ceil(m * height * g.size[1] / (bottom - top) - 1e-9)
     return min(width, max(1, w)), min(height, max(1, h))
 
 
