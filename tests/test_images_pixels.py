@@ -443,6 +443,8 @@ def test_a_bad_recorded_policy_names_where_it_was_read():
     assert str(e.value).startswith("model.onnx: channels must be 1 (gray) or 3 (RGB)")
     with pytest.raises(DataError, match="model.onnx: pixel policy is not JSON"):
         PixelPolicy.from_json("{", origin="model.onnx")
+    with pytest.raises(UsageError, match=r"interpolation must be one of .*, not \['area'\]"):
+        PixelPolicy.from_dict({**good, "interpolation": ["area"]})
     with pytest.raises(UsageError, match="a pixel policy is a JSON object, not list"):
         PixelPolicy.from_json("[1]")
 

@@ -92,10 +92,10 @@ class PixelPolicy:
         set_(self, "size", _size(self.size))
         if type(self.channels) is not int or self.channels not in (1, 3):
             raise UsageError(f"channels must be 1 (gray) or 3 (RGB), not {self.channels!r}")
-        if self.resize not in RESIZE_MODES:
+        if not isinstance(self.resize, str) or self.resize not in RESIZE_MODES:
             raise UsageError(f"resize must be one of {', '.join(RESIZE_MODES)}, "
                              f"not {self.resize!r}")
-        if self.interpolation not in INTERPOLATIONS:
+        if not isinstance(self.interpolation, str) or self.interpolation not in INTERPOLATIONS:
             raise UsageError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, "
                              f"not {self.interpolation!r}")
         f = self.crop_fraction
