@@ -317,6 +317,37 @@ def test_a_turned_large_jpeg_is_reduced_and_upright(tmp_path):
     _near(out[15, 10], BLUE, 8)
 
 
+def test_a_turned_jpeg_asks_for_its_draft_in_stored_orientation():
+    """Displayed 2000x500, stored 500x2000 (orientation 6), to a tall 200x50 input: the draft
+    asked for in display orientation would allow 1/4 and leave 125 rows for 200; asked for
+    in stored orientation it allows none, and the output is the full decode's."""
+    noise = np.random.default_rng(1).integers(0, 256, (500, 2000, 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(noise).transpose(STORE[6]).save(buf, "JPEG", exif=exif, quality=95)
+    policy = PixelPolicy((200, 50), 3)
+    out = pixels_from_bytes(buf.getvalue(), policy)
+    assert np.array_equal(out, pixels_from_bytes(buf.getvalue(), policy, reduce_jpeg=False))
+
+
+def test_a_phone_camera_mpo_is_a_jpeg_reduced_too():
+    """Multi-picture JPEGs (MPO, many phone cameras) open as JPEG: the first picture, reduced
+    the same way."""
+    shown = _quadrants(800, 400)
+    buf = io.BytesIO()
+    shown.save(buf, "MPO", save_all=True, append_images=[shown.transpose(STORE[3])],
+               quality=95)
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        assert im.format == "MPO" and im.n_frames == 2
+    policy = PixelPolicy((20, 40), 3)
+    out = pixels_from_bytes(buf.getvalue(), policy)
+    full = pixels_from_bytes(buf.getvalue(), policy, reduce_jpeg=False)
+    assert not np.array_equal(out, full) and np.abs(out - full).max() < 8  # reduced, close
+    _near(out[5, 10], RED, 8)  # the first picture, not the turned second one
+    _near(out[15, 30], WHITE, 8)
+
+
 # -- refusals --------------------------------------------------------------------------------
 
 
