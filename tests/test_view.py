@@ -209,6 +209,16 @@ def test_external_data_outside_the_model_folder_is_not_served(tmp_path):
             assert _raw(viewer.address[1], "/data/w.bin")[0] == 200  # the others still load
 
 
+def test_a_file_swapped_for_a_symlink_after_start_is_not_served(model_among_secrets):
+    weights = model_among_secrets.parent / "weights" / "w.bin"
+    with NetronViewer(model_among_secrets, port=0) as viewer:
+        assert _raw(viewer.address[1], "/data/weights/w.bin")[0] == 200
+        weights.unlink()
+        weights.symlink_to(model_among_secrets.parent.parent / "outside.txt")
+        status, _, body = _raw(viewer.address[1], "/data/weights/w.bin")
+    assert status == 404 and b"nor this" not in body
+
+
 @pytest.mark.parametrize("host, code", [
     ("127.0.0.1:{port}", 200), ("localhost:{port}", 200), ("[::1]:{port}", 200),
     ("evil.example:{port}", 403), ("evil.example", 403), ("127.0.0.1.nip.io:{port}", 403),

@@ -228,15 +228,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             path = site.assets.get(target[1:])
             kind = ASSET_TYPES.get(path.suffix) if path else None
-        if path is None:
-            return self._send(404, b"Not found\n", "text/plain; charset=utf-8")
+        if path is None or (target.startswith("/data/") and not site.still_inside(path)):
+            return self._not_found()
         try:
-            with open(path, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    return self._send(404, b"Not found\n", "text/plain; charset=utf-8")
-                self._send(200, f, kind)
-        except FileNotFoundError:
-            self._send(404, b"Not found\n", "text/plain; charset=utf-8")
+            # O_NONBLOCK: a FIFO swapped in for a file must not hang the request in open().
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return self._not_found()
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return self._not_found()
+            self._send(200, f, kind)
+
+    def _not_found(self):
+        self._send(404, b"Not found\n", "text/plain; charset=utf-8")
 
     def _send(self, code: int, body, kind: str, extra: dict | None = None):
         size = len(body) if isinstance(body, bytes) else os.fstat(body.fileno()).st_size
@@ -267,8 +272,14 @@ class _Site:
         self.files = model_files(model_path)
         self.assets = netron_assets()
         first = next(iter(self.files))
+        self.model, self.folder = self.files[first], self.files[first].parent
         self.page = netron_page(self.assets["index.html"].read_text("utf-8"), first)
         self.hosts: HostRule | None = None
+
+    def still_inside(self, path: Path) -> bool:
+        """The files beside the model are checked again when asked for: one swapped for a
+        symlink out of the folder since start-up is not served."""
+        return path == self.model or _regular_inside(path, self.folder)
 
 
 class ViewServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
