@@ -10,11 +10,13 @@ interpreter, the same ONNX file and the same --files PNGs (the shared MNIST test
 into class folders, as bench_infer.py builds them). Runs alternate old, new, old, new...,
 so a load that comes and goes on a shared machine falls on both.
 
-Per run: wall seconds from spawn to exit, and the main process's own CPU seconds (user +
-system of that process alone, `getrusage(RUSAGE_SELF)` at exit: neither the workers nor the
-forkserver), which a loaded machine disturbs far less than the wall. --profile adds one more
-run of each version under cProfile (the main process only) and prints its top functions by
-own time. The outputs of both versions are compared byte for byte.
+Per run: wall seconds from spawn to exit, the main process's own CPU seconds (user + system
+of that process alone, `getrusage(RUSAGE_SELF)` at exit: neither the workers nor the
+forkserver), which a loaded machine disturbs far less than the wall, and the CPU of the
+whole process tree (the main process's plus its descendants', polled every 20 ms).
+--profile adds one more run of each version under cProfile (the main process only, CPU
+time) and prints its top functions by own time. The outputs of both versions are compared
+byte for byte.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ import statistics
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
+
+import psutil
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -80,15 +85,36 @@ def run_once(src: Path, argv: list, work: Path, profile: Path | None = None) -> 
     env = dict(os.environ, PYTHONPATH=str(src), BENCH_RUSAGE=str(work / "rusage.json"))
     if profile is not None:
         env["BENCH_PROFILE"] = str(profile)
+    seen: dict[int, float] = {}  # descendant pid -> last CPU seconds seen
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", WRAPPER, *map(str, argv)], env=env,
-                          capture_output=True, text=True)
+    proc = psutil.Popen([sys.executable, "-c", WRAPPER, *map(str, argv)], env=env,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def poll():  # the workers' and the forkserver's CPU: polled, so a few ms may be missed
+        while proc.poll() is None:
+            try:
+                kids = proc.children(recursive=True)
+            except psutil.Error:
+                kids = []
+            for k in kids:
+                try:
+                    t = k.cpu_times()
+                    seen[k.pid] = max(seen.get(k.pid, 0.0), t.user + t.system)
+                except psutil.Error:
+                    pass
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    _, err = proc.communicate()
     wall = time.perf_counter() - t0
-    if done.returncode != 0:
-        sys.exit(f"failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    watcher.join()
+    if proc.returncode != 0:
+        sys.exit(f"failed (exit {proc.returncode}): {err[-2000:]}")
     ru = json.loads((work / "rusage.json").read_text())
-    return {"wall": wall, "main_cpu": ru["user"] + ru["sys"], "user": ru["user"],
-            "sys": ru["sys"], "rss_mb": ru["maxrss_kb"] / 1024}
+    main_cpu = ru["user"] + ru["sys"]
+    return {"wall": wall, "main_cpu": main_cpu, "user": ru["user"], "sys": ru["sys"],
+            "tree_cpu": main_cpu + sum(seen.values()), "rss_mb": ru["maxrss_kb"] / 1024}
 
 
 def main():
@@ -120,21 +146,24 @@ def main():
     print(f"outputs byte-identical: {same}")
     results: dict[str, list[dict]] = {v: [] for v in versions}
     print(f"{'round':>5} {'version':>7} {'wall s':>7} {'main CPU s':>10} {'user':>6} "
-          f"{'sys':>6} {'RSS MB':>7} {'load':>5}")
+          f"{'sys':>6} {'tree CPU s':>10} {'RSS MB':>7} {'load':>5}")
     for i in range(args.rounds):
         order = list(versions) if i % 2 == 0 else list(reversed(versions))
         for v in order:
             r = run_once(versions[v], cmd[v], work)
             results[v].append(r)
             print(f"{i + 1:>5} {v:>7} {r['wall']:7.2f} {r['main_cpu']:10.2f} {r['user']:6.2f} "
-                  f"{r['sys']:6.2f} {r['rss_mb']:7.0f} {os.getloadavg()[0]:5.1f}", flush=True)
+                  f"{r['sys']:6.2f} {r['tree_cpu']:10.2f} {r['rss_mb']:7.0f} "
+                  f"{os.getloadavg()[0]:5.1f}", flush=True)
     print(f"\n{args.files:,} files, {args.rounds} rounds each; best / median")
     for v, rs in results.items():
         walls, cpus = [r["wall"] for r in rs], [r["main_cpu"] for r in rs]
+        trees = [r["tree_cpu"] for r in rs]
         print(f"  {v} ({args.old if v == 'old' else args.new}): wall {min(walls):.2f} / "
               f"{statistics.median(walls):.2f} s ({args.files / min(walls):,.0f} / "
               f"{args.files / statistics.median(walls):,.0f} images/s); main CPU "
-              f"{min(cpus):.2f} / {statistics.median(cpus):.2f} s")
+              f"{min(cpus):.2f} / {statistics.median(cpus):.2f} s; tree CPU {min(trees):.2f} / "
+              f"{statistics.median(trees):.2f} s")
     print(f"load average after: {os.getloadavg()}")
     if args.profile:
         import pstats
