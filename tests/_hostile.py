@@ -9,6 +9,9 @@ folder, nothing committed.
 - damaged/: the good files with flipped, truncated, duplicated and zeroed byte runs;
 - lies/: PNG headers that lie about the size, a GIF of many frames, a multi-page TIFF;
 - blank/: all black, all white, fully transparent, a single pixel, a speck on a page;
+- unsupported/: the same digit in formats digitkit does not read (JPEG 2000, AVIF, TGA, QOI,
+  DDS, PCX, SGI, IM, ICO, PPM, ...), each named .png, and a PostScript file named x.png (with
+  a logging `gs` first on PATH, `fake_ghostscript`, a decoder that ran it would leave a log);
 - special/: a FIFO, a UNIX socket, links to /dev/zero, /dev/null, /dev/urandom and a
   dangling one, a link loop, a sparse file over the size limit, an empty file, text named
   .png, and a folder named dir.png (holding one good digit, which must be found);
@@ -48,6 +51,44 @@ CONTAINERS = {
 ODD_NAMES = ["a,b.png", 'quo"te.png', "new\nline.png", "-leading-dash.png", "--help.png",
              "back\\slash.png", "sp ace .png", "ünïcødé.png", "tab\there.png"]
 NOT_UTF8 = b"caf\xe9-\xff.png"
+#: Formats Pillow can write and digitkit must not decode: Pillow's name -> (the name the
+#: reason gives, the image mode to save).
+UNSUPPORTED = {"JPEG2000": ("JPEG2000", "L"), "AVIF": ("AVIF", "RGB"), "TGA": ("TGA", "L"),
+               "QOI": ("QOI", "RGB"), "DDS": ("DDS", "RGB"), "PCX": ("PCX", "L"),
+               "SGI": ("SGI", "L"), "IM": ("IM", "L"), "ICO": ("ICO", "L"), "PPM": ("PPM", "L"),
+               "EPS": ("EPS", "L"), "PDF": ("PDF", "L"), "MSP": ("MSP", "1"),
+               "XBM": ("XBM", "1"), "DIB": ("DIB", "L")}
+
+
+def unsupported_files(folder: Path, digit: np.ndarray) -> dict[Path, str]:
+    """The digit saved in every UNSUPPORTED format Pillow here can write, each named .png,
+    plus PostScript named x.png: path -> the reason's start."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for fmt, (name, mode) in UNSUPPORTED.items():
+        im = Image.fromarray(digit).convert(mode)
+        path = folder / f"{fmt.lower()}.png"
+        try:
+            im.save(path, format=fmt)
+        except (OSError, KeyError, ValueError):  # a Pillow built without that writer
+            path.unlink(missing_ok=True)
+            continue
+        out[path] = f"unsupported format ({name}"
+    ps = folder / "x.png"
+    ps.write_bytes(b"%!PS-Adobe-3.0\n%%BoundingBox: 0 0 28 28\n"
+                   b"newpath 4 4 moveto 24 24 lineto 10 setlinewidth stroke showpage\n")
+    out[ps] = "unsupported format (EPS"
+    return out
+
+
+def fake_ghostscript(bin_dir: Path, log: Path) -> Path:
+    """A `gs` that only records that it ran (its arguments, in `log`): put `bin_dir` first on
+    PATH, and any decoder that starts Ghostscript leaves the log behind."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    gs = bin_dir / "gs"
+    gs.write_text(f"#!/bin/sh\necho \"$@\" >> '{log}'\nexit 1\n")
+    gs.chmod(0o755)
+    return gs
 
 
 @dataclass
@@ -87,6 +128,8 @@ def make_corpus(root: Path, x: np.ndarray, y: np.ndarray, indices: list[int],
     _lies(root / "lies", x[indices[0]], c)
     _blank(root / "blank", x[indices[0]], c)
     _special(root / "special", x[indices[0]], int(y[indices[0]]), c)
+    for path, reason in unsupported_files(root / "unsupported", x[indices[0]]).items():
+        c.reasons[str(path)] = reason
     if faults:
         d = root / "faults"
         d.mkdir()

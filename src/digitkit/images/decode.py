@@ -6,10 +6,11 @@ memory, never on the path.
 
 Plain 8-bit grayscale PNGs (MNIST-like files, the bulk of any batch) go through OpenCV's
 libpng decoder, ~4x cheaper per file than Pillow's; everything else through Pillow (an
-animation or a multi-page TIFF gives its first frame). Both give the same pixels for the
-files the fast decoder takes (see `_fast_gray_png`); any doubt or failure goes to Pillow, so
-error reasons stay Pillow's. Decompression bombs are refused from the header, before any
-pixel is decoded.
+animation or a multi-page TIFF gives its first frame), asked for the supported formats alone
+(`digitkit.images.formats`): any other format is refused by name, never decoded. Both give
+the same pixels for the files the fast decoder takes (see `_fast_gray_png`); any doubt or
+failure goes to Pillow, so error reasons stay Pillow's. Decompression bombs are refused
+from the header, before any pixel is decoded.
 
 `load_image` and `load_images` then put each image into the MNIST convention
 (`digitkit.images.mnist_convention`) and refuse one that holds no digit ("blank: ...").
@@ -30,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from digitkit.errors import ImageError
 from digitkit.images.faults import FAULTS, inject_fault
+from digitkit.images.formats import PILLOW_FORMATS, unsupported_reason
 from digitkit.images.mnist_convention import (
     MIN_INK_PIXELS,
     SIZE,
@@ -224,7 +226,9 @@ def _with_image(path, data: bytes, fn):
     try:
         # Pillow itself only warns between its MAX_IMAGE_PIXELS (89 MP) and twice that, and
         # fails beyond; our lower limit is checked before any pixel is decoded.
-        with Image.open(io.BytesIO(data)) as im:
+        # formats=: only the supported formats are even parsed (digitkit.images.formats);
+        # PostScript would otherwise run Ghostscript, and dozens of other parsers be exposed.
+        with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS) as im:
             w, h = im.size
             if w * h > MAX_PIXELS:
                 raise ImageError(path, f"decompression bomb: {w}x{h} pixels is over the "
@@ -237,7 +241,7 @@ def _with_image(path, data: bytes, fn):
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(path, "not an image (unrecognised format)") from None
+        raise ImageError(path, unsupported_reason(data)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(path, f"decompression bomb: {e}") from None
     except OSError as e:

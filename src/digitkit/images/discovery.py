@@ -28,8 +28,8 @@ from operator import attrgetter
 from pathlib import Path
 
 from digitkit.errors import DataError
+from digitkit.images.formats import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 _EXT_SUFFIXES = tuple(sorted(IMAGE_EXTENSIONS))  # str.endswith takes a tuple
 _NAME = attrgetter("name")
 
