@@ -77,7 +77,8 @@ def read_regular(path, limit: int, folder: Folder | None = None,
     try:
         st = os.stat(name, dir_fd=where)
         if st.st_mode & _S_IFMT != _S_IFREG:
-            raise error(path, not_regular_reason(st.st_mode))
+            raise error(path, _directory_reason(path) if stat.S_ISDIR(st.st_mode)
+                        else not_regular_reason(st.st_mode))
         size = st.st_size
         if size > limit:
             raise error(path, too_large_reason(size, limit))
@@ -95,6 +96,16 @@ def read_regular(path, limit: int, folder: Folder | None = None,
     except OSError as e:
         raise error(path, os_error_reason(path, e)) from None
     return data
+
+
+def _directory_reason(path) -> str:
+    """Why a folder is read as a file: a folder that a walk could not list is handed over as
+    an entry of its own (`digitkit.images.discovery`), and its row says why it could not."""
+    try:  # by its full path, as the walk tried: through the folder handle it may reach
+        os.close(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+    except OSError as e:
+        return f"cannot list directory ({os_error_reason(path, e)})"
+    return "is a directory"
 
 
 def _read_on(fd: int, data: bytes, limit: int, path, error: Refusal) -> bytes | bytearray:
@@ -174,5 +185,5 @@ def os_error_reason(path, e: OSError) -> str:
     if e.errno == errno.ELOOP:
         return "symbolic link loop"
     if e.errno == errno.ENAMETOOLONG:
-        return "path too long (over the system's limit)"
+        return f"path too long for the system ({len(os.fsencode(path)):,} bytes)"
     return f"cannot read ({e.strerror or e})"
