@@ -103,7 +103,7 @@ def _scan_csv(p: Path, f, start: int, on_row) -> int:
         for rec in records:
             if bad is not None:
                 raise DataError(p, f"cannot resume: malformed row at byte {bad[0]} ({bad[1]})")
-            if len(rec) == 6 and (not rec[1] or (len(rec[1]) == 1 and rec[1].isdigit())):
+            if len(rec) == 6 and (not rec[1] or (len(rec[1]) == 1 and "0" <= rec[1] <= "9")):
                 on_row(Row(rec[0], int(rec[1]) if rec[1] else None, error=rec[5]))
             else:
                 # Only the very last record may be cut off: find where it starts.
