@@ -44,7 +44,13 @@ from multiprocessing.connection import wait
 import numpy as np
 
 from digitkit.errors import DigitkitError
-from digitkit.infer.workers import FileTimer, decode_worker, start_forkserver, worker_main
+from digitkit.infer.workers import (
+    FileTimer,
+    decode_worker,
+    sigint_held,
+    start_forkserver,
+    worker_main,
+)
 
 #: Chunks a worker holds at once: the one it runs and the next.
 DEPTH = 2
@@ -122,7 +128,8 @@ class WorkerPool:
         inherited = (task_w, result_r) if self._ctx.get_start_method() == "fork" else ()
         proc = self._ctx.Process(target=worker_main,
                                  args=(task_r, result_w, *self._args, inherited), daemon=True)
-        proc.start()
+        with sigint_held():  # a Ctrl-C now is the main process's, not a traceback of the worker's
+            proc.start()
         task_r.close()
         result_w.close()  # the worker holds the only write end: its death reads as EOF
         return _Worker(proc, task_w, result_r, capacity)

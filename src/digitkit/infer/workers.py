@@ -18,6 +18,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from digitkit.errors import DigitkitError, one_line
 
@@ -52,11 +53,27 @@ class FileTimer:
 def start_forkserver(preload: list[str]) -> None:
     """Start this process's forkserver now, with `preload` imported once for every worker,
     without waiting for it: its imports then overlap the caller's own start-up."""
-    from multiprocessing import forkserver
+    from multiprocessing import forkserver, resource_tracker
 
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(preload)
-    forkserver.ensure_running()
+    resource_tracker.ensure_running()  # first: starting it unblocks SIGINT when it is done
+    with sigint_held():
+        forkserver.ensure_running()
+
+
+@contextmanager
+def sigint_held():
+    """Start processes inside this with SIGINT blocked: they inherit the mask (through exec
+    too), so a Ctrl-C while they start up and import (the forkserver's preload, a forked
+    worker before `_prepare_worker`) stays pending until they ignore it, instead of printing
+    their KeyboardInterrupt traceback; multiprocessing starts its resource tracker the same
+    way. Here a Ctrl-C meanwhile is held, then raised as usual."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def decode_worker(max_file_size: int) -> Callable:
