@@ -4,8 +4,8 @@ folder, nothing committed.
 `make_corpus(root, x, y, indices)` writes:
 - good/<label>/: real MNIST digits in every supported container (PNG, JPEG, BMP, GIF, TIFF,
   WebP; gray, RGB, palette, alpha, 16-bit, upscaled), and the same digits under odd names:
-  commas, quotes, a newline, leading dashes, a backslash, spaces, non-ASCII and a name that
-  is not valid UTF-8;
+  commas, quotes, a newline, a carriage return, leading dashes, a backslash, spaces,
+  non-ASCII and a name that is not valid UTF-8;
 - damaged/: the good files with flipped, truncated, duplicated and zeroed byte runs;
 - lies/: PNG headers that lie about the size, a GIF of many frames, a multi-page TIFF;
 - blank/: all black, all white, fully transparent, a single pixel, a speck on a page;
@@ -59,7 +59,8 @@ CONTAINERS = {
 }
 #: Names that break naive CSV writers, shells and decoders; each holds a real digit.
 ODD_NAMES = ["a,b.png", 'quo"te.png', "new\nline.png", "-leading-dash.png", "--help.png",
-             "back\\slash.png", "sp ace .png", "ünïcødé.png", "tab\there.png"]
+             "back\\slash.png", "sp ace .png", "ünïcødé.png", "tab\there.png",
+             "carriage\rreturn.png", "cr-lf\r\n.png"]
 NOT_UTF8 = b"caf\xe9-\xff.png"
 #: Formats Pillow can write and digitkit must not decode: Pillow's name -> (the name the
 #: reason gives, the image mode to save).

@@ -120,7 +120,6 @@ def test_a_folder_past_the_path_limit_is_an_entry_whose_row_says_why(tmp_path, m
     (through its folder), and the first folder that cannot be named whole is yielded itself,
     so its row says why; nothing is skipped in silence."""
     from _hostile import make_deep
-
     from digitkit.images import iter_image_paths, load_images
 
     good, unreachable = make_deep(tmp_path / "deep", mnist_test[0][0])

@@ -25,6 +25,7 @@ import os
 import struct
 import zlib
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -78,28 +79,29 @@ def load_images(paths: list, max_file_size: int = MAX_FILE_SIZE,
     raw = [False] * n  # 28x28 gray as decoded: still to be checked for the convention
     reasons = [""] * n
     folder = Folder()
-    try:
-        for i, p in enumerate(paths):
-            if on_file is not None:
-                on_file()
-            try:
-                if FAULTS:
-                    inject_fault(p)
-                data = read_file(p, max_file_size, folder)
-                a = _fast_gray(data, p)
-                if a is None:
-                    buf[i], raw[i] = _with_image(p, data, _raw_or_mnist)
-                elif a.shape == _SHAPE:
-                    buf[i] = a
-                    raw[i] = True
-                else:
-                    buf[i] = to_mnist(Image.fromarray(a))
-            except ImageError as e:
-                reasons[i] = e.reason
-            except Exception as e:  # one strange file must never stop a batch
-                reasons[i] = f"cannot decode ({type(e).__name__}: {e})"
-    finally:
-        folder.close()
+    with _native_stderr_silenced():
+        try:
+            for i, p in enumerate(paths):
+                if on_file is not None:
+                    on_file()
+                try:
+                    if FAULTS:
+                        inject_fault(p)
+                    data = read_file(p, max_file_size, folder)
+                    a = _fast_gray(data, p)
+                    if a is None:
+                        buf[i], raw[i] = _with_image(p, data, _raw_or_mnist)
+                    elif a.shape == _SHAPE:
+                        buf[i] = a
+                        raw[i] = True
+                    else:
+                        buf[i] = to_mnist(Image.fromarray(a))
+                except ImageError as e:
+                    reasons[i] = e.reason
+                except Exception as e:  # one strange file must never stop a batch
+                    reasons[i] = f"cannot decode ({type(e).__name__}: {e})"
+        finally:
+            folder.close()
     for i in np.flatnonzero(np.array(raw, bool) & ~follows_convention(buf)):
         buf[i] = to_mnist(Image.fromarray(buf[i]))
     for i in np.flatnonzero(ink_counts(buf) < MIN_INK_PIXELS):
@@ -125,7 +127,30 @@ def _decode(path, max_file_size: int) -> tuple[bytes, np.ndarray | None]:
     if FAULTS:
         inject_fault(path)
     data = read_file(path, max_file_size)
-    return data, _fast_gray(data, path)
+    with _native_stderr_silenced():
+        return data, _fast_gray(data, path)
+
+
+@contextmanager
+def _native_stderr_silenced():
+    """libpng (inside OpenCV) prints its own warnings about a file's ancillary chunks
+    ("libpng warning: bKGD: invalid") straight to the process's stderr, naming no file, for
+    files that decode all the same: noise among the run's own warnings. So while files are
+    decoded, stderr (fd 2) points at /dev/null: four system calls a chunk of files, not a
+    file. Nothing else of ours writes there meanwhile: a bad file's reason is its row's."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to silence
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 # -- the fast decoder -----------------------------------------------------------------------
