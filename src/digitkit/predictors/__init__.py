@@ -1,10 +1,13 @@
 """The predictor layer: every runtime that turns pixels into probabilities, built in one place.
 
-A predictor has `.predict(pixels float32 (N, 28, 28)) -> float32 (N, 10)`, `.load()`,
-`.runtime` and `.model_path`; constructors are cheap, the runtime loads on first use.
+Every predictor implements the `Predictor` protocol (`predictors.base`): `.predict(pixels
+float32 (N, 28, 28)) -> float32 (N, 10)`, `.load()`, `.runtime` and `.model_path`; it derives
+from `LazyPredictor`, so constructors are cheap and the runtime loads once, on first use.
 
-`ENGINES` is the one table of code paths: `bench` times every row of it, `infer` and export
-validation open the same predictors. Adding a runtime is one row here and one predictor class.
+`RUNTIMES` is the one table of runtimes, each a `Runtime` row: what `bench --runtimes`
+selects (a row by name, or every row of a `group`) and times, and what `infer` and export
+validation open through the same predictors. Adding a runtime is one row here and one
+predictor class.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 
 from digitkit.errors import ModelError, UsageError
 from digitkit.model.files import ONNX, SAVEDMODEL, TFLITE, identify
+from digitkit.model.loading import TENSORFLOW_EXTRA
+from digitkit.predictors.base import LazyPredictor, Predictor
 from digitkit.predictors.ort import (
     DEFAULT_SETTINGS,
     OnnxPredictor,
@@ -24,7 +29,9 @@ from digitkit.predictors.ort import (
     regime_settings,
 )
 
-RUNTIMES = ("onnxruntime", "tensorflow")
+#: What `open_predictor`'s `runtime` may name (`infer --runtime`): the runtime a model file
+#: runs on by its kind, which that option may only confirm.
+NATURAL_RUNTIMES = ("onnxruntime", "tensorflow")
 
 
 #: The extra that brings the optional runtimes (OpenVINO, LiteRT).
@@ -32,30 +39,32 @@ RUNTIMES_EXTRA = "runtimes"
 
 
 @dataclass(frozen=True)
-class Engine:
-    """One way of running one copy of a model."""
+class Runtime:
+    """One way of running one copy of a model: a row of `RUNTIMES`."""
 
     name: str
-    runtime: str  # the user-facing runtime group (bench --runtimes)
+    group: str  # the user-facing runtime group (bench --runtimes takes a group or a name)
     copy: str  # which ModelCopies attribute it loads
     description: str
-    open: Callable  # (path, threads, spinning) -> predictor; spinning None: per regime
+    open: Callable  # (path, threads, spinning) -> Predictor; spinning None: per regime
     precision: str = "fp32"  # the arithmetic it runs in: fp32, bf16, int8
-    requires: str | None = None  # a module of an optional extra it cannot run without
+    extra: str | None = None  # the optional extra it comes with (None: the base install)
+    requires: str | None = None  # a module of that extra it cannot run without
     needs_cpu: str | None = None  # a precision this CPU must run natively
 
     def unavailable(self) -> str | None:
-        """Why this engine cannot run here (not installed, no such CPU support), or None.
+        """Why this runtime cannot run here (not installed, no such CPU support), or None.
 
         Cheap: finds the module without importing it, except for a CPU capability, which
-        asks the runtime itself."""
+        asks the runtime itself. The TensorFlow rows name no module: without TensorFlow they
+        fail when run, with the one line naming the extra (model.loading)."""
         if self.requires is not None:
             try:
                 found = importlib.util.find_spec(self.requires) is not None
             except (ImportError, ValueError):
                 found = False
             if not found:
-                return f"not installed: pip install 'digitkit[{RUNTIMES_EXTRA}]'"
+                return f"not installed: pip install 'digitkit[{self.extra}]'"
         if self.needs_cpu is not None:
             from digitkit.predictors.openvino import cpu_supports
 
@@ -102,44 +111,49 @@ def _keras(mode):
     return open_
 
 
-ENGINES = {e.name: e for e in (
-    Engine("onnxruntime", "onnxruntime", "onnx",
-           "ONNX Runtime InferenceSession.run, float model, threads per regime", _ort),
-    Engine("onnxruntime-int8", "onnxruntime", "onnx_int8",
-           "ONNX Runtime InferenceSession.run, int8 (QDQ) model", _ort, precision="int8"),
-    Engine("openvino", "openvino", "onnx",
-           "OpenVINO CPU plugin on the ONNX copy, INFERENCE_PRECISION_HINT f32",
-           _openvino("fp32"), requires="openvino"),
-    Engine("openvino-bf16", "openvino", "onnx",
-           "OpenVINO CPU plugin on the ONNX copy, bf16 (its default where the CPU has it)",
-           _openvino("bf16"), precision="bf16", requires="openvino", needs_cpu="bf16"),
-    Engine("litert", "litert", "tflite",
-           "LiteRT (ai-edge-litert) interpreter with XNNPACK on the .tflite copy", _litert,
-           requires="ai_edge_litert"),
-    Engine("tf-savedmodel", "tensorflow", "saved_model",
-           "SavedModel signature 'serving_default'", _savedmodel),
-    Engine("tf-function", "keras", "keras",
-           "tf.function(model(x, training=False)), fixed signature", _keras("function")),
-    Engine("keras-predict", "keras", "keras",
-           "Keras model.predict(x, batch_size=len(x))", _keras("predict")),
+RUNTIMES = {r.name: r for r in (
+    Runtime("onnxruntime", "onnxruntime", "onnx",
+            "ONNX Runtime InferenceSession.run, float model, threads per regime", _ort),
+    Runtime("onnxruntime-int8", "onnxruntime", "onnx_int8",
+            "ONNX Runtime InferenceSession.run, int8 (QDQ) model", _ort, precision="int8"),
+    Runtime("openvino", "openvino", "onnx",
+            "OpenVINO CPU plugin on the ONNX copy, INFERENCE_PRECISION_HINT f32",
+            _openvino("fp32"), extra=RUNTIMES_EXTRA, requires="openvino"),
+    Runtime("openvino-bf16", "openvino", "onnx",
+            "OpenVINO CPU plugin on the ONNX copy, bf16 (its default where the CPU has it)",
+            _openvino("bf16"), precision="bf16", extra=RUNTIMES_EXTRA, requires="openvino",
+            needs_cpu="bf16"),
+    Runtime("litert", "litert", "tflite",
+            "LiteRT (ai-edge-litert) interpreter with XNNPACK on the .tflite copy", _litert,
+            extra=RUNTIMES_EXTRA, requires="ai_edge_litert"),
+    Runtime("tf-savedmodel", "tensorflow", "saved_model",
+            "SavedModel signature 'serving_default'", _savedmodel, extra=TENSORFLOW_EXTRA),
+    Runtime("tf-function", "keras", "keras",
+            "tf.function(model(x, training=False)), fixed signature", _keras("function"),
+            extra=TENSORFLOW_EXTRA),
+    Runtime("keras-predict", "keras", "keras",
+            "Keras model.predict(x, batch_size=len(x))", _keras("predict"),
+            extra=TENSORFLOW_EXTRA),
 )}
 
 
-def open_engine(engine: str, path: str | os.PathLike, threads: int | None = None,
-                spinning: bool | None = False):
-    """The predictor of one ENGINES row on `path`."""
-    if engine not in ENGINES:
-        raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-    return ENGINES[engine].open(path, threads, spinning)
+def open_runtime(name: str, path: str | os.PathLike, threads: int | None = None,
+                 spinning: bool | None = False) -> Predictor:
+    """The predictor of one RUNTIMES row on `path`."""
+    if name not in RUNTIMES:
+        raise UsageError(f"unknown runtime {name!r}; choose from {', '.join(RUNTIMES)}")
+    return RUNTIMES[name].open(path, threads, spinning)
 
 
 def open_predictor(model_path: str | os.PathLike, runtime: str | None = None,
-                   settings: OrtSettings = DEFAULT_SETTINGS, trust_model: bool = False):
+                   settings: OrtSettings = DEFAULT_SETTINGS,
+                   trust_model: bool = False) -> Predictor:
     """The natural predictor for a model file: .onnx on ONNX Runtime, a SavedModel directory
     or a Keras file on TensorFlow (`runtime` may only confirm that choice)."""
     model = identify(model_path)
-    if runtime is not None and runtime not in RUNTIMES:
-        raise UsageError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+    if runtime is not None and runtime not in NATURAL_RUNTIMES:
+        raise UsageError(f"unknown runtime {runtime!r}; choose from "
+                         f"{', '.join(NATURAL_RUNTIMES)}")
     if runtime is not None and runtime != model.runtime:
         kind = ".onnx model" if model.kind == ONNX else "Keras/SavedModel model"
         raise UsageError(f"{model.path}: a {kind} runs on {model.runtime}, not {runtime}")
@@ -156,5 +170,6 @@ def open_predictor(model_path: str | os.PathLike, runtime: str | None = None,
     return KerasPredictor(model.path, settings.threads, trust_model=trust_model)
 
 
-__all__ = ["ENGINES", "RUNTIMES", "Engine", "ModelError", "OnnxPredictor", "OrtSettings",
-           "RegimeOnnxPredictor", "open_engine", "open_predictor", "regime_settings"]
+__all__ = ["NATURAL_RUNTIMES", "RUNTIMES", "LazyPredictor", "ModelError", "OnnxPredictor",
+           "OrtSettings", "Predictor", "RegimeOnnxPredictor", "Runtime", "open_predictor",
+           "open_runtime", "regime_settings"]
