@@ -8,8 +8,9 @@ import pytest
 
 from conftest import run_cli
 from digitkit.bench.config import parse_runtimes
-from digitkit.bench.plan import copy_for, plan_runtimes, resolve_models, runtime_groups
+from digitkit.bench.plan import copy_for, plan_runtimes, resolve_models
 from digitkit.errors import ModelError, UsageError
+from digitkit.predictors import runtime_groups
 
 
 def float_only(export_dir, dest):

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from conftest import run_cli
-from digitkit.outputs import sha256_file, sha256_tree
+from digitkit.artifacts import sha256_file, sha256_tree
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from digitkit.bench.config import BenchConfig
 from digitkit.model.conventions import NO_FLAGS
 
 #: What the CLI uses from `report` and `tables`, loaded on first use (see __getattr__).
-_REPORT_NAMES = {"any_flagged": "report", "command_line": "report", "format_table": "tables",
+_REPORT_NAMES = {"any_flagged": "report", "command_line": "report", "format_record": "tables",
                  "save_plot": "tables"}
 
 

@@ -1,6 +1,7 @@
 """What a `digitkit bench` run measures: every option, its default and the reason for it.
 
-Imported by the CLI for its --help defaults, so it stays instant: no numpy, no runtime.
+Imported by the CLI for its --help defaults, so it stays instant: no numpy, no runtime (the
+runtime table it reads is light).
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from dataclasses import dataclass
 
 from digitkit.environment import usable_cpus
 from digitkit.errors import UsageError
+from digitkit.predictors.runtimes import RUNTIMES, runtime_groups
 
-#: Runtime groups run when --runtimes is not given: all of them, each where its copy exists
-#: (and, for the optional runtimes, where they are installed).
-DEFAULT_RUNTIMES = ("onnxruntime", "openvino", "litert", "tensorflow", "keras")
+#: Runtime groups run when --runtimes is not given: all of them, in the runtime table's order,
+#: each where its copy exists (and, for the optional runtimes, where they are installed).
+DEFAULT_RUNTIMES = tuple(runtime_groups())
+#: The runtime that runs "when present" inside the onnxruntime group: an export made without
+#: --quantize has no int8 copy, and that is normal, not worth an error or a note.
+INT8_RUNTIME = "onnxruntime-int8"
 
 #: From one image (latency) to a batch large enough that per-call overhead no longer matters.
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 512, 2048)
@@ -57,11 +62,6 @@ def parse_runtimes(text: str | Sequence[str] | None) -> tuple[list[str], set[str
     "onnxruntime" group runs only when an int8 copy is present. With no --runtimes, every
     runtime whose copy exists runs.
     """
-    # The runtime table lives in the predictor layer, which brings numpy: imported here, not
-    # at the top, so that the CLI's --help stays instant.
-    from digitkit.bench.plan import INT8_RUNTIME, runtime_groups
-    from digitkit.predictors import RUNTIMES
-
     groups = runtime_groups()
     if text is None:
         return [e for r in DEFAULT_RUNTIMES for e in groups[r]], set()

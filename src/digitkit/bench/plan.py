@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from digitkit import images
+from digitkit.bench.config import INT8_RUNTIME
 from digitkit.data import load_mnist
 from digitkit.errors import DependencyError, ModelError, UsageError
 from digitkit.model.files import (
@@ -27,9 +28,6 @@ from digitkit.model.files import (
 )
 from digitkit.predictors import RUNTIMES
 
-#: The runtime that runs "when present" inside the onnxruntime group: an export made without
-#: --quantize has no int8 copy, and that is normal, not worth an error or a note.
-INT8_RUNTIME = "onnxruntime-int8"
 ORT_RUNTIMES = tuple(r.name for r in RUNTIMES.values() if r.group == "onnxruntime")
 #: TensorFlow's own paths (the baseline of issue 5's targets).
 TF_RUNTIMES = tuple(r.name for r in RUNTIMES.values() if r.group in ("tensorflow", "keras"))
@@ -41,14 +39,6 @@ FP32_PEERS = tuple(r.name for r in RUNTIMES.values()
 _COPY_NAMES = {"onnx": f"ONNX ({ONNX_FILE})", "onnx_int8": f"int8 ONNX ({INT8_FILE})",
                "saved_model": f"SavedModel ({SAVEDMODEL_DIR}/)", "keras": f"Keras ({SOURCE_COPY})",
                "tflite": f"LiteRT ({TFLITE_FILE})"}
-
-
-def runtime_groups() -> dict[str, list[str]]:
-    """User-facing runtime group (--runtimes) -> its runtimes, in the runtime table's order."""
-    groups: dict[str, list[str]] = {}
-    for r in RUNTIMES.values():
-        groups.setdefault(r.group, []).append(r.name)
-    return groups
 
 
 def copy_for(model: ModelCopies, runtime: str) -> Path | None:

@@ -55,7 +55,9 @@ def summary_table(record: dict) -> str:
     return _align(rows, left=4)
 
 
-def format_table(record: dict) -> str:
+def format_record(record: dict) -> str:
+    """The bench record as text: the per-batch table, every runtime side by side, the
+    end-to-end pass and the comparisons."""
     head = ["model", "engine", "batch", "images/s", "min ms", "p50 ms", "p90 ms", "p99 ms",
             "max ms", "1st call ms", "load s", "1st inf ms", "peak MB", "top-1 agree"]
     rows = [head]
@@ -125,7 +127,7 @@ def save_plot(record: dict, path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullLocator
 
-    from digitkit.outputs import atomic_path
+    from digitkit.artifacts import atomic_path
 
     models = record["models"]
     fig, axes = plt.subplots(1, len(models), figsize=(6.4 * len(models), 4.8), squeeze=False)

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import ClassVar, Protocol, runtime_checkable
-
-import numpy as np
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from digitkit.errors import ModelError
+
+if TYPE_CHECKING:  # numpy only for the annotations: the protocol imports nothing heavy
+    import numpy as np
 
 
 @runtime_checkable
