@@ -81,19 +81,19 @@ class NetronViewer:
     def start(self) -> str:
         try:
             import netron
-        except ImportError:
+        except ImportError as err:
             from digitkit.errors import DependencyError
 
-            raise DependencyError("netron is not installed: pip install netron") from None
+            raise DependencyError("netron is not installed: pip install netron") from err
         target = resolve_viewable(self.path)
         # Netron logs "Serving ... at ..." itself; we print the URL once, our way.
         logging.getLogger("netron.server").setLevel(logging.WARNING)
         try:
             self.address = tuple(netron.start(str(target), address=(self.host, self.port),
                                               browse=False))
-        except OSError as e:
+        except OSError as err:
             where = f"{self.host}:{self.port}" if self.port else self.host
-            raise DigitkitError(f"{where}: cannot serve Netron ({e.strerror or e})") from None
+            raise DigitkitError(f"{where}: cannot serve Netron ({err.strerror or err})") from err
         return self.url
 
     def alive(self) -> bool:

@@ -236,15 +236,15 @@ def _with_image(path, data: bytes, fn):
             return fn(im)
     except ImageError:
         raise
-    except UnidentifiedImageError:
-        raise ImageError(path, "not an image (unrecognised format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(path, f"decompression bomb: {e}") from None
-    except OSError as e:
-        msg = str(e) or type(e).__name__
+    except UnidentifiedImageError as err:
+        raise ImageError(path, "not an image (unrecognised format)") from err
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(path, f"decompression bomb: {err}") from err
+    except OSError as err:
+        msg = str(err) or type(err).__name__
         if "truncated" in msg or "broken data stream" in msg:
-            raise ImageError(path, f"truncated image ({msg})") from None
-        raise ImageError(path, f"cannot decode ({msg})") from None
-    except (SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as e:
+            raise ImageError(path, f"truncated image ({msg})") from err
+        raise ImageError(path, f"cannot decode ({msg})") from err
+    except (SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as err:
         # Pillow's plugins report malformed headers with SyntaxError/ValueError and friends.
-        raise ImageError(path, f"cannot decode ({type(e).__name__}: {e})") from None
+        raise ImageError(path, f"cannot decode ({type(err).__name__}: {err})") from err

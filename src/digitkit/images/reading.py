@@ -93,8 +93,8 @@ def read_file(path, limit: int = MAX_FILE_SIZE, folder: Folder | None = None) ->
                     raise ImageError(path, "empty file")
         finally:
             os.close(fd)
-    except OSError as e:
-        raise ImageError(path, _os_error_reason(path, e)) from None
+    except OSError as err:
+        raise ImageError(path, _os_error_reason(path, err)) from err
     return data
 
 

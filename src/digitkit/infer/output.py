@@ -70,10 +70,10 @@ def _scan_jsonl(p: Path, f, on_row) -> int:
             break  # partial last line
         try:
             row = parse_json_line(line.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError) as err:
             if f.read(1):  # not the last line: the file is damaged, don't guess
                 raise DataError(p, f"cannot resume: malformed row at byte {good_end} "
-                                   f"({e})") from None
+                                   f"({err})") from err
             break
         good_end += len(line)
         on_row(row)
@@ -92,9 +92,9 @@ def _scan_csv(p: Path, f, start: int, on_row) -> int:
             raise DataError(p, f"cannot resume: malformed row at byte {bad[0]} ({bad[1]})")
         try:
             text = buf[:cut].decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(p, f"cannot resume: not UTF-8 text near byte {good_end + e.start}") \
-                from None
+        except UnicodeDecodeError as err:
+            raise DataError(p, f"cannot resume: not UTF-8 text near byte {good_end + err.start}") \
+                from err
         # Without a quote character, every record is one line of six plain fields: split
         # it (3x the csv module's speed); quoted fields (odd names) take the csv module.
         records = (csv.reader(io.StringIO(text, newline="")) if '"' in text
@@ -259,8 +259,8 @@ class RowWriter:
             while data:
                 n = os.write(self._fd, data)
                 data = data[n:]
-        except OSError as e:
-            raise self._failed(e) from None
+        except OSError as err:
+            raise self._failed(err) from err
         self._end += len(data.obj)
 
     def _failed(self, e: OSError) -> DigitkitError:

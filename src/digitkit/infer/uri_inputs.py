@@ -50,9 +50,9 @@ def _resolve_uri(uri: str):
     try:
         filesystem, inner = pafs.FileSystem.from_uri(uri)
         info = filesystem.get_file_info(inner)
-    except Exception as e:  # pyarrow raises ArrowInvalid/OSError for bad schemes or access
-        raise DataError(uri, f"cannot open ({str(e).splitlines()[0] if str(e) else e})") \
-            from None
+    except Exception as err:  # pyarrow raises ArrowInvalid/OSError for bad schemes or access
+        raise DataError(uri, f"cannot open ({str(err).splitlines()[0] if str(err) else err})") \
+            from err
     if info.type == pafs.FileType.NotFound:
         raise DataError(uri, "no such file or directory")
     return filesystem, inner, info

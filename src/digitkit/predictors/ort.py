@@ -92,8 +92,8 @@ def session_options(settings: OrtSettings = DEFAULT_SETTINGS):
 def import_onnxruntime():
     try:
         import onnxruntime as ort
-    except ImportError:
-        raise DependencyError("onnxruntime is not installed: pip install onnxruntime") from None
+    except ImportError as err:
+        raise DependencyError("onnxruntime is not installed: pip install onnxruntime") from err
     return ort
 
 
@@ -103,8 +103,8 @@ def open_session(path: str | os.PathLike, settings: OrtSettings = DEFAULT_SETTIN
     try:
         return ort.InferenceSession(str(path), sess_options=session_options(settings),
                                     providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for bad files
-        raise ModelError(f"{path}: not a usable ONNX model ({one_line(e)})") from None
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for bad files
+        raise ModelError(f"{path}: not a usable ONNX model ({one_line(err)})") from err
 
 
 def runtime_version() -> str:
