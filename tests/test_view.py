@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import _chromium
-from conftest import run_cli
+from _cli import run_cli
 from digitkit.view import NetronViewer, resolve_viewable
 
 
