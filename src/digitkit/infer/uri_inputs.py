@@ -82,8 +82,9 @@ def _list_uri(uri: str, filesystem, inner: str, info) -> Iterator[str]:
 # -- the workers ----------------------------------------------------------------------------
 
 
-#: Object stores answer a small GET in ~10-50 ms: fetching one file at a time would leave an
-#: actor's core idle most of the time, so each actor keeps this many fetches in flight.
+#: Object stores answer a small GET after a network round trip, long against decoding the
+#: file: fetching one file at a time would leave an actor's core idle most of the time, so
+#: each actor keeps this many fetches in flight.
 FETCH_THREADS = 16
 
 
