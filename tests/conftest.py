@@ -122,3 +122,19 @@ def src_h5(tmp_path, seed_mlp_h5) -> Path:
     src = tmp_path / "seed.h5"
     shutil.copyfile(seed_mlp_h5, src)
     return src
+
+
+@pytest.fixture(scope="session")
+def image_set(tmp_path_factory) -> Path:
+    """The labelled general-image set (5 classes x 40 files of every supported format and
+    pixel kind, with manifest.json), made by the committed scripts/make_image_set.py run as
+    a user runs it. Read-only for the tests."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("skimage", reason="the image set is cut from scikit-image's photos "
+                                          "(the dev extra)")
+    out = tmp_path_factory.mktemp("image_set") / "set"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_image_set.py"), str(out)],
+                   check=True, capture_output=True, timeout=300)
+    return out
