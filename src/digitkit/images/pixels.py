@@ -135,18 +135,18 @@ class PixelPolicy:
             if missing:
                 raise UsageError(f"pixel policy field {missing[0]!r} is missing")
             return cls(**d)
-        except UsageError as e:
+        except UsageError as err:
             if origin is None:
                 raise
-            raise DataError(origin, e.message) from None
+            raise DataError(origin, err.message) from err
 
     @classmethod
     def from_json(cls, text: str, origin=None) -> PixelPolicy:
         try:
             d = json.loads(text)
-        except (ValueError, TypeError) as e:
-            msg = f"pixel policy is not JSON ({e})"
-            raise (UsageError(msg) if origin is None else DataError(origin, msg)) from None
+        except (ValueError, TypeError) as err:
+            msg = f"pixel policy is not JSON ({err})"
+            raise (UsageError(msg) if origin is None else DataError(origin, msg)) from err
         return cls.from_dict(d, origin)
 
 
@@ -316,17 +316,17 @@ def _pillow(path, data: bytes):
             yield im
     except ImageError:
         raise
-    except UnidentifiedImageError:
-        raise ImageError(path, "not an image (unrecognised format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(path, f"decompression bomb: {e}") from None
-    except OSError as e:
-        msg = str(e) or type(e).__name__
+    except UnidentifiedImageError as err:
+        raise ImageError(path, "not an image (unrecognised format)") from err
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(path, f"decompression bomb: {err}") from err
+    except OSError as err:
+        msg = str(err) or type(err).__name__
         if "truncated" in msg or "broken data stream" in msg:
-            raise ImageError(path, f"truncated image ({msg})") from None
-        raise ImageError(path, f"cannot decode ({msg})") from None
-    except (SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as e:
-        raise ImageError(path, f"cannot decode ({type(e).__name__}: {e})") from None
+            raise ImageError(path, f"truncated image ({msg})") from err
+        raise ImageError(path, f"cannot decode ({msg})") from err
+    except (SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as err:
+        raise ImageError(path, f"cannot decode ({type(err).__name__}: {err})") from err
 
 
 __all__ = ["FORMATS", "PixelPolicy", "load_pixels", "load_pixels_batch", "pixels_from_bytes"]

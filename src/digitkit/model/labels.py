@@ -34,13 +34,13 @@ def read_labels(path: str | os.PathLike, k: int | None = None) -> tuple[str, ...
     path = os.fspath(path)
     try:
         data = read_file(path, MAX_LABELS_FILE)
-    except ImageError as e:  # the reading rules are the images' rules; the file is not one
-        raise DataError(path, e.reason.replace("file too large", "labels file too large")) \
-            from None
+    except ImageError as err:  # the reading rules are the images' rules; the file is not one
+        raise DataError(path, err.reason.replace("file too large", "labels file too large")) \
+            from err
     try:
         text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(path, f"not UTF-8 text (byte {e.start})") from None
+    except UnicodeDecodeError as err:
+        raise DataError(path, f"not UTF-8 text (byte {err.start})") from err
     if text.lstrip()[:1] in ("[", "{"):  # JSON (an object is refused as not a list)
         names, where = _json_names(path, text), "name"
     else:
@@ -58,8 +58,8 @@ def folder_class_names(root: str | os.PathLike, k: int | None = None) -> tuple[s
                         else "not a folder (a labelled folder holds one subfolder per class)")
     try:
         entries = os.listdir(root)
-    except OSError as e:
-        raise DataError(root, f"cannot list ({e.strerror or e})") from None
+    except OSError as err:
+        raise DataError(root, f"cannot list ({err.strerror or err})") from err
     names = sorted(n for n in entries
                    if not n.startswith(".") and os.path.isdir(os.path.join(root, n)))
     if not names:
@@ -106,8 +106,8 @@ _JSON_KIND = {dict: "object", str: "string", int: "number", float: "number", boo
 def _json_names(path: str, text: str) -> list[str]:
     try:
         names = json.loads(text)
-    except ValueError as e:
-        raise DataError(path, f"not a JSON list of class names ({e})") from None
+    except ValueError as err:
+        raise DataError(path, f"not a JSON list of class names ({err})") from err
     if not isinstance(names, list):
         kind = _JSON_KIND.get(type(names), "value")
         raise DataError(path, f"not a JSON list of class names (a JSON {kind})")
