@@ -122,7 +122,8 @@ def _record(out: Path, name: str, fmt: str, status: str) -> dict:
         digest = sha256_file(p)
     rec = {"path": name, "format": fmt, "size_bytes": size, "sha256": digest, "status": status}
     if p.is_dir():
-        rec["sha256_method"] = "digitkit.artifacts.sha256_tree (relative paths + file sha256s)"
+        # The method's name as manifests have always recorded it (now digitkit.artifacts).
+        rec["sha256_method"] = "digitkit.outputs.sha256_tree (relative paths + file sha256s)"
     return rec
 
 
