@@ -88,9 +88,11 @@ def _walk(top: str, seen: set[tuple[int, int]], on_error) -> Iterator[str]:
     if key in seen:
         return
     seen.add(key)
-    # This loop runs once per file of a batch job (millions): ~1 us a file matters here.
-    # Only the names of image files and of folders are kept (no DirEntry, no full path:
-    # a third of the memory), and the full paths are made as they go out.
+    # This loop runs once per file of a batch job (millions), in the main process that feeds
+    # the workers: what it costs a file is paid that many times (BENCHMARKS.md, "Tasks of
+    # four batches"). Only the names of image files and of folders are kept (no DirEntry, no
+    # full path; BENCHMARKS.md, "Listing a flat folder"), and the full paths are made as
+    # they go out.
     exts, files, dirs = _EXT_SUFFIXES, [], []
     try:
         with os.scandir(top) as it:
