@@ -1,5 +1,5 @@
 """digitkit.model.onnx_ends: digitkit's own .onnx told apart without the onnx package, and
-never a different answer from the onnx path (predictors.sources.contract_status)."""
+never a different answer from the onnx path (predictors.adapted.contract_status)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from digitkit.errors import ModelError
 from digitkit.model import onnx_ends
 from digitkit.model.adapters import CONVENTION_KEY
 from digitkit.model.onnx_ends import honours_contract
-from digitkit.predictors import sources
-from digitkit.predictors.sources import CONTRACT, contract_status
+from digitkit.predictors import adapted
+from digitkit.predictors.adapted import CONTRACT, contract_status
 
 
 def _by_onnx(path) -> str:
@@ -25,7 +25,7 @@ def _by_onnx(path) -> str:
     saved = onnx_ends.honours_contract
     onnx_ends.honours_contract = lambda p: None
     try:
-        return sources._onnx_status(path)[0]
+        return adapted._onnx_status(path)[0]
     except ModelError:
         return "error"
     finally:
@@ -56,7 +56,7 @@ def _model(path, *, inp="pixels", out="probabilities", shape=("N", 28, 28), extr
 def test_digitkit_models_are_told_without_importing_onnx(linear_onnx):
     """The answer for digitkit's own model comes from its bytes: `onnx` stays unimported (it
     costs the main process of every `infer` more than the rest of its start-up)."""
-    code = ("import sys; from digitkit.predictors.sources import contract_status; "
+    code = ("import sys; from digitkit.predictors.adapted import contract_status; "
             f"print(contract_status({str(linear_onnx)!r})[0], 'onnx' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)

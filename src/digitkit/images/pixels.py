@@ -48,12 +48,12 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from digitkit.errors import DataError, ImageError, UsageError
 from digitkit.images.decode import MAX_PIXELS
 from digitkit.images.faults import FAULTS, inject_fault
+from digitkit.images.formats import PILLOW_FORMATS, unsupported_reason
 from digitkit.images.reading import MAX_FILE_SIZE, Folder, read_file
 from digitkit.images.resize import INTERPOLATIONS, RESIZE_MODES, draft_size, geometry, resize
 
-#: The formats decoded (Pillow's names), as the README lists them. Issue 19 puts the one
-#: allow-list in `digitkit.images.formats`; this becomes an import of it when that merges.
-FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+#: The formats decoded (Pillow's names): the one allow-list, `digitkit.images.formats`.
+FORMATS = PILLOW_FORMATS
 
 #: Largest model input side accepted by a policy: past it a "size" is a mistake (a model
 #: input of 8192x8192x3 float32 is already 800 MB per image).
@@ -135,18 +135,18 @@ class PixelPolicy:
             if missing:
                 raise UsageError(f"pixel policy field {missing[0]!r} is missing")
             return cls(**d)
-        except UsageError as e:
+        except UsageError as err:
             if origin is None:
                 raise
-            raise DataError(origin, e.message) from None
+            raise DataError(origin, err.message) from err
 
     @classmethod
     def from_json(cls, text: str, origin=None) -> PixelPolicy:
         try:
             d = json.loads(text)
-        except (ValueError, TypeError) as e:
-            msg = f"pixel policy is not JSON ({e})"
-            raise (UsageError(msg) if origin is None else DataError(origin, msg)) from None
+        except (ValueError, TypeError) as err:
+            msg = f"pixel policy is not JSON ({err})"
+            raise (UsageError(msg) if origin is None else DataError(origin, msg)) from err
         return cls.from_dict(d, origin)
 
 
@@ -316,17 +316,17 @@ def _pillow(path, data: bytes):
             yield im
     except ImageError:
         raise
-    except UnidentifiedImageError:
-        raise ImageError(path, "not an image (unrecognised format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(path, f"decompression bomb: {e}") from None
-    except OSError as e:
-        msg = str(e) or type(e).__name__
+    except UnidentifiedImageError as err:
+        raise ImageError(path, unsupported_reason(data)) from err
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(path, f"decompression bomb: {err}") from err
+    except OSError as err:
+        msg = str(err) or type(err).__name__
         if "truncated" in msg or "broken data stream" in msg:
-            raise ImageError(path, f"truncated image ({msg})") from None
-        raise ImageError(path, f"cannot decode ({msg})") from None
-    except (SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as e:
-        raise ImageError(path, f"cannot decode ({type(e).__name__}: {e})") from None
+            raise ImageError(path, f"truncated image ({msg})") from err
+        raise ImageError(path, f"cannot decode ({msg})") from err
+    except (SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as err:
+        raise ImageError(path, f"cannot decode ({type(err).__name__}: {err})") from err
 
 
 __all__ = ["FORMATS", "PixelPolicy", "load_pixels", "load_pixels_batch", "pixels_from_bytes"]

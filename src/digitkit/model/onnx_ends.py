@@ -2,7 +2,7 @@
 package.
 
 Every `infer`, `bench` and `view` of an .onnx file first asks whether it is digitkit's own
-(predictors.sources.contract_status). Importing `onnx` to answer (with protobuf and
+(predictors.adapted.contract_status). Importing `onnx` to answer (with protobuf and
 ml_dtypes) costs the main process more CPU than the rest of its start-up; for digitkit's own
 models the answer needs a few fields of the protobuf wire format: the graph's inputs
 (less its initializers), their shapes, its output names, and the metadata keys.
