@@ -18,7 +18,7 @@ import pytest
 
 from _hostile import NOT_UTF8, make_corpus
 from _onnx_model import predict_numpy
-from digitkit.infer.rows import COLUMNS, path_bytes, unescape_path
+from digitkit.infer.results.rows import COLUMNS, path_bytes, unescape_path
 
 FAULTS = "segv=crash-segv*,abort=crash-abort*,kill=crash-kill*,sleep=hang*"
 #: The per-file time limit of these runs: the hang costs this, not an hour.
@@ -157,7 +157,7 @@ def test_new_options_are_checked(linear_onnx, corpus, tmp_path):
 def ray_with_faults():
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install "
                                             "'digitkit[ray]'")
-    from digitkit.infer.ray_engine import connect
+    from digitkit.infer.engines.ray import connect
 
     assert not ray.is_initialized()
     # The actors (and their decoding processes) get the decoder hook through the job's env.

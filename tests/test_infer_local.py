@@ -1,4 +1,4 @@
-"""digitkit.infer.local: the process-pool engine, called through the engine contract."""
+"""digitkit.infer.engines.local: the process-pool engine, called through the engine contract."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from _infer_folders import class_folders, numpy_answers
 from digitkit.errors import ModelError, UsageError
 from digitkit.images import iter_image_paths, load_images
 from digitkit.infer import InferSpec, get_engine
-from digitkit.infer.local import (
+from digitkit.infer.engines.local import (
     _WORKER_PRELOAD,
     ENGINE,
     TASK_BATCHES,
@@ -47,7 +47,7 @@ def test_check_fails_before_any_work(linear_onnx, tmp_path):
 def test_forkserver_preloads_modules_that_exist():
     # A stale name here would not fail a run: the forkserver only warns and every worker
     # then pays the imports itself.
-    assert "digitkit.infer.local" in _WORKER_PRELOAD
+    assert "digitkit.infer.engines.local" in _WORKER_PRELOAD
     for name in _WORKER_PRELOAD:
         assert importlib.util.find_spec(name) is not None, name
 

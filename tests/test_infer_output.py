@@ -1,13 +1,13 @@
-"""digitkit.infer.output: crash-safe writing of result files, and resume scanning."""
+"""digitkit.infer.results.textfile: crash-safe writing of result files, and resume scanning."""
 
 from __future__ import annotations
 
 import pytest
 
 from digitkit.errors import DataError, OutputExistsError
-from digitkit.infer.local import TASK_BATCHES
-from digitkit.infer.output import RowWriter, check_new_output, scan_existing
-from digitkit.infer.rows import Row, encode_rows
+from digitkit.infer.engines.local import TASK_BATCHES
+from digitkit.infer.results.rows import Row, encode_rows
+from digitkit.infer.results.textfile import RowWriter, check_new_output, scan_existing
 
 ROWS = [
     Row("a/7/1.png", 7, 0.9, (7, 1, 2), (0.9, 0.05, 0.01)),
@@ -152,7 +152,7 @@ def test_a_full_output_leaves_whole_rows_and_resume_finishes_it_identically(
 
 
 def test_done_set_is_compact_exact_and_keeps_order():
-    from digitkit.infer.output import DoneSet
+    from digitkit.infer.results.textfile import DoneSet
 
     done = DoneSet()
     for i in range(0, 20000, 2):
@@ -172,7 +172,7 @@ def test_done_set_is_compact_exact_and_keeps_order():
 
 @pytest.mark.parametrize("block", [7, 64, 1 << 22])
 def test_csv_scan_in_blocks_keeps_quoted_newlines_whole(tmp_path, monkeypatch, block):
-    from digitkit.infer import output
+    from digitkit.infer.results import textfile as output
 
     rows = [Row(f'x{i}\n"y",{i}.png' if i % 3 == 0 else f"/d/{i % 10}/{i}.png", i % 10, 0.5,
                 (i % 10, 1, 2), (0.5, 0.2, 0.1)) for i in range(300)]
@@ -211,7 +211,7 @@ def test_stdout_with_a_real_file_descriptor():
     import subprocess
     import sys
 
-    code = ("from digitkit.infer.output import RowWriter\n"
+    code = ("from digitkit.infer.results.textfile import RowWriter\n"
             "with RowWriter('-') as w:\n    w.write_text('a.png,1,0.5,1,0.5,\\n')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60)

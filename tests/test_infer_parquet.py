@@ -1,5 +1,5 @@
-"""digitkit.infer.columns and digitkit.infer.parquet: the one Parquet schema, and the local
-engine's streamed `.parquet` result file (row groups, atomic, resumable)."""
+"""digitkit.infer.results.columns and digitkit.infer.results.parquet: the one Parquet schema,
+and the local engine's streamed `.parquet` result file (row groups, atomic, resumable)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from _infer_folders import class_folders, numpy_answers  # noqa: E402
 from conftest import run_cli  # noqa: E402
 from digitkit.errors import DataError, OutputExistsError, UsageError  # noqa: E402
 from digitkit.infer import InferSpec, run_infer  # noqa: E402
-from digitkit.infer import parquet as parquet_module  # noqa: E402
-from digitkit.infer.columns import schema, table_of  # noqa: E402
-from digitkit.infer.parquet import ParquetRowWriter, scan_parquet  # noqa: E402
-from digitkit.infer.rows import COLUMNS, encode_predictions, format_for  # noqa: E402
+from digitkit.infer.results import parquet as parquet_module  # noqa: E402
+from digitkit.infer.results.columns import schema, table_of  # noqa: E402
+from digitkit.infer.results.parquet import ParquetRowWriter, scan_parquet  # noqa: E402
+from digitkit.infer.results.rows import COLUMNS, encode_predictions, format_for  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,8 @@ from conftest import run_cli  # noqa: E402
 from digitkit.errors import DataError  # noqa: E402
 from digitkit.images import find_images  # noqa: E402
 from digitkit.infer import InferSpec, get_engine, run_infer  # noqa: E402
-from digitkit.infer.ray_engine import ENGINE, find_inputs, ray_engine  # noqa: E402
-from digitkit.infer.rows import COLUMNS  # noqa: E402
+from digitkit.infer.engines.ray import ENGINE, find_inputs, ray_engine  # noqa: E402
+from digitkit.infer.results.rows import COLUMNS  # noqa: E402
 from digitkit.infer.spec import EncodedRows  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
@@ -40,7 +40,7 @@ _PROBS = {"confidence", "top_k_probs"}
 def ray_local():
     import ray
 
-    from digitkit.infer.ray_engine import connect
+    from digitkit.infer.engines.ray import connect
 
     assert not ray.is_initialized()
     ray.init(num_cpus=2, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
@@ -206,7 +206,7 @@ def test_local_engine_never_imports_ray(linear_onnx, mixed_folder, tmp_path):
                                      "-o", {str(tmp_path / "out.csv")!r}, "--workers", "0"])
         assert r.exit_code == 0, r.output
         print(sorted(m for m in sys.modules if m == "ray" or m.startswith("ray.")
-                     or m == "digitkit.infer.ray_engine"))
+                     or m == "digitkit.infer.engines.ray"))
     """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

@@ -25,7 +25,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 from _infer_folders import class_folders  # noqa: E402
 from digitkit.infer import InferSpec, run_infer  # noqa: E402
-from digitkit.infer.shards import MANIFEST, SHARD_RE, ShardOutput  # noqa: E402
+from digitkit.infer.storage.shards import MANIFEST, SHARD_RE, ShardOutput  # noqa: E402
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

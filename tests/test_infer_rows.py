@@ -1,4 +1,5 @@
-"""digitkit.infer.rows: rows, their CSV / JSON Lines text, and the fast encoder engines use."""
+"""digitkit.infer.results.rows: rows, their CSV / JSON Lines text, and the fast encoder
+engines use."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 
 import numpy as np
 
-from digitkit.infer.rows import (
+from digitkit.infer.results.rows import (
     COLUMNS,
     CSV_HEADER,
     Row,
@@ -100,7 +101,7 @@ def test_encoded_rows_are_the_row_encoders_text():
 def test_path_escape_is_reversible_for_any_name():
     import os
 
-    from digitkit.infer.rows import escape_path, path_bytes, unescape_path
+    from digitkit.infer.results.rows import escape_path, path_bytes, unescape_path
 
     rng = np.random.default_rng(11)
     names = [b"plain.png", b"caf\xc3\xa9.png", b"caf\xe9.png", b"\xff\xfe\xfd", b"a\\b.png",

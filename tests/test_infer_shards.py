@@ -1,5 +1,5 @@
-"""digitkit.infer.shards and digitkit.infer.ray_shards: shard directories written by the Ray
-engine's workers (local Ray instance, 2 CPUs), on a local directory and on a real
+"""digitkit.infer.storage.shards and digitkit.infer.engines.ray_shards: shard directories written
+by the Ray engine's workers (local Ray instance, 2 CPUs), on a local directory and on a real
 S3-compatible server (moto's server mode on 127.0.0.1, started here).
 
 Every directory is read back as a whole and compared with the local engine on the same
@@ -24,8 +24,8 @@ from _infer_folders import class_folders  # noqa: E402
 from conftest import run_cli  # noqa: E402
 from digitkit.errors import OutputExistsError  # noqa: E402
 from digitkit.infer import InferSpec, run_infer  # noqa: E402
-from digitkit.infer.rows import COLUMNS, encode_predictions  # noqa: E402
-from digitkit.infer.shards import (  # noqa: E402
+from digitkit.infer.results.rows import COLUMNS, encode_predictions  # noqa: E402
+from digitkit.infer.storage.shards import (  # noqa: E402
     MANIFEST,
     SHARD_RE,
     ShardOutput,
@@ -58,7 +58,7 @@ def s3(tmp_path_factory):
 def ray_local(s3):
     import ray
 
-    from digitkit.infer.ray_engine import connect
+    from digitkit.infer.engines.ray import connect
 
     assert not ray.is_initialized()
     ray.init(num_cpus=2, logging_level="ERROR", log_to_driver=False, include_dashboard=False)

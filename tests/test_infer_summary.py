@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from digitkit.errors import OutputExistsError
-from digitkit.infer.rows import Row
+from digitkit.infer.results.rows import Row
 from digitkit.infer.spec import EncodedRows
 from digitkit.infer.summary import InferSummary, format_summary, save_confusion
 

@@ -10,8 +10,8 @@ import click
 from digitkit.cli.conventions import convention_options, take_convention_flags
 from digitkit.images import MAX_FILE_SIZE
 from digitkit.infer import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE, DEFAULT_TOP_K, ENGINES
-from digitkit.infer.shards import DEFAULT_SHARD_FORMAT, DEFAULT_SHARD_SIZE
 from digitkit.infer.spec import DEFAULT_FILE_TIMEOUT, FORMATS
+from digitkit.infer.storage.shards import DEFAULT_SHARD_FORMAT, DEFAULT_SHARD_SIZE
 
 
 class _ByteSize(click.ParamType):
@@ -107,7 +107,7 @@ def command(paths, output, resume, force, confusion, quiet, num_workers, shard_s
     """
     from digitkit.errors import PartialFailure, UsageError
     from digitkit.infer import InferSpec, format_summary, run_infer, save_confusion
-    from digitkit.infer.shards import ShardOutput, is_shard_output
+    from digitkit.infer.storage.shards import ShardOutput, is_shard_output
 
     # **spec: the options that are InferSpec fields (model, runtime, batch_size, workers,
     # top_k, engine, address); the named ones are about the output and the report.

@@ -19,11 +19,11 @@ from itertools import chain
 from pathlib import Path
 
 from digitkit.errors import DigitkitError, UsageError
-from digitkit.infer.output import DoneSet, RowWriter, check_new_output, scan_existing
-from digitkit.infer.parquet import STDOUT_REFUSED, ParquetRowWriter, scan_parquet
-from digitkit.infer.rows import format_for
-from digitkit.infer.shards import is_shard_output, write_shard_dir
+from digitkit.infer.results.parquet import STDOUT_REFUSED, ParquetRowWriter, scan_parquet
+from digitkit.infer.results.rows import format_for
+from digitkit.infer.results.textfile import DoneSet, RowWriter, check_new_output, scan_existing
 from digitkit.infer.spec import InferSpec, get_engine
+from digitkit.infer.storage.shards import is_shard_output, write_shard_dir
 from digitkit.infer.summary import InferSummary
 
 

@@ -10,8 +10,8 @@ Every engine is the same three functions, so `run_infer` never asks which one it
   rows, plus what the summary needs), in input order. Nothing runs before the first `next`;
   closing the generator stops the engine's workers.
 - optionally `write_shards(spec, job)`: the engine's workers write the rows into a shard
-  directory themselves (`digitkit.infer.shards`) and yield one `ShardDone` per shard: counts,
-  failed files and confusion, never a row.
+  directory themselves (`digitkit.infer.storage.shards`) and yield one `ShardDone` per
+  shard: counts, failed files and confusion, never a row.
 
 Engines live in their own modules, imported only when asked for (`get_engine(name)`): the
 Ray engine's optional dependency is never imported by a local run.
@@ -32,7 +32,7 @@ from digitkit.images import MAX_FILE_SIZE
 from digitkit.model.conventions import NO_FLAGS, ConventionFlags
 
 #: Engine name -> the module defining its `ENGINE`.
-_ENGINE_MODULES = {"local": "digitkit.infer.local", "ray": "digitkit.infer.ray_engine"}
+_ENGINE_MODULES = {"local": "digitkit.infer.engines.local", "ray": "digitkit.infer.engines.ray"}
 ENGINES = tuple(_ENGINE_MODULES)
 #: Local processes: they need no extra and no cluster, and one machine's cores already
 #: decode tens of thousands of small images a second.
@@ -45,8 +45,8 @@ DEFAULT_ENGINE = "local"
 DEFAULT_BATCH_SIZE = 256
 #: Three labels show the runner-ups of a doubtful prediction without bloating every row.
 DEFAULT_TOP_K = 3
-#: Result formats: CSV or JSON Lines text (`digitkit.infer.rows`), or Parquet columns
-#: (`digitkit.infer.parquet`).
+#: Result formats: CSV or JSON Lines text (`digitkit.infer.results.rows`), or Parquet columns
+#: (`digitkit.infer.results.parquet`).
 FORMATS = ("csv", "jsonl", "parquet")
 
 #: Seconds one file may take to decode in a worker before the worker is stopped and the file
@@ -113,7 +113,7 @@ class InferSpec:
         if self.fmt is not None and self.fmt not in FORMATS:
             raise UsageError(f"unknown output format {self.fmt!r}")
         if self.fmt == "parquet":
-            from digitkit.infer.columns import require_pyarrow
+            from digitkit.infer.results.columns import require_pyarrow
 
             require_pyarrow()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from digitkit.images import class_label_of
-from digitkit.infer.rows import Row
+from digitkit.infer.results.rows import Row
 from digitkit.infer.spec import EncodedRows
 
 

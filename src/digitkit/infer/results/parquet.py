@@ -1,5 +1,5 @@
 """Parquet result files: written in row groups at bounded memory, in the one schema of
-`digitkit.infer.columns` (both engines; a shard directory's Parquet shards use it too).
+`digitkit.infer.results.columns` (both engines; a shard directory's Parquet shards use it too).
 
 A result file is written under a hidden temporary name and renamed into place when it is
 closed: a reader never sees a file without its footer. Closing also happens when the run
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from digitkit.errors import DataError, UsageError, one_line
-from digitkit.infer.columns import schema
-from digitkit.infer.rows import Row
+from digitkit.infer.results.columns import schema
+from digitkit.infer.results.rows import Row
 
 #: Rows per row group of a result file: ~65,000 rows of ~100 bytes is ~6 MB held in memory
 #: before each write, large enough for columnar encoding and for readers that skip or split
@@ -67,7 +67,7 @@ class ParquetRowWriter:
                  append_at: int | None = None, force: bool = False):
         import pyarrow.parquet as pq
 
-        from digitkit.infer.output import check_new_output
+        from digitkit.infer.results.textfile import check_new_output
 
         if path in (None, "-"):
             raise UsageError(STDOUT_REFUSED)

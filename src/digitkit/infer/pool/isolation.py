@@ -25,7 +25,7 @@ whole and cannot say which task a dead worker held):
   forkserver exits by itself when the main process does.
 
 The worker processes' own side (the per-file timer, their main loop) is
-`digitkit.infer.workers`.
+`digitkit.infer.pool.workers`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from multiprocessing.connection import wait
 import numpy as np
 
 from digitkit.errors import DigitkitError
-from digitkit.infer.workers import FileTimer, decode_worker, start_forkserver, worker_main
+from digitkit.infer.pool.workers import FileTimer, decode_worker, start_forkserver, worker_main
 
 #: Chunks a worker holds at once: the one it runs and the next.
 DEPTH = 2

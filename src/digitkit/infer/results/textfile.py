@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from digitkit.errors import DataError, DigitkitError, OutputExistsError, UsageError
-from digitkit.infer.rows import CSV_HEADER, Row, escape_path, format_for, parse_json_line
+from digitkit.infer.results.rows import CSV_HEADER, Row, escape_path, format_for, parse_json_line
 from digitkit.infer.spec import FORMATS
 
 # -- resume ---------------------------------------------------------------------------------

@@ -171,8 +171,8 @@ def encode_predictions(paths: list, reasons: list[str], probs: np.ndarray | None
     top = np.take_along_axis(probs, order, axis=1)
     good = [p for p, r in zip(paths, reasons, strict=True) if not r]
     confusion = confusion_of(good, order[:, 0])
-    if fmt == "parquet":  # columns, not text: the one schema of digitkit.infer.columns
-        from digitkit.infer.columns import table_of
+    if fmt == "parquet":  # columns, not text: the one schema of digitkit.infer.results.columns
+        from digitkit.infer.results.columns import table_of
 
         return EncodedRows("", len(paths), errors, confusion, table_of(paths, reasons, order,
                                                                        top))

@@ -32,16 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
-from digitkit.infer.ray_engine import (
+from digitkit.infer.engines.ray import (
     connect,
     data_context,
     encode_batch,
     onnx_predictor,
     worker_class,
 )
-from digitkit.infer.shards import ShardDone, ShardJob, shard_bytes, shard_counts
 from digitkit.infer.spec import EncodedRows, InferSpec
-from digitkit.infer.stores import Destination
+from digitkit.infer.storage.shards import ShardDone, ShardJob, shard_bytes, shard_counts
+from digitkit.infer.storage.stores import Destination
 
 #: Shards queued on one actor: one running and one waiting, so an actor never idles between
 #: shards, and the last shards of a run go to whichever actor is free.

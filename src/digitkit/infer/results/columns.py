@@ -1,5 +1,5 @@
 """Result rows as columns: the one Parquet schema of both engines, for result files
-(`digitkit.infer.parquet`) and shard directories (`digitkit.infer.shards`).
+(`digitkit.infer.results.parquet`) and shard directories (`digitkit.infer.storage.shards`).
 
     path          string
     label         int32, null on error

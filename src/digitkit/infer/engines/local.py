@@ -12,7 +12,7 @@ Design, for throughput at bounded memory:
   ~0.5 us an image at 256 images a task, a fifth of the MLP pipeline's overhead.
 - At most 2 x workers + 2 tasks are in flight: enough to keep every worker busy while the
   main process writes, and memory stays constant however many files there are.
-- No file can take the run down: the pool (`digitkit.infer.isolation`) survives a worker
+- No file can take the run down: the pool (`digitkit.infer.pool.isolation`) survives a worker
   that crashes, is killed or overruns the per-file time limit, retries that worker's chunk
   one file at a time, and gives the file that did it an error row. A run that fits in one
   chunk gets one worker, isolated all the same; only `workers=0` decodes in this process
@@ -35,7 +35,7 @@ import numpy as np
 from digitkit.environment import usable_cpus
 from digitkit.errors import UsageError
 from digitkit.images import MAX_FILE_SIZE, iter_image_paths, load_images
-from digitkit.infer.isolation import (
+from digitkit.infer.pool.isolation import (
     Crash,
     FileTimer,
     WorkerPool,
@@ -43,14 +43,14 @@ from digitkit.infer.isolation import (
     join_decoded,
     start_forkserver,
 )
-from digitkit.infer.rows import encode_predictions, join_encoded
+from digitkit.infer.results.rows import encode_predictions, join_encoded
 from digitkit.infer.spec import DEFAULT_BATCH_SIZE, EncodedRows, Engine, InferSpec
 from digitkit.predictors import OnnxPredictor, open_predictor, regime_settings
 
 #: What the forkserver imports once for every worker: the worker code, the decoder (with
 #: OpenCV) and ONNX Runtime (~0.6 s of imports, paid once instead of once per worker).
-_WORKER_PRELOAD = ["digitkit.infer.local", "digitkit.infer.isolation", "digitkit.images",
-                   "digitkit.predictors.ort", "cv2", "onnxruntime"]
+_WORKER_PRELOAD = ["digitkit.infer.engines.local", "digitkit.infer.pool.isolation",
+                   "digitkit.images", "digitkit.predictors.ort", "cv2", "onnxruntime"]
 #: Inference batches per worker task. Four (1,024 images at the default batch, ~28 ms of
 #: a worker's time for the MLP, longer for the CNN): the per-task cost of the main process
 #: falls to ~0.1 us an image, a task still outlasts the main process's longest pause (sorting

@@ -5,7 +5,7 @@ records, `map_batches` runs a stateful worker class in an actor pool (one ONNX R
 per actor, opened once), and the driver collects the results in input order and turns them
 into the output file's text. Every per-file step is the local engine's own code
 (`digitkit.images.load_images`, with the same error reasons; `OnnxPredictor`;
-`digitkit.infer.rows.encode_predictions`), so rows, error rows and the output format are the
+`digitkit.infer.results.rows.encode_predictions`), so rows, error rows and the output format are the
 same, and `run_infer` writes them with the same `RowWriter`, resume included.
 
 Ray is optional (`pip install 'digitkit[ray]'`): it is imported inside functions only, and
@@ -49,10 +49,10 @@ from pathlib import Path
 import numpy as np
 
 from digitkit.errors import DependencyError, UsageError
-from digitkit.infer.isolation import WorkerPool, decode_worker, join_decoded, start_forkserver
-from digitkit.infer.rows import encode_predictions
+from digitkit.infer.pool.isolation import WorkerPool, decode_worker, join_decoded, start_forkserver
+from digitkit.infer.results.rows import encode_predictions
 from digitkit.infer.spec import DEFAULT_BATCH_SIZE, EncodedRows, Engine, InferSpec, InputLimits
-from digitkit.infer.uri_inputs import decode_uris, find_inputs, is_uri
+from digitkit.infer.storage.uri_inputs import decode_uris, find_inputs, is_uri
 from digitkit.predictors import OnnxPredictor, open_predictor, regime_settings
 
 RAY_HINT = "the ray engine needs Ray: pip install 'digitkit[ray]'"
@@ -74,14 +74,14 @@ def import_ray():
     return ray
 
 
-#: What each actor's decoding process imports once (see `digitkit.infer.isolation`).
-_DECODER_PRELOAD = ["digitkit.infer.isolation", "digitkit.images", "cv2"]
+#: What each actor's decoding process imports once (see `digitkit.infer.pool.isolation`).
+_DECODER_PRELOAD = ["digitkit.infer.pool.isolation", "digitkit.images", "cv2"]
 
 
 def worker_class(model_bytes: bytes, model_name: str, limits: InputLimits | None = None):
     """The stateful map_batches class; the model bytes ride along in its closure.
 
-    Each actor decodes in a child process of its own (`digitkit.infer.isolation`, one
+    Each actor decodes in a child process of its own (`digitkit.infer.pool.isolation`, one
     worker): a file that crashes or hangs the decoder costs that file an error row, as in
     the local engine, instead of killing the actor and, with it, the dataset."""
     limits = limits or InputLimits()
@@ -269,9 +269,9 @@ def encode_batch(batch: dict, top_k: int, fmt: str) -> EncodedRows:
 
 
 def write_shards(spec: InferSpec, job) -> Iterator:
-    """The actors write a shard directory themselves (`digitkit.infer.ray_shards`, imported
+    """The actors write a shard directory themselves (`digitkit.infer.engines.ray_shards`, imported
     when one is asked for, as the registry imports engines)."""
-    return importlib.import_module("digitkit.infer.ray_shards").write_shards(spec, job)
+    return importlib.import_module("digitkit.infer.engines.ray_shards").write_shards(spec, job)
 
 
 ENGINE = Engine("ray", check=check, find=find_inputs, run=ray_engine, write_shards=write_shards)

@@ -20,7 +20,7 @@ Layout of a directory:
   the same name with the same rows, so reading the directory never gives a file twice; and
   `--resume` skips exactly the shards whose file exists (same inputs, same model), redoing
   the rest. Shard files of another plan (other inputs or model) are deleted at the end.
-- Each shard appears whole or not at all (`digitkit.infer.stores`: a temporary name and a
+- Each shard appears whole or not at all (`digitkit.infer.storage.stores`: a temporary name and a
   rename on file systems, one upload on object stores).
 - Hidden names (`.part-...tmp`) and `_manifest.json` are what pyarrow, pandas, DuckDB and
   Spark skip when they read the directory as a dataset. A directory without a manifest is a
@@ -43,7 +43,7 @@ from itertools import islice
 import numpy as np
 
 from digitkit.errors import DigitkitError, OutputExistsError, UsageError
-from digitkit.infer.rows import (
+from digitkit.infer.results.rows import (
     COLUMNS,
     CSV_HEADER,
     confusion_of,
@@ -51,7 +51,7 @@ from digitkit.infer.rows import (
     parse_json_line,
 )
 from digitkit.infer.spec import EncodedRows, InferSpec
-from digitkit.infer.stores import Destination, is_uri
+from digitkit.infer.storage.stores import Destination, is_uri
 from digitkit.infer.summary import InferSummary
 
 #: Files per shard: ~2,000 files are ~0.3-0.5 s of one worker's work and a 50-100 KB
@@ -121,7 +121,7 @@ def is_shard_output(output) -> bool:
 
 def shard_bytes(rows: EncodedRows, fmt: str) -> bytes:
     if fmt == "parquet":
-        from digitkit.infer.columns import table_bytes
+        from digitkit.infer.results.columns import table_bytes
 
         return table_bytes(rows.table)
     return ((CSV_HEADER if fmt == "csv" else "") + rows.text).encode("utf-8")
@@ -130,7 +130,7 @@ def shard_bytes(rows: EncodedRows, fmt: str) -> bytes:
 def shard_counts(data: bytes, fmt: str) -> EncodedRows:
     """The counts of a shard file already written (resume), as its writer reported them."""
     if fmt == "parquet":
-        from digitkit.infer.columns import read_columns
+        from digitkit.infer.results.columns import read_columns
 
         cols = read_columns(data, ["path", "label", "error"])
         paths, labels, errors = cols["path"], cols["label"], cols["error"]
