@@ -109,7 +109,7 @@ STAGES_SCRIPT = textwrap.dedent("""
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     from digitkit.images import find_images, load_images
     from digitkit.images.mnist_convention import follows_convention, ink_counts
-    from digitkit.infer.results.rows import encode_predictions
+    from digitkit.infer.results.formats import encode_predictions
     from digitkit.predictors.ort import OnnxPredictor, regime_settings
     folder, model, batch, passes = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     paths = [str(p) for p in find_images([folder])]
@@ -134,7 +134,7 @@ STAGES_SCRIPT = textwrap.dedent("""
                 t3 = time.perf_counter()
                 probs = predictor.predict(x.astype(np.float32))
                 t4 = time.perf_counter()
-                sink.write(encode_predictions(chunk, [""] * len(chunk), probs, 3, "csv").text)
+                sink.write(encode_predictions(chunk, [""] * len(chunk), probs, 3, "csv").data)
                 t5 = time.perf_counter()
                 load_images(chunk)
                 t6 = time.perf_counter()

@@ -18,8 +18,9 @@ from digitkit.errors import DataError, OutputExistsError, UsageError  # noqa: E4
 from digitkit.infer import InferSpec, run_infer  # noqa: E402
 from digitkit.infer.results import parquet as parquet_module  # noqa: E402
 from digitkit.infer.results.columns import schema, table_of  # noqa: E402
+from digitkit.infer.results.formats import encode_predictions, format_for  # noqa: E402
 from digitkit.infer.results.parquet import ParquetRowWriter, scan_parquet  # noqa: E402
-from digitkit.infer.results.rows import COLUMNS, encode_predictions, format_for  # noqa: E402
+from digitkit.infer.results.rows import COLUMNS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +37,8 @@ def test_schema_and_columns_of_a_chunk():
     probs = np.array([[0.1, 0.7, 0.2] + [0.0] * 7, [0.0] * 9 + [1.0]], np.float32)
     enc = encode_predictions(["a/1.png", "bad.png", "b/2.png"], ["", "empty file", ""],
                              probs, 2, "parquet")
-    assert enc.text == "" and enc.count == 3 and enc.errors == [("bad.png", "empty file")]
-    t = enc.table
+    assert enc.count == 3 and enc.errors == [("bad.png", "empty file")]
+    t = enc.data
     assert t.schema.equals(schema()) and t.column_names == list(COLUMNS)
     assert t.to_pylist()[1] == {"path": "bad.png", "label": None, "confidence": None,
                                 "top_k_labels": [], "top_k_probs": [], "error": "empty file"}
@@ -125,7 +126,7 @@ def test_stopped_run_keeps_a_complete_file_and_resume_finishes_it(linear_onnx, m
     enc = encode_predictions(["x.png"], ["empty file"], None, 3, "parquet")
     with pytest.raises(KeyboardInterrupt), ParquetRowWriter(out) as writer:
         for _ in range(5):
-            writer.write_table(enc.table)
+            writer.write(enc.data)
         raise KeyboardInterrupt
     assert pq.read_table(out).num_rows == 5
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -140,7 +141,7 @@ def test_stopped_run_keeps_a_complete_file_and_resume_finishes_it(linear_onnx, m
     assert sorted(paths) == sorted(pq.read_table(tmp_path / "whole.parquet")
                                    .column("path").to_pylist())
     rows = []
-    assert scan_parquet(out, "parquet", rows.append) == 303
+    assert scan_parquet(out, rows.append) == 303
     assert sum(bool(r.error) for r in rows) == 3
 
 

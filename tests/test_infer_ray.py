@@ -26,8 +26,10 @@ from digitkit.errors import DataError  # noqa: E402
 from digitkit.images import find_images  # noqa: E402
 from digitkit.infer import InferSpec, get_engine, run_infer  # noqa: E402
 from digitkit.infer.engines.ray import ENGINE, find_inputs, ray_engine  # noqa: E402
-from digitkit.infer.results.rows import COLUMNS  # noqa: E402
-from digitkit.infer.spec import EncodedRows  # noqa: E402
+from digitkit.infer.results.rows import (
+    COLUMNS,  # noqa: E402
+    EncodedRows,  # noqa: E402
+)
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -119,7 +121,7 @@ def test_engine_yields_encoded_rows_in_order(ray_local, linear_onnx, mixed_folde
     batches = list(ray_engine(spec, files))
     assert all(isinstance(b, EncodedRows) for b in batches)
     assert [b.count for b in batches] == [33]  # one batch: fewer files than batch_size
-    rows = [json.loads(line) for line in batches[0].text.splitlines()]
+    rows = [json.loads(line) for line in batches[0].data.splitlines()]
     assert [r["path"] for r in rows] == files
     assert [Path(p).name for p in files[:3]] == ["empty.png", "text.png", "truncated.png"]
     assert [e[0] for e in batches[0].errors] == files[:3]

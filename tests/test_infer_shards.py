@@ -24,15 +24,16 @@ from _infer_folders import class_folders  # noqa: E402
 from conftest import run_cli  # noqa: E402
 from digitkit.errors import OutputExistsError  # noqa: E402
 from digitkit.infer import InferSpec, run_infer  # noqa: E402
-from digitkit.infer.results.rows import COLUMNS, encode_predictions  # noqa: E402
+from digitkit.infer.results.formats import encode_predictions  # noqa: E402
+from digitkit.infer.results.rows import COLUMNS  # noqa: E402
 from digitkit.infer.storage.shards import (  # noqa: E402
     MANIFEST,
     SHARD_RE,
     ShardOutput,
+    ShardRun,
     plan_shards,
     shard_bytes,
     shard_counts,
-    write_shard_dir,
 )
 
 SHARD = 50  # 303 files -> 7 shards, several per actor
@@ -206,6 +207,7 @@ def test_interrupted_run_leaves_whole_shards_and_no_manifest(ray_local, linear_o
                                                               mixed_folder, local_rows,
                                                               tmp_path):
     from digitkit.infer import get_engine
+    from digitkit.infer.run import drive
 
     class StopAfterTwo:  # Ctrl-C after two shards are counted
         n = 0
@@ -220,9 +222,12 @@ def test_interrupted_run_leaves_whole_shards_and_no_manifest(ray_local, linear_o
 
     out = tmp_path / "out"
     spec = InferSpec(linear_onnx, engine="ray", workers=1)
+    engine = get_engine("ray")
+    shard_run = ShardRun(spec, [mixed_folder], ShardOutput(str(out), SHARD), resume=False,
+                         force=False, find=engine.find)
     with pytest.raises(KeyboardInterrupt):
-        write_shard_dir(get_engine("ray"), spec, [mixed_folder], ShardOutput(str(out), SHARD),
-                        resume=False, force=False, bar=StopAfterTwo(), warn=lambda m: None)
+        drive(engine.write_shards(shard_run.spec, shard_run.job),
+              lambda done: shard_run.add(done, lambda m: None), StopAfterTwo())
     names = os.listdir(out)
     assert MANIFEST not in names and not [n for n in names if n.startswith(".")]
     assert 2 <= len(names) < 7 and all(SHARD_RE.match(n) for n in names)

@@ -43,8 +43,8 @@ from digitkit.infer.pool.isolation import (
     join_decoded,
     start_forkserver,
 )
-from digitkit.infer.results.rows import encode_predictions, join_encoded
-from digitkit.infer.spec import DEFAULT_BATCH_SIZE, EncodedRows, Engine, InferSpec
+from digitkit.infer.results.formats import DEFAULT_FORMAT, encode_predictions, join_encoded
+from digitkit.infer.spec import DEFAULT_BATCH_SIZE, BatchEngine, EncodedRows, InferSpec
 from digitkit.predictors import OnnxPredictor, open_predictor, regime_settings
 
 #: What the forkserver imports once for every worker: the worker code, the decoder (with
@@ -97,7 +97,7 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
     """Yield each task's encoded rows, in input order. workers=0 does everything in this
     process; otherwise ONNX models run in the workers, other runtimes here."""
     workers = usable_cpus() if spec.workers is None else spec.workers
-    fmt, top_k, limits = spec.fmt or "csv", spec.top_k, spec.limits
+    fmt, top_k, limits = spec.fmt or DEFAULT_FORMAT, spec.top_k, spec.limits
     # The same rule `bench` measures: every core, spinning only for small batches (at chunk
     # sizes the decoders' cores are not spun on).
     predictor = open_predictor(spec.model, spec.runtime,
@@ -141,7 +141,7 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
         def finish(chunk, parts):
             return join_encoded([
                 encode_predictions(chunk[lo:hi], [v.reason] * (hi - lo), None, top_k, fmt)
-                if isinstance(v, Crash) else v for lo, hi, v in parts])
+                if isinstance(v, Crash) else v for lo, hi, v in parts], fmt)
     else:
         setup, finish = (decode_worker, (limits.max_file_size,)), predict_here
 
@@ -177,4 +177,13 @@ def _classify_worker(model_path: str, top_k: int, fmt: str, max_file_size: int,
     return work
 
 
-ENGINE = Engine("local", check=check, find=iter_image_paths, run=local_engine)
+class LocalEngine(BatchEngine):
+    """Worker processes on this machine."""
+
+    name = "local"
+    check = staticmethod(check)
+    find = staticmethod(iter_image_paths)
+    run = staticmethod(local_engine)
+
+
+ENGINE = LocalEngine()

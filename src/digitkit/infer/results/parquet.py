@@ -44,9 +44,9 @@ def _open_existing(path: Path):
     return f
 
 
-def scan_parquet(path: str | os.PathLike, fmt: str, on_row: Callable[[Row], None]) -> int:
+def scan_parquet(path: str | os.PathLike, on_row: Callable[[Row], None]) -> int:
     """Call `on_row` for every row of an existing result file (resume); returns the count.
-    The signature is `output.scan_existing`'s, so `run_infer` treats both alike."""
+    The signature is `textfile.scan_csv`'s, so `run_infer` treats every format alike."""
     f = _open_existing(Path(path))
     n = 0
     for b in f.iter_batches(columns=["path", "label", "error"]):
@@ -59,12 +59,12 @@ def scan_parquet(path: str | os.PathLike, fmt: str, on_row: Callable[[Row], None
 class ParquetRowWriter:
     """Streams result tables to a Parquet file in row groups of `ROW_GROUP_ROWS`.
 
-    Same constructor as `output.RowWriter`: `append_at` not None keeps the rows of the
-    existing file (resume); otherwise an existing file is refused unless `force`.
+    Like `textfile.RowWriter`: `append_at` not None keeps the rows of the existing file
+    (resume); otherwise an existing file is refused unless `force`.
     """
 
-    def __init__(self, path: str | os.PathLike | None, fmt: str | None = "parquet", *,
-                 append_at: int | None = None, force: bool = False):
+    def __init__(self, path: str | os.PathLike | None, *, append_at: int | None = None,
+                 force: bool = False):
         import pyarrow.parquet as pq
 
         from digitkit.infer.results.textfile import check_new_output
@@ -86,7 +86,7 @@ class ParquetRowWriter:
             for batch in existing.iter_batches(batch_size=ROW_GROUP_ROWS):
                 self._writer.write_batch(batch)
 
-    def write_table(self, table) -> None:
+    def write(self, table) -> None:
         if table is None or not table.num_rows:
             return
         self._pending.append(table)
