@@ -154,23 +154,12 @@ def test_new_options_are_checked(linear_onnx, corpus, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def ray_with_faults():
-    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install "
-                                            "'digitkit[ray]'")
-    from digitkit.infer.engines.ray import connect
-
-    assert not ray.is_initialized()
-    # The actors (and their decoding processes) get the decoder hook through the job's env.
-    ray.init(num_cpus=2, logging_level="ERROR", log_to_driver=False, include_dashboard=False,
-             runtime_env={"env_vars": {"DIGITKIT_TEST_DECODER_FAULTS": FAULTS}})
-    try:
-        with connect() as r:
-            yield r
-    finally:
-        ray.shutdown()
+def ray_runtime_env() -> dict:
+    """The actors (and their decoding processes) get the decoder hook through the job's env."""
+    return {"env_vars": {"DIGITKIT_TEST_DECODER_FAULTS": FAULTS}}
 
 
-def test_ray_engine_gives_the_same_rows(ray_with_faults, local_run, corpus, linear_onnx,
+def test_ray_engine_gives_the_same_rows(ray_local, local_run, corpus, linear_onnx,
                                         tmp_path):
     from digitkit.infer import InferSpec, run_infer
     from digitkit.infer.spec import InputLimits

@@ -19,7 +19,7 @@ Why it cannot hang or double-count on a small or shrinking cluster:
   same file name with the same rows, so nothing is counted or stored twice; the driver also
   counts a shard once whatever reports it. A restarted actor needs a free CPU: with none, it
   starts once the surviving actors have done the other shards and Ray Data releases them
-  (tests/test_infer_ray_cluster.py kills one of two 1-CPU nodes: the run completes).
+  (tests/test_infer_engines_ray_cluster.py kills one of two 1-CPU nodes: the run completes).
 """
 
 from __future__ import annotations

@@ -20,8 +20,7 @@ import pytest
 
 pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'digitkit[ray]'")
 
-from _infer_folders import class_folders  # noqa: E402
-from conftest import run_cli  # noqa: E402
+from _cli import run_cli  # noqa: E402
 from digitkit.errors import DataError  # noqa: E402
 from digitkit.images import find_images  # noqa: E402
 from digitkit.infer import InferSpec, get_engine, run_infer  # noqa: E402
@@ -36,27 +35,6 @@ REPO = TESTS.parent
 #: Confidences are written with 6 decimals; allow for ULP-level differences between batchings.
 TOL = 2e-6
 _PROBS = {"confidence", "top_k_probs"}
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from digitkit.infer.engines.ray import connect
-
-    assert not ray.is_initialized()
-    ray.init(num_cpus=2, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
-    try:
-        with connect() as r:  # joins the running instance, quietens Ray's loggers
-            yield r
-    finally:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def mixed_folder(tmp_path_factory, png_test_dir) -> Path:
-    """30 real PNGs per class in class folders, plus bad files the engines must report."""
-    return class_folders(png_test_dir, tmp_path_factory.mktemp("mixed"), bad=True)
 
 
 def _local(model, inputs, out: Path):

@@ -12,8 +12,8 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from _infer_folders import class_folders, numpy_answers  # noqa: E402
-from conftest import run_cli  # noqa: E402
+from _cli import run_cli  # noqa: E402
+from _infer_folders import numpy_answers  # noqa: E402
 from digitkit.errors import DataError, OutputExistsError, UsageError  # noqa: E402
 from digitkit.infer import InferSpec, run_infer  # noqa: E402
 from digitkit.infer.results import parquet as parquet_module  # noqa: E402
@@ -21,12 +21,6 @@ from digitkit.infer.results.columns import schema, table_of  # noqa: E402
 from digitkit.infer.results.formats import encode_predictions, format_for  # noqa: E402
 from digitkit.infer.results.parquet import ParquetRowWriter, scan_parquet  # noqa: E402
 from digitkit.infer.results.rows import COLUMNS  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def mixed_folder(tmp_path_factory, png_test_dir):
-    """30 real PNGs per class in class folders, plus three files no decoder takes."""
-    return class_folders(png_test_dir, tmp_path_factory.mktemp("mixed"), bad=True)
 
 
 def _run(model, inputs, out, **kw):
