@@ -12,7 +12,10 @@ then compares the outputs byte for byte:
   `seconds` and `finished` (the run's duration and end time, which legitimately vary);
 - each run's exit status.
 
-The model is the TensorFlow-free linear ONNX classifier of tests/_onnx_model.py, built from
+The inputs are a folder (default: the 10,000 MNIST test PNGs) and a scratch folder of three
+files no decoder takes plus a good image under a name CSV must quote and UTF-8 cannot hold,
+so error rows, exit status 3 and the escaped path column are compared too. The model is
+the TensorFlow-free linear ONNX classifier of tests/_onnx_model.py, built from
 the MNIST IDX files (a few seconds). Usage:
 
     python benchmarks/check_infer_identical.py [--rev main] [--inputs DIR] [--no-ray]
@@ -56,6 +59,7 @@ def _model(work: Path) -> Path:
     sys.path.insert(0, str(REPO / "tests"))
     from _onnx_model import build_linear_model
 
+    (work / "model").mkdir()
     path, _, _ = build_linear_model(SHARED / "mnist", work / "model")
     return path
 
@@ -68,11 +72,25 @@ def _extract(rev: str, dest: Path) -> Path:
     return dest / "src"
 
 
-def _run(src: Path, cwd: Path, model: Path, inputs: Path, output: str, extra: list) -> int:
-    cmd = [sys.executable, "-m", "digitkit", "infer", str(model), str(inputs), "-o", output,
-           "-q", *extra]
+def _bad_files(work: Path, png: Path) -> Path:
+    """Files that get error rows, and a good image under a name CSV must quote and UTF-8
+    cannot hold (so the escaped path column is compared too)."""
+    bad = work / "bad"
+    bad.mkdir()
+    good = png.read_bytes()
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "text.png").write_text("this is not a picture\n")
+    (bad / "truncated.png").write_bytes(good[:len(good) // 2])
+    with open(os.path.join(os.fsencode(bad), b'odd, "name" \xe9.png'), "wb") as f:
+        f.write(good)
+    return bad
+
+
+def _run(src: Path, cwd: Path, model: Path, inputs: list, output: str, extra: list) -> int:
+    cmd = [sys.executable, "-m", "digitkit", "infer", str(model), *map(str, inputs),
+           "-o", output, "-q", *extra]
     env = dict(os.environ, PYTHONPATH=str(src))
-    print(f"  (cd {cwd} && PYTHONPATH={src} {' '.join(cmd[1:])})", flush=True)
+    print(f"  (cd {cwd} && PYTHONPATH={src} python {' '.join(cmd[1:])})", flush=True)
     t = time.monotonic()
     r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     print(f"    exit {r.returncode} in {time.monotonic() - t:.1f} s", flush=True)
@@ -115,6 +133,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="digitkit-identical-"))
     try:
         model = _model(work)
+        inputs = [args.inputs, _bad_files(work, next(args.inputs.rglob("*.png")))]
         sides = {args.rev: _extract(args.rev, work / "rev"), "working tree": REPO / "src"}
         cases = CASES + ([] if args.no_ray else RAY_CASES)
         outdirs = {}
@@ -124,10 +143,10 @@ def main(argv=None) -> int:
             print(f"{label}: {src}", flush=True)
             for name, output, extra in cases:
                 (out / f"{name}.rc").write_text(
-                    str(_run(src, out, model, args.inputs, output, extra)))
+                    str(_run(src, out, model, inputs, output, extra)))
         a, b = outdirs.values()
         failed = 0
-        print(f"\n{args.rev} vs working tree, {args.inputs}:")
+        print(f"\n{args.rev} vs working tree, {args.inputs} and 4 files of {inputs[1]}:")
         for name, output, _ in cases:
             rc_a, rc_b = ((d / f"{name}.rc").read_text() for d in (a, b))
             problems = ([f"exit status {rc_a} vs {rc_b}"] if rc_a != rc_b else []) + \
