@@ -5,6 +5,7 @@ file: helpers they call live in tests/_*.py (the CliRunner one in tests/_cli.py)
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,38 @@ def zoo(tmp_path_factory, mnist_dir):
     from _foreign_models import zoo_for
 
     return zoo_for(tmp_path_factory, mnist_dir)
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """Adapted copies go to a cache of this test's own, never the user's, and MNIST is found
+    only where the test says (modules that need it: `pytest.mark.usefixtures`)."""
+    monkeypatch.setenv("DIGITKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DIGITKIT_DATA", raising=False)
+
+
+@pytest.fixture
+def src_h5(tmp_path, seed_mlp_h5) -> Path:
+    """A writable copy of the seed model in this test's directory."""
+    src = tmp_path / "seed.h5"
+    shutil.copyfile(seed_mlp_h5, src)
+    return src
+
+
+@pytest.fixture(scope="session")
+def image_set(tmp_path_factory) -> Path:
+    """The labelled general-image set (5 classes x 40 files of every supported format and
+    pixel kind, with manifest.json), made by the committed scripts/make_image_set.py run as
+    a user runs it. Read-only for the tests."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("skimage", reason="the image set is cut from scikit-image's photos "
+                                          "(the dev extra)")
+    out = tmp_path_factory.mktemp("image_set") / "set"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_image_set.py"), str(out)],
+                   check=True, capture_output=True, timeout=300)
+    return out
 
 
 # -- batch inference (tests/test_infer_*.py) --------------------------------------------------

@@ -21,7 +21,7 @@ Choices, and why:
 - Rows are encoded on the driver from the actors' probabilities (`encode_predictions`, no
   Row object per file): the actors return plain arrays, which Ray moves cheaply.
 - One ONNX Runtime thread per actor: each actor reserves one CPU from Ray's scheduler, and
-  decoding (not the ~1 us MLP) is the work; more intra-op threads would only oversubscribe
+  decoding (not the small model) is the work; more intra-op threads would only oversubscribe
   cores that neighbouring actors own. Parallelism comes from the number of actors.
 - Order: the driver numbers the files; Ray Data runs with `preserve_order` so blocks come back
   in input order, and a small reorder buffer keyed by that number makes the order exact

@@ -46,8 +46,8 @@ def import_ray():
     try:
         import ray
         import ray.data  # noqa: F401  (the [data] extra: pyarrow, pandas)
-    except ImportError:
-        raise DependencyError(RAY_HINT) from None
+    except ImportError as err:
+        raise DependencyError(RAY_HINT) from err
     return ray
 
 
@@ -90,9 +90,9 @@ def connect(address: str | None = None, num_cpus: int | None = None):
             kwargs["num_cpus"] = num_cpus
         try:
             ray.init(address=address, **kwargs)
-        except ConnectionError as e:
+        except ConnectionError as err:
             raise UsageError(f"cannot connect to Ray at {address}: "
-                             f"{str(e).splitlines()[0]}") from None
+                             f"{str(err).splitlines()[0]}") from err
         started = True
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)

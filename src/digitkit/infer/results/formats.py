@@ -158,10 +158,9 @@ DEFAULT_FORMAT = "csv"
 
 def result_format(name: str) -> ResultFormat:
     """The table's row for `name`: the one lookup of a format by its name."""
-    try:
-        return RESULT_FORMATS[name]
-    except KeyError:
-        raise UsageError(f"unknown output format {name!r}") from None
+    if name not in RESULT_FORMATS:
+        raise UsageError(f"unknown output format {name!r}")
+    return RESULT_FORMATS[name]
 
 
 def format_for(path: str | os.PathLike | None) -> str:

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from _cli import run_cli
 from digitkit.bench.config import DEFAULT_BATCH_SIZES, DEFAULT_CHECK_IMAGES, DEFAULT_WARMUP
 from digitkit.bench.plan import TF_ENGINES
 from digitkit.predictors import ENGINES
