@@ -1,6 +1,8 @@
 """One batch-inference run around an engine: discovery, resume, the output file, warnings,
 progress and the summary. What runs the files is the engine's business (`InferSpec.engine`);
-everything here is the same for every engine.
+everything here is the same for every engine. Rows going to one result file and shards
+written by the workers into a directory (`digitkit.infer.storage.shards.ShardRun`) both pass
+through `drive`, the one driver loop.
 
 Nothing is written before the first chunk is classified: a model that does not load fails
 before the output file exists.
