@@ -18,7 +18,7 @@ from digitkit.infer.spec import (
     DEFAULT_TOP_K,
 )
 from digitkit.infer.storage.shards import DEFAULT_SHARD_FORMAT, DEFAULT_SHARD_SIZE
-from digitkit.predictors import RUNTIMES
+from digitkit.predictors import NATURAL_RUNTIMES
 
 
 class _ByteSize(click.ParamType):
@@ -55,7 +55,7 @@ class _ByteSize(click.ParamType):
                    f"{DEFAULT_SHARD_FORMAT} for a shard directory.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=None,
               help=f"Files per shard of a shard directory. Default: {DEFAULT_SHARD_SIZE}.")
-@click.option("--runtime", type=click.Choice(list(RUNTIMES)), default=None,
+@click.option("--runtime", type=click.Choice(NATURAL_RUNTIMES), default=None,
               help="Default: onnxruntime for .onnx, tensorflow for a SavedModel dir or .h5.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE,
               show_default=True,
@@ -138,7 +138,7 @@ def command(paths, output, resume, force, confusion, quiet, num_workers, shard_s
     elif spec["address"] is not None or num_workers is not None:
         raise UsageError("--address and --num-workers are for the ray engine (--engine ray)")
     if confusion and not force:
-        from digitkit.outputs import guard_output
+        from digitkit.artifacts import guard_output
 
         guard_output(confusion, force)  # fail before hours of work, not after
     if confusion and output and confusion == str(output):

@@ -35,7 +35,7 @@ from digitkit.model.conventions import (
     InputConvention,
     fits_layout,
 )
-from digitkit.model.sources import check_classes
+from digitkit.model.foreign import check_classes
 
 #: metadata_props keys an adapted ONNX model carries (values are strings).
 CONVENTION_KEY = "digitkit_source_convention"  # json of InputConvention.to_dict()
