@@ -19,7 +19,7 @@ from digitkit.infer.spec import (
     MAX_FILE_TIMEOUT,
 )
 from digitkit.infer.storage.shards import DEFAULT_SHARD_FORMAT, DEFAULT_SHARD_SIZE
-from digitkit.predictors import NATURAL_RUNTIMES
+from digitkit.predictors.serving import DEFAULT_PRECISION, precisions, serving_runtimes
 
 
 class _ByteSize(click.ParamType):
@@ -57,8 +57,15 @@ class _ByteSize(click.ParamType):
                    f"{DEFAULT_SHARD_FORMAT} for a shard directory.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=None,
               help=f"Files per shard of a shard directory. Default: {DEFAULT_SHARD_SIZE}.")
-@click.option("--runtime", type=click.Choice(NATURAL_RUNTIMES), default=None,
-              help="Default: onnxruntime for .onnx, tensorflow for a SavedModel dir or .h5.")
+@click.option("--runtime", type=click.Choice(serving_runtimes()), default=None,
+              help="The runtime table's runtime that serves MODEL (OpenVINO and LiteRT: pip "
+                   "install 'digitkit[runtimes]'); an export directory gives it its own copy. "
+                   "Default: onnxruntime for .onnx or an export directory, tensorflow for a "
+                   "SavedModel dir or .h5, litert for .tflite.")
+@click.option("--precision", type=click.Choice(precisions()), default=DEFAULT_PRECISION,
+              show_default=True,
+              help="What the runtime computes in: int8 runs the int8 ONNX copy "
+                   "(model.int8.onnx), bf16 needs a CPU with native bf16 (openvino).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE,
               show_default=True,
               help="Images per inference batch (a local worker takes a few per task).")
@@ -103,7 +110,8 @@ class _ByteSize(click.ParamType):
 def command(paths, output, resume, force, confusion, quiet, num_workers, shard_size, **spec):
     """Classify the images in PATHS (files or folders, recursive) with MODEL.
 
-    MODEL: a .onnx file (ONNX Runtime; TensorFlow is never imported), or a SavedModel
+    MODEL: a .onnx file (ONNX Runtime; TensorFlow is never imported), a digitkit export
+    directory (each --runtime takes its own copy), a .tflite file, or a SavedModel
     directory or .h5/.keras file (TensorFlow, for comparison). A model made elsewhere
     runs through digitkit's adapter, its input convention detected on MNIST test images
     (said once on stderr) or declared with the --input-* flags.

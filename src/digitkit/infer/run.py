@@ -49,9 +49,15 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
     # A model made elsewhere never runs on pixels it was not trained for: its convention is
     # resolved once, here, and every engine and worker runs the adapted copy.
     from digitkit.predictors.runnable import runnable_path
+    from digitkit.predictors.serving import serving_model
 
-    spec = replace(spec, model=runnable_path(spec.model, spec.convention, spec.data,
-                                             say=lambda line: warn(f"digitkit: {line}")))
+    # Which copy runs on which row of the runtime table: decided once, here, like the
+    # convention below; every engine and worker opens that row on that copy.
+    serving = serving_model(spec.model, spec.runtime, spec.precision)
+    spec = replace(spec, model=runnable_path(serving.path, spec.convention, spec.data,
+                                             say=lambda line: warn(f"digitkit: {line}")),
+                   runtime=serving.runtime, precision=serving.precision)
+    served = {"runtime": serving.name, "precision": serving.precision}
     eng = get_engine(spec.engine)
     eng.check(spec)  # a missing extra or a bad model fails before any work
 
@@ -68,14 +74,16 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
             shard_run.summary.seconds = drive(
                 eng.write_shards(shard_run.spec, shard_run.job),
                 lambda done: shard_run.add(done, warn), bar)
-            return shard_run.finish()
+            summary = shard_run.finish()
+            summary.runtime, summary.precision = served["runtime"], served["precision"]
+            return summary
 
     out = None if output in (None, "-") else Path(output)
     fmt = result_format(spec.fmt or format_for(out))
     spec = replace(spec, fmt=fmt.name)
     if fmt.stdout_refused and out is None:
         raise UsageError(fmt.stdout_refused)
-    summary = InferSummary(output=None if out is None else str(out))
+    summary = InferSummary(output=None if out is None else str(out), **served)
     done = DoneSet()  # 16 bytes a row: resume over millions of rows stays small
     append_at = None
     if resume and out is not None and out.exists():

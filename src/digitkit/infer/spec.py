@@ -81,6 +81,10 @@ class InferSpec:
         takes it from the output file's name (`format_for`), Parquet for a shard directory.
     address: the Ray cluster (ray engine only; None: a local Ray instance).
     limits: what one input file may cost (size read, decode time): `InputLimits`.
+    runtime, precision: what the user asked for (`infer --runtime --precision`); `run_infer`
+        resolves them once (`predictors.serving.serving_model`) into the model copy that
+        runs and its row of the runtime table (a RUNTIMES name; None: the model file's
+        natural runtime), which is what every engine sees.
     convention: the --input-* flags declaring how a model made elsewhere expects its pixels
         (none: digitkit's contract, or detected on MNIST test images from `data`);
         `run_infer` resolves it once and every engine runs the adapted copy.
@@ -88,6 +92,7 @@ class InferSpec:
 
     model: str | os.PathLike
     runtime: str | None = None
+    precision: str = "fp32"
     batch_size: int = DEFAULT_BATCH_SIZE
     workers: int | None = None
     top_k: int = DEFAULT_TOP_K

@@ -19,6 +19,8 @@ class InferSummary:
     resumed: int = 0  # rows already in the file before this run
     failed: int = 0  # error rows, this run and resumed ones
     seconds: float = 0.0
+    runtime: str | None = None  # what served the run: a runtime table row, or natural one
+    precision: str | None = None
     #: confusion counts over files in class-named folders: [true, predicted]
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((10, 10), np.int64))
     #: (folder, its class label) of the last resumed row: see add_resumed
@@ -71,6 +73,8 @@ def format_summary(summary: InferSummary) -> str:
     if summary.resumed:
         what += f", {summary.resumed:,} already done (resumed)"
     lines.append(f"{total:,} files: {what}; {summary.failed:,} failed")
+    if summary.runtime:
+        lines.append(f"runtime: {summary.runtime}, {summary.precision}")
     if summary.labelled:
         lines.append(f"accuracy over {summary.labelled:,} files in class folders: "
                      f"{summary.accuracy:.4f}")

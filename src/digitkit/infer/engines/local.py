@@ -2,11 +2,11 @@
 
 Design, for throughput at bounded memory:
 - Every per-file step runs in a pool of worker processes, `workers` of them (default: one per
-  usable core): decode + preprocess, inference on the worker's own ONNX Runtime session (one
-  thread, no spinning), and the rows' text. The main process only walks the folders, hands
-  out paths, and writes each chunk's text in order: it does little per file, so it does not
-  hold the workers up (what each stage costs: BENCHMARKS.md, "`digitkit infer`: what each
-  stage costs").
+  usable core): decode + preprocess, inference on the worker's own predictor (ONNX Runtime,
+  or the --runtime's row of the runtime table; one thread, no spinning), and the rows' text.
+  The main process only walks the folders, hands out paths, and writes each chunk's text in
+  order: it does little per file, so it does not hold the workers up (what each stage
+  costs: BENCHMARKS.md, "`digitkit infer`: what each stage costs").
 - Files travel in tasks of TASK_BATCHES x `batch_size` paths (one pickled list of paths
   out, one string of rows back); the worker predicts them `batch_size` at a time. A task
   costs the main process the same whatever its size (waking, polling, two pipe transfers),
@@ -20,8 +20,9 @@ Design, for throughput at bounded memory:
   (no isolation, no time limit: for debugging).
 - The workers are forked from a forkserver that imported the decoder and ONNX Runtime once
   (imports paid once rather than once per worker).
-- TensorFlow models (--runtime tensorflow) are predicted in the main process (TensorFlow in
-  forked workers is asking for trouble); the workers then only decode.
+- TensorFlow models (a SavedModel or Keras file, --runtime tensorflow) are predicted in the
+  main process (TensorFlow in forked workers is asking for trouble); the workers then only
+  decode.
 - Results are consumed in submission order, so rows come out in input order.
 """
 
@@ -46,7 +47,8 @@ from digitkit.infer.pool.isolation import (
 )
 from digitkit.infer.results.formats import DEFAULT_FORMAT, encode_predictions, join_encoded
 from digitkit.infer.spec import DEFAULT_BATCH_SIZE, BatchEngine, EncodedRows, InferSpec
-from digitkit.predictors import OnnxPredictor, open_predictor, regime_settings
+from digitkit.predictors import regime_settings
+from digitkit.predictors.serving import forkable, open_serving
 
 #: What the forkserver imports once for every worker: the worker code, the decoder (with
 #: OpenCV) and ONNX Runtime (imports paid once instead of once per worker).
@@ -69,7 +71,7 @@ def check(spec: InferSpec) -> None:
     """Fail now, before any work, on what the run cannot do."""
     if spec.address is not None:
         raise UsageError("--address is for the ray engine (--engine ray)")
-    open_predictor(spec.model, spec.runtime)  # the model's kind and file; loads nothing
+    open_serving(spec.model, spec.runtime, 1)  # the model's kind and file; loads nothing
 
 
 def classify_encoded(predictor, paths: list, top_k: int, fmt: str,
@@ -96,13 +98,14 @@ def predict_batches(predictor, pixels: np.ndarray, batch_size: int) -> np.ndarra
 
 def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]:
     """Yield each task's encoded rows, in input order. workers=0 does everything in this
-    process; otherwise ONNX models run in the workers, other runtimes here."""
+    process; otherwise the model runs in the workers, TensorFlow here."""
     workers = usable_cpus() if spec.workers is None else spec.workers
     fmt, top_k, limits = spec.fmt or DEFAULT_FORMAT, spec.top_k, spec.limits
     # The same rule `bench` measures: every core, spinning only for small batches (at chunk
     # sizes the decoders' cores are not spun on).
-    predictor = open_predictor(spec.model, spec.runtime,
-                               regime_settings(spec.batch_size, usable_cpus()))
+    predictor = open_serving(spec.model, spec.runtime, usable_cpus(),
+                             settings=regime_settings(spec.batch_size, usable_cpus()))
+    in_workers = forkable(spec.runtime, spec.model)
     batch = spec.batch_size
     task = batch * TASK_BATCHES
     chunks = _chunks(paths, batch if workers == 0 else task)
@@ -121,10 +124,10 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
         return encode_predictions(chunk, reasons, predict_batches(predictor, pixels, batch),
                                   top_k, fmt)
 
-    if len(first) < task and predictor.runtime == "onnxruntime" and _CAN_FORK:
+    if len(first) < task and in_workers and _CAN_FORK:
         # All of it is one task: one worker, forked from this process (a fork is cheap; a
         # worker from the forkserver pays its imports first), that only decodes; the model runs
-        # here. Nothing has loaded ONNX Runtime or started threads of ours yet.
+        # here. Nothing has loaded the runtime or started threads of ours yet.
         with WorkerPool(1, decode_worker, (limits.max_file_size,), limits.file_timeout,
                         context="fork") as pool:
             for chunk, parts in pool.map(chunks, 1):
@@ -135,9 +138,9 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
     # forkserver: workers are forked from a clean server that preloaded the decoder, never
     # from this process (which may hold ONNX Runtime or TensorFlow threads by then).
     start_workers_early()
-    if predictor.runtime == "onnxruntime":
-        setup = (_classify_worker, (str(predictor.model_path), top_k, fmt, limits.max_file_size,
-                                    batch))
+    if in_workers:
+        setup = (_classify_worker, (str(spec.model), spec.runtime, top_k, fmt,
+                                    limits.max_file_size, batch))
 
         def finish(chunk, parts):
             return join_encoded([
@@ -166,11 +169,12 @@ def start_workers_early() -> None:
     start_forkserver(_WORKER_PRELOAD)
 
 
-def _classify_worker(model_path: str, top_k: int, fmt: str, max_file_size: int,
-                     batch_size: int):
-    """A WorkerPool setup: the worker's own ONNX Runtime session, loaded once, before the
-    worker reports ready (a model that does not load fails the run, not a file)."""
-    predictor = OnnxPredictor(model_path, _WORKER_ORT).load()
+def _classify_worker(model_path: str, runtime: str | None, top_k: int, fmt: str,
+                     max_file_size: int, batch_size: int):
+    """A WorkerPool setup: the worker's own predictor (one thread, no spinning), loaded once,
+    before the worker reports ready (a model that does not load fails the run, not a file)."""
+    predictor = open_serving(model_path, runtime, 1, spinning=False,
+                             settings=_WORKER_ORT).load()
 
     def work(paths: list, timer: FileTimer) -> EncodedRows:
         return classify_encoded(predictor, paths, top_k, fmt, max_file_size, timer, batch_size)

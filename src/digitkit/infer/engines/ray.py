@@ -47,14 +47,15 @@ import numpy as np
 from digitkit.errors import UsageError
 from digitkit.infer.engines import ray_shards
 from digitkit.infer.engines.ray_actors import (
+    ModelPayload,
     actor_count,
+    actor_predictor,
     classifier_class,
     connect,
     data_context,
     encode_classified,
     import_ray,
     model_payload,
-    onnx_predictor,
     path_str,
 )
 from digitkit.infer.results.formats import DEFAULT_FORMAT
@@ -63,11 +64,11 @@ from digitkit.infer.spec import BatchEngine, InferSpec, InputLimits
 from digitkit.infer.storage.uri_inputs import find_inputs
 
 
-def worker_class(model_bytes: bytes, model_name: str, limits: InputLimits | None = None):
+def worker_class(model: ModelPayload, limits: InputLimits | None = None):
     """The stateful map_batches class of a row run: a batch of (index, path) records in, the
     same records with each file's error reason and probabilities out."""
 
-    class DigitWorker(classifier_class(model_bytes, model_name, limits)):
+    class DigitWorker(classifier_class(model, limits)):
         def __call__(self, batch: dict) -> dict:
             reasons, probs = self.classify([path_str(p) for p in batch["path"]])
             return {"i": batch["i"], "path": batch["path"], "reason": np.array(reasons,
@@ -79,9 +80,9 @@ def worker_class(model_bytes: bytes, model_name: str, limits: InputLimits | None
 
 def check(spec: InferSpec) -> None:
     """Fail now, before any work: Ray missing (the one-line install hint), a model that is
-    not ONNX, a pool without actors."""
+    no actor can run (TensorFlow), a pool without actors."""
     import_ray()
-    onnx_predictor(spec)
+    actor_predictor(spec)
     if spec.workers is not None and spec.workers < 1:
         raise UsageError(f"--num-workers must be at least 1 for the ray engine, "
                          f"got {spec.workers}")
@@ -94,7 +95,7 @@ def ray_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]:
     the cluster (see `connect`). The model file is read here and shipped to the actors.
     """
     fmt, top_k, batch_size = spec.fmt or DEFAULT_FORMAT, spec.top_k, spec.batch_size
-    model_bytes, model_name = model_payload(spec)
+    model = model_payload(spec)
     items = [{"i": i, "path": os.fsencode(p)} for i, p in enumerate(paths)]
     if not items:
         return
@@ -103,7 +104,7 @@ def ray_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]:
         ds = ray.data.from_items(items, override_num_blocks=n_blocks)
         del items  # the dataset holds them now
         ds = ds.map_batches(
-            worker_class(model_bytes, model_name, spec.limits),
+            worker_class(model, spec.limits),
             compute=ray.data.ActorPoolStrategy(size=actor_count(ray, spec.workers, n_blocks)),
             batch_size=batch_size, batch_format="numpy", num_cpus=1)
         for batch in _in_order(ds.iter_batches(batch_size=None, batch_format="numpy")):

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +28,13 @@ from digitkit.infer.results.formats import encode_predictions
 from digitkit.infer.results.rows import EncodedRows
 from digitkit.infer.spec import DEFAULT_BATCH_SIZE, InferSpec, InputLimits
 from digitkit.infer.storage.uri_inputs import decode_uris, is_uri
-from digitkit.predictors import OnnxPredictor, open_predictor, regime_settings
+from digitkit.predictors import regime_settings
+from digitkit.predictors.serving import forkable, open_serving
 
 RAY_HINT = "the ray engine needs Ray: pip install 'digitkit[ray]'"
-#: One ONNX Runtime thread per actor (and for the driver's check of the model): each actor
-#: reserves one CPU from Ray's scheduler and decoding is its work; no spinning, the actor's
-#: core is its own.
+#: One thread per actor, on every runtime (ONNX Runtime's session settings here; and for the
+#: driver's check of the model): each actor reserves one CPU from Ray's scheduler and
+#: decoding is its work; no spinning, the actor's core is its own.
 _ACTOR_ORT = regime_settings(DEFAULT_BATCH_SIZE, cores=1)
 #: Ray sets up its own logging and prints INFO lines for every dataset; the CLI wants only
 #: real problems on stderr.
@@ -51,19 +53,32 @@ def import_ray():
     return ray
 
 
-def onnx_predictor(spec: InferSpec) -> OnnxPredictor:
-    predictor = open_predictor(spec.model, spec.runtime, _ACTOR_ORT)
-    if predictor.runtime != "onnxruntime":
-        raise UsageError("the ray engine runs .onnx models on ONNX Runtime; export the model "
-                         "with `digitkit export` first")
-    return predictor
+def actor_predictor(spec: InferSpec, model=None):
+    """The predictor an actor runs (`spec.runtime`'s, one thread), on `model` (default: the
+    spec's). A model file only: TensorFlow is not run in the actors."""
+    if not forkable(spec.runtime, spec.model):
+        raise UsageError("the ray engine runs a model file (.onnx, .tflite) on ONNX Runtime, "
+                         "OpenVINO or LiteRT, not TensorFlow; export the model with "
+                         "`digitkit export` first")
+    return open_serving(model or spec.model, spec.runtime, 1, spinning=False,
+                        settings=_ACTOR_ORT)
 
 
-def model_payload(spec: InferSpec) -> tuple[bytes, str]:
-    """The model file's bytes and name, shipped to every actor; loaded here first, so a bad
-    model fails on the driver, before any cluster work."""
-    path = Path(onnx_predictor(spec).load().model_path)
-    return path.read_bytes(), path.name
+@dataclass(frozen=True)
+class ModelPayload:
+    """What every actor gets: the model file's bytes and name, and the runtime table row
+    that runs it (None: ONNX Runtime, the .onnx file's natural runtime)."""
+
+    data: bytes
+    name: str
+    runtime: str | None
+
+
+def model_payload(spec: InferSpec) -> ModelPayload:
+    """The model shipped to every actor; loaded here first, so a bad model fails on the
+    driver, before any cluster work."""
+    path = Path(actor_predictor(spec).load().model_path)
+    return ModelPayload(path.read_bytes(), path.name, spec.runtime)
 
 
 def actor_count(ray, workers: int | None, units: int) -> int:
@@ -130,8 +145,8 @@ def encode_classified(paths: list[str], reasons: list[str], probs: np.ndarray, t
     return encode_predictions(paths, reasons, probs[good] if good.any() else None, top_k, fmt)
 
 
-def classifier_class(model_bytes: bytes, model_name: str, limits: InputLimits | None = None):
-    """The base of both engines' actor classes; the model bytes ride along in its closure.
+def classifier_class(model: ModelPayload, limits: InputLimits | None = None):
+    """The base of both engines' actor classes; the model rides along in its closure.
 
     Each actor decodes in a child process of its own (`digitkit.infer.pool.isolation`, one
     worker): a file that crashes or hangs the decoder costs that file an error row, as in
@@ -147,10 +162,11 @@ def classifier_class(model_bytes: bytes, model_name: str, limits: InputLimits | 
                                        limits.file_timeout)
 
             self._scratch = Path(tempfile.mkdtemp(prefix="digitkit-ray-"))
-            model = self._scratch / model_name
-            model.write_bytes(model_bytes)
-            self._predictor = OnnxPredictor(model, _ACTOR_ORT).load()
-            model.unlink()  # ONNX Runtime holds the graph in memory now
+            path = self._scratch / model.name
+            path.write_bytes(model.data)
+            self._predictor = open_serving(path, model.runtime, 1, spinning=False,
+                                           settings=_ACTOR_ORT).load()
+            path.unlink()  # the runtime holds the model in memory (or a mapping) now
             self._filesystems: dict = {}
 
         def _decode(self, paths: list[str]):

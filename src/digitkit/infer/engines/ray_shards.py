@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from digitkit.infer.engines.ray_actors import (
+    ModelPayload,
     actor_count,
     classifier_class,
     connect,
@@ -62,8 +63,8 @@ class _Task:
     batch_size: int
 
 
-def _shard_worker_class(model_bytes: bytes, model_name: str, task: _Task, limits):
-    class ShardWorker(classifier_class(model_bytes, model_name, limits)):
+def _shard_worker_class(model: ModelPayload, task: _Task, limits):
+    class ShardWorker(classifier_class(model, limits)):
         def __init__(self):
             super().__init__()
             self._dest = Destination(task.dest)
@@ -119,7 +120,7 @@ def _shard_worker_class(model_bytes: bytes, model_name: str, task: _Task, limits
 def write_shards(spec: InferSpec, job: ShardJob) -> Iterator[ShardDone]:
     """Have the actors write every shard of `job`; yield each one's `ShardDone` as it
     finishes."""
-    model_bytes, model_name = model_payload(spec)
+    model = model_payload(spec)
     items = [{"shard": s.index, "name": s.name, "paths": s.paths, "done": s.done}
              for s in job.shards]
     if not items:
@@ -132,7 +133,7 @@ def write_shards(spec: InferSpec, job: ShardJob) -> Iterator[ShardDone]:
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         del items
         ds = ds.map_batches(
-            _shard_worker_class(model_bytes, model_name, task, spec.limits),
+            _shard_worker_class(model, task, spec.limits),
             compute=ray.data.ActorPoolStrategy(size=n_workers,
                                                max_tasks_in_flight_per_actor=_IN_FLIGHT),
             batch_size=1, batch_format="numpy", num_cpus=1)

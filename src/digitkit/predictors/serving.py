@@ -1,0 +1,157 @@
+"""Which copy of MODEL, on which row of the runtime table, serves `infer --runtime
+--precision`; and the predictor that opens it in a process of a given size.
+
+`serving_model` decides once, in the main process, before anything loads:
+- no --runtime and a model file: the file's natural runtime, exactly as before
+  (`open_predictor`: ONNX Runtime for .onnx, TensorFlow for a SavedModel or Keras file);
+- otherwise the row of `RUNTIMES` whose group is the runtime and whose precision is
+  --precision, on that row's copy: an export directory's own copy (`read_export_dir`), or
+  the one file given, filed as the copy it is (`ModelCopies.add`).
+
+A serving runtime is then opened through the table's own opener (`open_runtime`): the same
+per-regime settings `bench` times, from one source.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from digitkit.errors import DependencyError, ModelError, UsageError
+from digitkit.model.files import (
+    KERAS_H5,
+    KERAS_V3,
+    ModelCopies,
+    identify,
+    is_export_dir,
+    read_export_dir,
+)
+from digitkit.predictors.runtimes import RUNTIMES, Runtime
+
+#: The default precision: the float model as exported.
+DEFAULT_PRECISION = "fp32"
+#: How an int8 ONNX file is named (`digitkit export --quantize int8`).
+INT8_FILE_SUFFIX = ".int8.onnx"
+#: The natural runtime name that is no row: TensorFlow on a Keras file (the table's Keras rows
+#: are benchmark harnesses, tf.function and model.predict, not how infer serves one).
+_TENSORFLOW = "tensorflow"
+#: Groups of the table that are not infer runtimes: the Keras harnesses (see above).
+_NOT_SERVING = ("keras",)
+
+
+def serving_runtimes() -> tuple[str, ...]:
+    """What `infer --runtime` takes: the table's groups, in its order."""
+    return tuple(dict.fromkeys(r.group for r in RUNTIMES.values()
+                               if r.group not in _NOT_SERVING))
+
+
+def precisions() -> tuple[str, ...]:
+    """What `infer --precision` takes: the table's precisions, fp32 first."""
+    return tuple(dict.fromkeys([DEFAULT_PRECISION, *(r.precision for r in RUNTIMES.values())]))
+
+
+def serving_row(runtime: str, precision: str = DEFAULT_PRECISION) -> Runtime:
+    """The table's row for `runtime` (a group) at `precision`; UsageError when it has none."""
+    if runtime not in serving_runtimes():
+        raise UsageError(f"unknown runtime {runtime!r}; choose from "
+                         f"{', '.join(serving_runtimes())}")
+    rows = [r for r in RUNTIMES.values() if r.group == runtime]
+    for r in rows:
+        if r.precision == precision:
+            return r
+    raise UsageError(f"--runtime {runtime} has no {precision} row; it runs "
+                     f"{', '.join(r.precision for r in rows)}")
+
+
+@dataclass(frozen=True)
+class Serving:
+    """path: the file the runtime opens. runtime: the RUNTIMES row's name, or None for the
+    model file's natural runtime (`open_predictor`). precision: what it computes in."""
+
+    path: Path
+    runtime: str | None
+    precision: str = DEFAULT_PRECISION
+    #: what serves it, as the summary states it: the row's name (TensorFlow on a Keras file,
+    #: which has no row: "tensorflow")
+    name: str = _TENSORFLOW
+
+
+def serving_model(model: str | os.PathLike, runtime: str | None = None,
+                  precision: str = DEFAULT_PRECISION) -> Serving:
+    """What serves `model` on `runtime` at `precision` (see the module docstring).
+    UsageError: a runtime/precision pair the table has no row for, or a file that is not that
+    row's copy. ModelError: an export directory without the row's copy. DependencyError: the
+    row's extra is not installed or this CPU cannot run it."""
+    p = Path(model)
+    if is_export_dir(p):
+        copies = read_export_dir(p)
+        row = serving_row(runtime or "onnxruntime", precision)
+        path = getattr(copies, row.copy)
+        if path is None:
+            raise ModelError(f"{p}: no {row.copy} copy for --runtime {row.group} "
+                             f"--precision {row.precision} (the export directory holds "
+                             f"{', '.join(c for c in copies.COPIES if getattr(copies, c))})")
+        return _serving(identify(path), row)
+    file = identify(p)
+    if runtime is None and precision == DEFAULT_PRECISION:
+        return _natural(file)  # no flags: the file's natural runtime, unchanged
+    runtime = runtime or file.runtime
+    if runtime == _TENSORFLOW and file.kind in (KERAS_H5, KERAS_V3):
+        if precision != DEFAULT_PRECISION:
+            serving_row(runtime, precision)  # the table's own refusal
+        return Serving(file.path, None)  # Keras on TensorFlow, as before
+    row = serving_row(runtime, precision)
+    copies = ModelCopies(name=file.path.name)
+    copies.add(file)
+    if getattr(copies, row.copy) is None:
+        held = next(c for c in copies.COPIES if getattr(copies, c))
+        raise UsageError(f"{file.path}: a {held} copy, not the {row.copy} copy --runtime "
+                         f"{row.group} --precision {row.precision} runs; give that file or "
+                         "the export directory")
+    return _serving(file, row)
+
+
+def _natural(file) -> Serving:
+    """A model file on its natural runtime, named by its row (an int8 file by its name)."""
+    if file.kind in (KERAS_H5, KERAS_V3):
+        return Serving(file.path, None)
+    row = serving_row(file.runtime, DEFAULT_PRECISION)
+    if file.path.name.endswith(INT8_FILE_SUFFIX):
+        row = serving_row(file.runtime, "int8")
+    return Serving(file.path, None, row.precision, row.name)
+
+
+def _serving(file, row: Runtime) -> Serving:
+    """`row` on `file`; the file's natural runtime at fp32 is opened as it always was."""
+    if row.group == file.runtime and row.precision == DEFAULT_PRECISION:
+        return Serving(file.path, None, name=row.name)
+    why = row.unavailable()
+    if why is not None:
+        raise DependencyError(f"--runtime {row.group} --precision {row.precision} "
+                              f"({row.name}): {why}")
+    return Serving(file.path, row.name, row.precision, row.name)
+
+
+def open_serving(model: str | os.PathLike, runtime: str | None, threads: int | None,
+                 spinning: bool | None = None, settings=None):
+    """The predictor serving `model` (already resolved by `serving_model`) on `runtime` (a
+    row name, or None: the natural runtime with ONNX Runtime `settings`), in a process of
+    `threads` threads; `spinning` None: per regime, as bench times it."""
+    if runtime is None:
+        from digitkit.predictors import open_predictor
+
+        return open_predictor(model, None, settings)
+    return RUNTIMES[runtime].open(model, threads, spinning)
+
+
+def forkable(runtime: str | None, model: str | os.PathLike) -> bool:
+    """Whether worker processes may run this runtime: every one but TensorFlow, which is
+    asking for trouble in forked processes (it runs in the main process instead)."""
+    if runtime is None:
+        return identify(model).runtime != _TENSORFLOW
+    return RUNTIMES[runtime].extra != RUNTIMES["tf-savedmodel"].extra
+
+
+__all__ = ["DEFAULT_PRECISION", "Serving", "forkable", "open_serving", "precisions",
+           "serving_model", "serving_row", "serving_runtimes"]
