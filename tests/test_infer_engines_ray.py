@@ -171,7 +171,7 @@ def test_ray_engine_refuses_what_it_cannot_run(linear_onnx, tmp_path):
 
     keras_file = tmp_path / "model.h5"
     keras_file.write_bytes(b"\x89HDF\r\n\x1a\n")  # an HDF5 signature: a Keras model by kind
-    with pytest.raises(UsageError, match="runs .onnx models on ONNX Runtime"):
+    with pytest.raises(UsageError, match="runs a model file .* not TensorFlow"):
         ENGINE.check(InferSpec(keras_file, engine="ray"))
     with pytest.raises(UsageError, match="--num-workers must be at least 1"):
         ENGINE.check(InferSpec(linear_onnx, engine="ray", workers=0))

@@ -36,7 +36,10 @@ def _labels(path: Path) -> dict[str, str]:
 
 
 def _infer(model, folder, out, *args):
-    return run_cli("infer", model, folder, "-o", out, "--workers", "2", *args)
+    # Tasks of 4 x 32 files: 200 files make two tasks, so the model runs in the worker pool
+    # (a run of one task runs it in the main process, beside one decoding worker).
+    return run_cli("infer", model, folder, "-o", out, "--workers", "2", "--batch-size", "32",
+                   *args)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +122,8 @@ def test_a_copy_the_export_dir_lacks_is_refused_in_one_line(export_dir, folder, 
 @pytest.mark.parametrize(("args", "message"), [
     (["--runtime", "litert", "--precision", "int8"], "--runtime litert has no int8 row"),
     (["--runtime", "bogus"], "Invalid value for '--runtime'"),
-    (["--runtime", "litert", "MODEL=model.onnx"], "not the tflite copy --runtime litert"),
+    (["--runtime", "litert", "MODEL=model.onnx"],
+     "model.onnx: a .onnx model runs on onnxruntime, not litert"),
 ])
 def test_usage_errors_exit_2(args, message, export_dir, folder, tmp_path):
     model = export_dir

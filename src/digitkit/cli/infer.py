@@ -70,7 +70,7 @@ class _ByteSize(click.ParamType):
               show_default=True,
               help="Images per inference batch (a local worker takes a few per task).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Worker processes (decode, ONNX inference, row text); 0 does everything "
+              help="Worker processes (decode, inference, row text); 0 does everything "
                    "in the main process. Default: one per usable core (decoding is the "
                    "bottleneck).")
 @click.option("--top-k", type=click.IntRange(1, 10), default=DEFAULT_TOP_K, show_default=True,

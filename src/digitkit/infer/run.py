@@ -56,7 +56,7 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
     serving = serving_model(spec.model, spec.runtime, spec.precision)
     spec = replace(spec, model=runnable_path(serving.path, spec.convention, spec.data,
                                              say=lambda line: warn(f"digitkit: {line}")),
-                   runtime=serving.runtime, precision=serving.precision)
+                   precision=serving.precision)
     served = {"runtime": serving.name, "precision": serving.precision}
     eng = get_engine(spec.engine)
     eng.check(spec)  # a missing extra or a bad model fails before any work

@@ -81,10 +81,10 @@ class InferSpec:
         takes it from the output file's name (`format_for`), Parquet for a shard directory.
     address: the Ray cluster (ray engine only; None: a local Ray instance).
     limits: what one input file may cost (size read, decode time): `InputLimits`.
-    runtime, precision: what the user asked for (`infer --runtime --precision`); `run_infer`
-        resolves them once (`predictors.serving.serving_model`) into the model copy that
-        runs and its row of the runtime table (a RUNTIMES name; None: the model file's
-        natural runtime), which is what every engine sees.
+    runtime, precision: what the user asked for (`infer --runtime --precision`; runtime
+        None: the model file's natural runtime). `run_infer` resolves MODEL once
+        (`predictors.serving.serving_model`) into the copy that runs (an export directory's
+        own copy), and every engine opens the same row of the runtime table on it.
     convention: the --input-* flags declaring how a model made elsewhere expects its pixels
         (none: digitkit's contract, or detected on MNIST test images from `data`);
         `run_infer` resolves it once and every engine runs the adapted copy.

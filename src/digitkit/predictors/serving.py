@@ -8,6 +8,10 @@
   --precision, on that row's copy: an export directory's own copy (`read_export_dir`), or
   the one file given, filed as the copy it is (`ModelCopies.add`).
 
+The resolution is idempotent: the chosen copy, resolved again with the same --runtime and
+--precision, gives the same row, so `run_infer` hands the engines the copy with the user's
+request unchanged and each engine (and each Ray driver) resolves its row the same way.
+
 A serving runtime is then opened through the table's own opener (`open_runtime`): the same
 per-regime settings `bench` times, from one source.
 """
@@ -36,6 +40,9 @@ INT8_FILE_SUFFIX = ".int8.onnx"
 #: The natural runtime name that is no row: TensorFlow on a Keras file (the table's Keras rows
 #: are benchmark harnesses, tf.function and model.predict, not how infer serves one).
 _TENSORFLOW = "tensorflow"
+#: How a refusal names the copy a model file is.
+_DESCRIBED = {"keras": "Keras/SavedModel model", "saved_model": "Keras/SavedModel model",
+              "onnx": ".onnx model", "onnx_int8": "int8 .onnx model", "tflite": ".tflite model"}
 #: Groups of the table that are not infer runtimes: the Keras harnesses (see above).
 _NOT_SERVING = ("keras",)
 
@@ -105,10 +112,11 @@ def serving_model(model: str | os.PathLike, runtime: str | None = None,
     copies = ModelCopies(name=file.path.name)
     copies.add(file)
     if getattr(copies, row.copy) is None:
-        held = next(c for c in copies.COPIES if getattr(copies, c))
-        raise UsageError(f"{file.path}: a {held} copy, not the {row.copy} copy --runtime "
-                         f"{row.group} --precision {row.precision} runs; give that file or "
-                         "the export directory")
+        held = _DESCRIBED[next(c for c in copies.COPIES if getattr(copies, c))]
+        if row.group != file.runtime:
+            raise UsageError(f"{file.path}: a {held} runs on {file.runtime}, not {row.group}")
+        raise UsageError(f"{file.path}: a {held}, not the {row.copy} copy --precision "
+                         f"{row.precision} runs; give that file or the export directory")
     return _serving(file, row)
 
 

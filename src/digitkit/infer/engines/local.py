@@ -48,7 +48,7 @@ from digitkit.infer.pool.isolation import (
 from digitkit.infer.results.formats import DEFAULT_FORMAT, encode_predictions, join_encoded
 from digitkit.infer.spec import DEFAULT_BATCH_SIZE, BatchEngine, EncodedRows, InferSpec
 from digitkit.predictors import regime_settings
-from digitkit.predictors.serving import forkable, open_serving
+from digitkit.predictors.serving import forkable, open_serving, serving_model
 
 #: What the forkserver imports once for every worker: the worker code, the decoder (with
 #: OpenCV) and ONNX Runtime (imports paid once instead of once per worker).
@@ -71,7 +71,8 @@ def check(spec: InferSpec) -> None:
     """Fail now, before any work, on what the run cannot do."""
     if spec.address is not None:
         raise UsageError("--address is for the ray engine (--engine ray)")
-    open_serving(spec.model, spec.runtime, 1)  # the model's kind and file; loads nothing
+    serving = serving_model(spec.model, spec.runtime, spec.precision)
+    open_serving(serving.path, serving.runtime, 1)  # the model's kind and file; loads nothing
 
 
 def classify_encoded(predictor, paths: list, top_k: int, fmt: str,
@@ -103,9 +104,10 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
     fmt, top_k, limits = spec.fmt or DEFAULT_FORMAT, spec.top_k, spec.limits
     # The same rule `bench` measures: every core, spinning only for small batches (at chunk
     # sizes the decoders' cores are not spun on).
-    predictor = open_serving(spec.model, spec.runtime, usable_cpus(),
+    serving = serving_model(spec.model, spec.runtime, spec.precision)
+    predictor = open_serving(serving.path, serving.runtime, usable_cpus(),
                              settings=regime_settings(spec.batch_size, usable_cpus()))
-    in_workers = forkable(spec.runtime, spec.model)
+    in_workers = forkable(serving.runtime, serving.path)
     batch = spec.batch_size
     task = batch * TASK_BATCHES
     chunks = _chunks(paths, batch if workers == 0 else task)
@@ -139,7 +141,7 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
     # from this process (which may hold ONNX Runtime or TensorFlow threads by then).
     start_workers_early()
     if in_workers:
-        setup = (_classify_worker, (str(spec.model), spec.runtime, top_k, fmt,
+        setup = (_classify_worker, (str(serving.path), serving.runtime, top_k, fmt,
                                     limits.max_file_size, batch))
 
         def finish(chunk, parts):

@@ -29,7 +29,7 @@ from digitkit.infer.results.rows import EncodedRows
 from digitkit.infer.spec import DEFAULT_BATCH_SIZE, InferSpec, InputLimits
 from digitkit.infer.storage.uri_inputs import decode_uris, is_uri
 from digitkit.predictors import regime_settings
-from digitkit.predictors.serving import forkable, open_serving
+from digitkit.predictors.serving import forkable, open_serving, serving_model
 
 RAY_HINT = "the ray engine needs Ray: pip install 'digitkit[ray]'"
 #: One thread per actor, on every runtime (ONNX Runtime's session settings here; and for the
@@ -53,15 +53,15 @@ def import_ray():
     return ray
 
 
-def actor_predictor(spec: InferSpec, model=None):
-    """The predictor an actor runs (`spec.runtime`'s, one thread), on `model` (default: the
-    spec's). A model file only: TensorFlow is not run in the actors."""
-    if not forkable(spec.runtime, spec.model):
+def actor_predictor(spec: InferSpec):
+    """The predictor an actor runs (the spec's row of the runtime table, one thread). A
+    model file only: TensorFlow is not run in the actors."""
+    serving = serving_model(spec.model, spec.runtime, spec.precision)
+    if not forkable(serving.runtime, serving.path):
         raise UsageError("the ray engine runs a model file (.onnx, .tflite) on ONNX Runtime, "
                          "OpenVINO or LiteRT, not TensorFlow; export the model with "
                          "`digitkit export` first")
-    return open_serving(model or spec.model, spec.runtime, 1, spinning=False,
-                        settings=_ACTOR_ORT)
+    return open_serving(serving.path, serving.runtime, 1, spinning=False, settings=_ACTOR_ORT)
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,10 @@ class ModelPayload:
 def model_payload(spec: InferSpec) -> ModelPayload:
     """The model shipped to every actor; loaded here first, so a bad model fails on the
     driver, before any cluster work."""
-    path = Path(actor_predictor(spec).load().model_path)
-    return ModelPayload(path.read_bytes(), path.name, spec.runtime)
+    predictor = actor_predictor(spec).load()
+    path = Path(predictor.model_path)
+    return ModelPayload(path.read_bytes(), path.name,
+                        serving_model(path, spec.runtime, spec.precision).runtime)
 
 
 def actor_count(ray, workers: int | None, units: int) -> int:
