@@ -2,7 +2,8 @@
 
 A Keras file's architecture is read as JSON first (h5py, or the .keras zip) so that a model
 carrying Python code (Lambda layers, custom classes) is refused before anything deserialises
-it; `trust_model=True` is the user's explicit opt-in. TensorFlow is imported only here, inside
+it; a SavedModel's graph is held to model.safety's allow-list before TensorFlow loads it;
+`trust_model=True` is the user's explicit opt-in. TensorFlow is imported only here, inside
 functions, and only through `import_tensorflow`, which turns a missing extra into one line.
 """
 
@@ -166,13 +167,18 @@ class SavedModelSignature:
         return {k: v.numpy() for k, v in self.fn(**{self.input_name: tf.constant(pixels)}).items()}
 
 
-def load_savedmodel(path: str | os.PathLike) -> SavedModelSignature:
-    """Load a SavedModel directory and its "serving_default" signature (one input)."""
+def load_savedmodel(path: str | os.PathLike, trust_model: bool = False) -> SavedModelSignature:
+    """Load a SavedModel directory and its "serving_default" signature (one input), refusing
+    a graph that does more than compute on tensors unless `trust_model` (model.safety):
+    loading runs part of it, so the check comes first."""
+    from digitkit.model.safety import check_savedmodel
+
     model_file = identify(path)
     p = model_file.path
     if model_file.kind != SAVEDMODEL:
         raise ModelError(f"{p}: expected a SavedModel directory")
     tf = import_tensorflow("loading a SavedModel")
+    check_savedmodel(p, trust_model)
     try:
         loaded = tf.saved_model.load(str(p))
     except Exception as e:  # noqa: BLE001

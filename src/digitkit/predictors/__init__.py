@@ -39,7 +39,8 @@ class Engine:
     runtime: str  # the user-facing runtime group (bench --runtimes)
     copy: str  # which ModelCopies attribute it loads
     description: str
-    open: Callable  # (path, threads, spinning) -> predictor; spinning None: per regime
+    open: Callable  # (path, threads, spinning, trust_model) -> predictor; spinning None: per
+    # regime; trust_model: run a model the model layer's safety rule would refuse
     precision: str = "fp32"  # the arithmetic it runs in: fp32, bf16, int8
     requires: str | None = None  # a module of an optional extra it cannot run without
     needs_cpu: str | None = None  # a precision this CPU must run natively
@@ -64,7 +65,7 @@ class Engine:
         return None
 
 
-def _ort(path, threads, spinning):
+def _ort(path, threads, spinning, trust_model=False):
     # spinning None: the settings follow the batch size (regime_settings), as in `infer`;
     # an explicit value pins one configuration for every batch size.
     if spinning is None:
@@ -73,7 +74,7 @@ def _ort(path, threads, spinning):
 
 
 def _openvino(precision):
-    def open_(path, threads, spinning):
+    def open_(path, threads, spinning, trust_model=False):
         from digitkit.predictors.openvino import OpenVinoPredictor
 
         return OpenVinoPredictor(path, threads, precision)
@@ -81,23 +82,23 @@ def _openvino(precision):
     return open_
 
 
-def _litert(path, threads, spinning):
+def _litert(path, threads, spinning, trust_model=False):
     from digitkit.predictors.litert import LiteRTPredictor
 
     return LiteRTPredictor(path, threads)
 
 
-def _savedmodel(path, threads, spinning):
+def _savedmodel(path, threads, spinning, trust_model=False):
     from digitkit.predictors.tf import SavedModelPredictor
 
-    return SavedModelPredictor(path, threads)
+    return SavedModelPredictor(path, threads, trust_model)
 
 
 def _keras(mode):
-    def open_(path, threads, spinning):
+    def open_(path, threads, spinning, trust_model=False):
         from digitkit.predictors.tf import KerasPredictor
 
-        return KerasPredictor(path, threads, mode=mode)
+        return KerasPredictor(path, threads, mode=mode, trust_model=trust_model)
 
     return open_
 
@@ -126,11 +127,11 @@ ENGINES = {e.name: e for e in (
 
 
 def open_engine(engine: str, path: str | os.PathLike, threads: int | None = None,
-                spinning: bool | None = False):
+                spinning: bool | None = False, trust_model: bool = False):
     """The predictor of one ENGINES row on `path`."""
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-    return ENGINES[engine].open(path, threads, spinning)
+    return ENGINES[engine].open(path, threads, spinning, trust_model)
 
 
 def open_predictor(model_path: str | os.PathLike, runtime: str | None = None,
@@ -152,7 +153,7 @@ def open_predictor(model_path: str | os.PathLike, runtime: str | None = None,
     from digitkit.predictors.tf import KerasPredictor, SavedModelPredictor
 
     if model.kind == SAVEDMODEL:
-        return SavedModelPredictor(model.path, settings.threads)
+        return SavedModelPredictor(model.path, settings.threads, trust_model)
     return KerasPredictor(model.path, settings.threads, trust_model=trust_model)
 
 

@@ -42,11 +42,13 @@ class SavedModelPredictor:
 
     runtime = "tensorflow"
 
-    def __init__(self, model_path: str | os.PathLike, threads: int | None = None):
+    def __init__(self, model_path: str | os.PathLike, threads: int | None = None,
+                 trust_model: bool = False):
         self.model_path = Path(model_path)
         if not self.model_path.exists():
             raise ModelError(f"{self.model_path}: no such model file or directory")
         self.threads = threads
+        self.trust_model = trust_model
         self._sig = None
 
     @property
@@ -56,7 +58,7 @@ class SavedModelPredictor:
     def load(self):
         if self._sig is None:
             configure_threads(self.threads)
-            self._sig = load_savedmodel(self.model_path)
+            self._sig = load_savedmodel(self.model_path, self.trust_model)
         return self
 
     def outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
