@@ -63,15 +63,25 @@ STRUCTURAL = {
     "Erfc": "math (GELU in ConvNeXt)", "Expm1": "math", "Log1p": "math", "Xlogy": "math",
     "Xdivy": "math", "Lgamma": "math", "Digamma": "math", "Mod": "math",
     "TruncateMod": "math", "Inv": "math",
-    # string ops a save function builds its file names with (the file ops themselves are
-    # allowed only inside the save/restore functions: digitkit.model.safety.SAVER_FILE_OPS)
+    # string computation (the save function builds its file names with StringJoin and
+    # StaticRegexFullMatch; the file ops themselves are allowed only inside the save/restore
+    # functions: digitkit.model.safety.SAVER_FILE_OPS)
     "StringJoin": "joins strings", "StaticRegexFullMatch": "matches a string",
+    "RegexFullMatch": "matches a string", "StaticRegexReplace": "edits a string",
+    "RegexReplace": "edits a string", "StringLength": "a string's length",
+    "Substr": "part of a string", "StringLower": "a string in lower case",
+    "StringUpper": "a string in upper case", "StringStrip": "trims a string",
+    "StringSplitV2": "splits a string", "StringToHashBucketFast": "hashes a string",
 }
 
 
 def tf2onnx_ops() -> set[str]:
     """Every TensorFlow op name tf2onnx has a handler for, in any opset."""
-    import tf2onnx.onnx_opset  # noqa: F401 - registers the handlers
+    # Every handler module, whatever the caller imported before: the converter's own
+    # opsets and the custom (contrib) ones.
+    import tf2onnx.convert  # noqa: F401
+    import tf2onnx.custom_opsets  # noqa: F401
+    import tf2onnx.onnx_opset  # noqa: F401
     from tf2onnx.handler import tf_op
 
     ops: set[str] = set()
