@@ -306,8 +306,8 @@ def test_every_savedmodel_digitkit_writes_passes(export_dir, tmp_path, mnist_dir
 def test_keras_export_of_every_fixture_architecture_passes(zoo, tmp_path):
     """Keras's model.export of each Keras model of the bring-your-own-model zoo."""
     import keras
-    from _foreign_models import FIXTURES
 
+    from _foreign_models import FIXTURES
     from digitkit.model.safety import savedmodel_problems
 
     names = [n for n, (f, _) in FIXTURES.items() if not f.endswith(".onnx")]
@@ -351,7 +351,7 @@ def test_commands_refuse_hostile_savedmodels(hostile, kind, command, tmp_path, m
     function and --trust-model; no output written and the hostile op never ran."""
     path, victim = hostile[kind]
     victim.reset()
-    out = tmp_path / ("out" if command == "export" else f"out.{'csv' if command == 'infer' else 'json'}")
+    out = tmp_path / {"export": "out", "infer": "out.csv", "bench": "out.json"}[command]
     r = _digitkit(*_command(command, path, out, mnist_dir, few_pngs), cwd=tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("digitkit: error: ")]

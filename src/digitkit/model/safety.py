@@ -1,8 +1,8 @@
 """Is this model safe to run? One rule per format, checked before anything loads it.
 
-- Keras (.h5, .keras): the stored architecture is read as JSON and any part that runs Python
-  code when deserialised (Lambda layers, custom classes) is refused; `model.loading` applies
-  it (`unsafe_parts`) before Keras sees the file.
+- Keras (.h5, .keras): the stored architecture is read as JSON (model.loading) and any part
+  that runs Python code when deserialised (Lambda layers, custom classes) is refused
+  (`check_keras`) before Keras sees the file.
 - SavedModel: a SavedModel is a program (TensorFlow's own security guidance says so): its
   graph can write and read files, list directories or save checkpoints anywhere, and
   `tf.saved_model.load` runs part of it (the init op, the restore function) before a single
@@ -64,6 +64,65 @@ def reason(op: str) -> str:
         if word in op:
             return why
     return "not an op that only computes on tensors"
+
+
+# ----------------------------------------------------------------------------- Keras
+
+_MODEL_CLASSES = {"Functional", "Sequential", "Model"}
+_CODE_CLASSES = {"Lambda", "TFOpLambda", "__lambda__", "__function__"}
+
+
+def unsafe_parts(config: dict, is_known_layer=None) -> list[str]:
+    """Describe every part of a Keras config that would run Python code when deserialised.
+
+    Lambda layers carry marshalled bytecode; layers outside Keras (custom classes, modules
+    other than keras.*) import and run the user's code. `is_known_layer(class_name)` says
+    whether a layer class is one of Keras's own; without it only code-carrying parts are found.
+    """
+    found: list[str] = []
+
+    def walk(node, in_layers=False):
+        if isinstance(node, list):
+            for item in node:
+                walk(item, in_layers)
+            return
+        if not isinstance(node, dict):
+            return
+        cls = node.get("class_name")
+        name = node.get("name") or (node.get("config") or {}).get("name")
+        label = f"{cls} layer {name!r}" if name else f"{cls}"
+        module = node.get("module")
+        registered = node.get("registered_name")
+        if cls in _CODE_CLASSES:
+            found.append(f"{label} (runs arbitrary Python code)")
+        elif isinstance(module, str) and module != "keras" and not module.startswith("keras."):
+            found.append(f"{label} from module {module!r} (custom code)")
+        elif isinstance(registered, str) and ">" in registered:
+            found.append(f"{label} registered as {registered!r} (custom code)")
+        elif (in_layers and isinstance(cls, str) and cls not in _MODEL_CLASSES
+              and is_known_layer is not None and not is_known_layer(cls)):
+            found.append(f"{label} (not a Keras layer: custom code)")
+        for key, value in node.items():
+            if key == "layers":
+                walk(value, in_layers=True)
+            elif isinstance(value, (dict, list)):
+                walk(value, in_layers=False)
+
+    walk(config)
+    return list(dict.fromkeys(found))
+
+
+def check_keras(path: str | os.PathLike, config: dict, is_known_layer=None,
+                trust_model: bool = False) -> None:
+    """Refuse, in one line, a Keras model whose stored `config` would run Python code when
+    deserialised, unless `trust_model`."""
+    if trust_model:
+        return
+    problems = unsafe_parts(config, is_known_layer)
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ModelError(f"{Path(path)}: refusing to load a model that can run arbitrary code: "
+                         f"{problems[0]}{more}; pass --trust-model if you trust its source")
 
 
 # ----------------------------------------------------------------------------- SavedModel
@@ -297,5 +356,5 @@ def check_savedmodel(path: str | os.PathLike, trust_model: bool = False) -> None
                          "trust its source")
 
 
-__all__ = ["SAVER_FILE_OPS", "check_savedmodel", "read_savedmodel_proto", "reason",
-           "savedmodel_problems"]
+__all__ = ["SAVER_FILE_OPS", "check_keras", "check_savedmodel", "read_savedmodel_proto",
+           "reason", "savedmodel_problems", "unsafe_parts"]
