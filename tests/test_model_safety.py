@@ -89,11 +89,13 @@ def make_hostile(path: Path, kind: str, victim: Victim) -> Path:
                 extra = tf.cast(tf.size(tf.io.matching_files(str(victim.folder / "*"))),
                                 tf.float32)
             elif kind == "checkpoint":
-                tf.raw_ops.SaveV2(prefix=str(victim.checkpoint), tensor_names=["w"],
-                                  shape_and_slices=[""], tensors=[self.w])
+                save = tf.raw_ops.SaveV2(prefix=str(victim.checkpoint), tensor_names=["w"],
+                                         shape_and_slices=[""], tensors=[self.w])
+                with tf.control_dependencies([save]):  # else pruned: nothing reads it
+                    extra = tf.identity(extra)
             elif kind == "nested":
                 extra = inner()
-            # The read and the listing feed the output (times 0), so they are not pruned.
+            # The read, the listing and the save feed the output (times 0): not pruned.
             return {"probabilities": tf.nn.softmax(logits + 0.0 * extra)}
 
     module = Hostile()
@@ -185,15 +187,16 @@ def test_the_loader_refuses_before_loading(hostile):
     victim.reset()
 
 
-def _rewrite_restore(src: Path, dst: Path, edit) -> Path:
-    """A copy of SavedModel `src` whose restore function was changed by `edit(function)`."""
+def _rewrite_restore(src: Path, dst: Path, edit, which="_traced_restore_") -> Path:
+    """A copy of SavedModel `src` whose restore function (or the function whose name holds
+    `which`) was changed by `edit(function)`."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     shutil.copytree(src, dst)
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString((src / "saved_model.pb").read_bytes())
-    (fn,) = [f for f in proto.meta_graphs[0].graph_def.library.function
-             if "_traced_restore_" in f.signature.name]
+    fn = next(f for f in proto.meta_graphs[0].graph_def.library.function
+              if which in f.signature.name)
     edit(fn)
     (dst / "saved_model.pb").write_bytes(proto.SerializeToString())
     return dst
@@ -239,6 +242,21 @@ def test_restore_path_must_stay_in_the_model_folder(export_dir, tmp_path):
     found = savedmodel_problems(_rewrite_restore(good, tmp_path / "write", moved_write))
     assert any(p.startswith("op WriteFile (writes a file) in function __inference__traced_"
                             "restore") for p in found), found
+
+
+def test_an_op_called_by_name_is_checked(export_dir, tmp_path):
+    """TensorFlow runs a primitive op named in a call's `f` as a one-op function: that name is
+    held to the allow-list like any node's op."""
+    from digitkit.model.safety import savedmodel_problems
+
+    def call_write(fn):
+        node = fn.node_def.add(name="sneaky", op="PartitionedCall")
+        node.attr["f"].func.name = "WriteFile"
+
+    found = savedmodel_problems(_rewrite_restore(export_dir / "saved_model", tmp_path / "c",
+                                                 call_write, which="serve"))
+    assert len(found) == 1 and found[0].startswith(
+        "op WriteFile (writes a file) called by PartitionedCall in function "), found
 
 
 # ------------------------------------------------------------------- the allow-list
@@ -397,3 +415,30 @@ def test_trust_model_is_an_option_of_every_command_that_runs_a_model():
         r = CliRunner().invoke(cli, [command, "--help"])
         assert "--trust-model" in r.output, command
     assert "--trust-model" not in CliRunner().invoke(cli, ["view", "--help"]).output
+
+
+def test_litert_refuses_a_tflite_carrying_tensorflow_ops(tmp_path, few_pngs):
+    """The README's reason LiteRT files need no rule of their own: a .tflite whose graph
+    carries a TensorFlow op (Flex) that writes a file does not run on the standalone
+    interpreter `infer` uses; exit 1 and the file is never written."""
+    pytest.importorskip("ai_edge_litert")
+    import tensorflow as tf
+
+    target = tmp_path / "flex_pwned.txt"
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 28, 28), tf.float32)])
+    def serve(pixels):
+        tf.io.write_file(str(target), "pwned")
+        return tf.nn.softmax(tf.reshape(pixels, (-1, 784))[:, :10])
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], serve)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
+                                           tf.lite.OpsSet.SELECT_TF_OPS]
+    model = tmp_path / "flex.tflite"
+    model.write_bytes(converter.convert())
+    out = tmp_path / "out.csv"
+    r = _digitkit("infer", model, few_pngs, "-o", out, "--workers", 0, "-q", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "Flex" in r.stderr or "Select TensorFlow op" in r.stderr, r.stderr
+    assert not target.exists() and not out.exists()

@@ -155,16 +155,35 @@ def read_savedmodel_proto(path: str | os.PathLike):
     return proto
 
 
-def _called(node, functions) -> list[str]:
-    """The library functions a node calls: through its op (a function called by name) or a
-    function-valued attribute (PartitionedCall's f, If's branches, While's cond and body)."""
-    names = [node.op] if node.op in functions else []
+def _func_attrs(node) -> list[str]:
+    """The names in a node's function-valued attributes (PartitionedCall's f, If's branches,
+    While's cond and body)."""
+    names = []
     for value in node.attr.values():
         if value.HasField("func"):
             names.append(value.func.name)
         if value.HasField("list"):
             names.extend(f.name for f in value.list.func)
-    return [n for n in names if n in functions]
+    return names
+
+
+def _called(node, functions) -> list[str]:
+    """The library functions a node calls: through its op (a function called by name) or a
+    function-valued attribute."""
+    names = [node.op] if node.op in functions else []
+    return names + [n for n in _func_attrs(node) if n in functions]
+
+
+def _node_problems(node, ok, functions, where: str) -> list[str]:
+    """A node's op, and any op it names as a function (TensorFlow runs a primitive op named
+    in a call's `f` as a one-op function), must be allowed or a library function."""
+    found = []
+    if node.op not in ok and node.op not in functions:
+        found.append(f"op {node.op} ({reason(node.op)}) in {where}")
+    for name in _func_attrs(node):
+        if name not in functions and name not in ok:
+            found.append(f"op {name} ({reason(name)}) called by {node.op} in {where}")
+    return found
 
 
 def _tensor_node(name: str) -> str:
@@ -200,15 +219,13 @@ def savedmodel_problems(path: str | os.PathLike, allowed=None) -> list[str]:
         saver_only = saver_functions - run_functions
         for name, node in graph.nodes.items():
             ok = allowed if name not in saver_nodes else allowed | SAVER_FILE_OPS.keys()
-            if node.op not in ok and node.op not in functions:
-                problems.append(f"op {node.op} ({reason(node.op)}) in the graph, node {name!r}")
+            problems += _node_problems(node, ok, functions, f"the graph, node {name!r}")
         for fname, f in functions.items():
             ok = allowed | SAVER_FILE_OPS.keys() if fname in saver_only else allowed
             for node in f.node_def:
-                if node.op not in ok and node.op not in functions:
-                    problems.append(f"op {node.op} ({reason(node.op)}) in function {fname}")
+                problems += _node_problems(node, ok, functions, f"function {fname}")
         for fname in sorted(saver_only):
-            problems.extend(_path_problems(graph, fname, saver_only))
+            problems.extend(_path_problems(graph, fname))
         for name in sorted(saver_nodes):
             node = graph.nodes[name]
             if node.op in SAVER_FILE_OPS:
@@ -294,7 +311,7 @@ def _trace(inputs, lookup, where: str, args: set[str]):
     return reached, problems
 
 
-def _path_problems(graph: _Graph, fname: str, saver_only: set[str]) -> list[str]:
+def _path_problems(graph: _Graph, fname: str) -> list[str]:
     """A save/restore function's file ops must take their paths from its arguments, and
     every call of it must pass the loader's filename tensor for those arguments."""
     f = graph.functions[fname]
