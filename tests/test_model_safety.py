@@ -442,3 +442,36 @@ def test_litert_refuses_a_tflite_carrying_tensorflow_ops(tmp_path, few_pngs):
     assert r.returncode == 1, r.stderr
     assert "Flex" in r.stderr or "Select TensorFlow op" in r.stderr, r.stderr
     assert not target.exists() and not out.exists()
+
+
+def test_tf1_savedmodel_saver_in_the_graph(tmp_path):
+    """A TF1 SavedModel keeps its saver as graph nodes (save/SaveV2, save/RestoreV2 on the fed
+    filename save/Const): it passes; pointed at a constant path instead, it is refused."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from digitkit.model.safety import savedmodel_problems
+
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf1.placeholder(tf.float32, (None, 28, 28), name="pixels")
+        w = tf1.get_variable("w", (784, 10))
+        y = tf.nn.softmax(tf.reshape(x, (-1, 784)) @ w, name="probabilities")
+        with tf1.Session(graph=graph) as session:
+            session.run(tf1.global_variables_initializer())
+            tf1.saved_model.simple_save(session, str(tmp_path / "tf1"), {"pixels": x},
+                                        {"probabilities": y})
+    assert savedmodel_problems(tmp_path / "tf1") == []
+
+    shutil.copytree(tmp_path / "tf1", tmp_path / "bad")
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((tmp_path / "tf1" / "saved_model.pb").read_bytes())
+    (restore,) = [n for n in proto.meta_graphs[0].graph_def.node if n.op == "RestoreV2"]
+    const = proto.meta_graphs[0].graph_def.node.add(name="evil_path", op="Const")
+    const.attr["value"].tensor.string_val.append(b"/etc/secrets")
+    restore.input[0] = "evil_path"
+    (tmp_path / "bad" / "saved_model.pb").write_bytes(proto.SerializeToString())
+    found = savedmodel_problems(tmp_path / "bad")
+    assert any("checkpoint path that is a constant in the graph, node 'save/RestoreV2'" in p
+               for p in found), found
