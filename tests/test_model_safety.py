@@ -303,7 +303,7 @@ def test_every_savedmodel_digitkit_writes_passes(export_dir, tmp_path, mnist_dir
     from digitkit.architectures import build_model
     from digitkit.model.conventions import InputConvention
     from digitkit.model.safety import savedmodel_problems
-    from digitkit.predictors.sources import adapted_copy, load_source
+    from digitkit.predictors.adapted import adapted_copy, load_source
 
     assert savedmodel_problems(export_dir / "saved_model") == []
     keras.utils.set_random_seed(0)

@@ -38,14 +38,14 @@ def export_model(source: str | os.PathLike, config: ExportConfig | None = None,
     Raises ValidationError (exit 4) after writing the manifest when any copy fails; the
     exception's `manifest` attribute holds it. `echo(line)` receives progress and the table.
     """
+    from digitkit.artifacts import ensure_dir, write_json_atomic
     from digitkit.data import load_mnist
     from digitkit.export import source as sources
     from digitkit.export.context import ExportContext
     from digitkit.export.manifest import build_manifest, install, prepare_target, staging_dir
     from digitkit.export.validate import fill_reference, human_size, make_cases
     from digitkit.model.loading import import_tensorflow, load_keras_model
-    from digitkit.outputs import ensure_dir, write_json_atomic
-    from digitkit.predictors.sources import load_source, source_sha256
+    from digitkit.predictors.adapted import load_source, source_sha256
 
     say = echo or (lambda _line: None)
     config = config if config is not None else ExportConfig()

@@ -87,7 +87,7 @@ class ExportSource:
     """
 
     file: ModelFile
-    loaded: object  # digitkit.predictors.sources.LoadedSource
+    loaded: object  # digitkit.predictors.adapted.LoadedSource
     detection: object  # digitkit.model.detect.Detection
     model: object = None
     serve: object = None
@@ -149,7 +149,7 @@ class ExportSource:
 
 
 def open_export_source(loaded, config, mnist, say) -> ExportSource:
-    """A source made elsewhere (`loaded` by digitkit.predictors.sources.load_source, which
+    """A source made elsewhere (`loaded` by digitkit.predictors.adapted.load_source, which
     refused unsafe models as for every source): its convention resolved and printed with the
     evidence, wrapped in the adapter, and its own test accuracy measured."""
     from digitkit.model.detect import DETECTED, resolve_convention
@@ -200,7 +200,7 @@ def _savedmodel_model(signature, convention):
 def own_model(model: ModelFile, config) -> bool:
     """A source digitkit made itself (a Keras file presenting the contract by name, no
     --input-* flag given): exported exactly as digitkit's models always were, no adapter."""
-    from digitkit.predictors.sources import CONTRACT, contract_status
+    from digitkit.predictors.adapted import CONTRACT, contract_status
 
     return (model.kind in (KERAS_H5, KERAS_V3) and not config.conventions.given
             and contract_status(model.path)[0] == CONTRACT)
@@ -238,7 +238,7 @@ def recorded_source(copy: Path, convention: dict, trust_model: bool = False) -> 
     its export.json records (no detection)."""
     from digitkit.model.conventions import InputConvention
     from digitkit.model.detect import DECLARED, Detection
-    from digitkit.predictors.sources import load_source
+    from digitkit.predictors.adapted import load_source
 
     loaded = load_source(copy, trust_model)
     return ExportSource(loaded.file, loaded,

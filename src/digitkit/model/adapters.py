@@ -35,7 +35,7 @@ from digitkit.model.conventions import (
     InputConvention,
     fits_layout,
 )
-from digitkit.model.sources import check_classes
+from digitkit.model.foreign import check_classes
 
 #: metadata_props keys an adapted ONNX model carries (values are strings).
 CONVENTION_KEY = "digitkit_source_convention"  # json of InputConvention.to_dict()
@@ -338,8 +338,8 @@ def adapt_onnx(proto, convention: InputConvention, name: str | None = None):
     helper.set_model_props(proto, props)
     try:
         onnx.checker.check_model(proto, full_check=True)
-    except Exception as e:  # noqa: BLE001 - the checker raises several types
-        raise ModelError(f"{name}: the adapted graph fails onnx.checker ({one_line(e)})") from None
+    except Exception as err:  # noqa: BLE001 - the checker raises several types
+        raise ModelError(f"{name}: the adapted graph fails onnx.checker ({one_line(err)})") from err
     return proto
 
 
@@ -350,6 +350,6 @@ def onnx_convention(proto) -> InputConvention | None:
         if p.key == CONVENTION_KEY:
             try:
                 return InputConvention.from_dict(json.loads(p.value))
-            except ValueError:
-                raise ModelError(f"{CONVENTION_KEY} metadata is not valid JSON") from None
+            except ValueError as err:
+                raise ModelError(f"{CONVENTION_KEY} metadata is not valid JSON") from err
     return None

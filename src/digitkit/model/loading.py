@@ -29,8 +29,8 @@ def import_tensorflow(what: str = "this command"):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow as tf
-    except ImportError:
-        raise missing_extra(what, TENSORFLOW_EXTRA) from None
+    except ImportError as err:
+        raise missing_extra(what, TENSORFLOW_EXTRA) from err
     return tf
 
 
@@ -54,18 +54,18 @@ def read_model_config(path: str | os.PathLike) -> dict:
         try:
             with zipfile.ZipFile(p) as z:
                 raw = z.read("config.json")
-        except (OSError, KeyError, zipfile.BadZipFile) as e:
-            raise ModelError(f"{p}: cannot read the Keras archive's config.json ({e})") from None
+        except (OSError, KeyError, zipfile.BadZipFile) as err:
+            raise ModelError(f"{p}: cannot read the Keras archive's config.json ({err})") from err
     else:
         try:
             import h5py
-        except ImportError:
-            raise missing_extra("reading a Keras .h5 model", TENSORFLOW_EXTRA) from None
+        except ImportError as err:
+            raise missing_extra("reading a Keras .h5 model", TENSORFLOW_EXTRA) from err
         try:
             with h5py.File(p, "r") as f:
                 raw = f.attrs.get("model_config")
-        except OSError as e:
-            raise ModelError(f"{p}: cannot open as HDF5 ({e})") from None
+        except OSError as err:
+            raise ModelError(f"{p}: cannot open as HDF5 ({err})") from err
         if raw is None:
             raise ModelError(f"{p}: HDF5 file holds no Keras model config (a weights-only "
                              "file?)")
@@ -73,15 +73,15 @@ def read_model_config(path: str | os.PathLike) -> dict:
         raw = raw.decode("utf-8")
     try:
         return json.loads(raw)
-    except ValueError:
-        raise ModelError(f"{p}: model config is not valid JSON") from None
+    except ValueError as err:
+        raise ModelError(f"{p}: model config is not valid JSON") from err
 
 
 def load_keras_model(path: str | os.PathLike, trust_model: bool = False,
                      check_contract: bool = True):
     """Load a Keras .h5/.keras model that honours the contract, refusing code-carrying models
     unless `trust_model`. `check_contract=False` loads a model made elsewhere, whatever its
-    input and output shapes (digitkit.model.sources and adapters take it from there); the
+    input and output shapes (digitkit.model.foreign and adapters take it from there); the
     refusal of code-carrying models is the same either way."""
     model_file = identify(path)
     p = model_file.path
@@ -97,8 +97,8 @@ def load_keras_model(path: str | os.PathLike, trust_model: bool = False,
     check_keras(p, config, known, trust_model)
     try:
         model = keras.models.load_model(p, compile=False, safe_mode=not trust_model)
-    except Exception as e:  # noqa: BLE001 - any loader failure is a bad model file for the user
-        raise ModelError(f"{p}: cannot load Keras model ({one_line(e)})") from None
+    except Exception as err:  # noqa: BLE001 - any loader failure is a bad model file for the user
+        raise ModelError(f"{p}: cannot load Keras model ({one_line(err)})") from err
     if check_contract:
         check_keras_contract(p, model)
     return model
@@ -136,8 +136,8 @@ def load_savedmodel(path: str | os.PathLike, trust_model: bool = False) -> Saved
     check_savedmodel(p, trust_model)
     try:
         loaded = tf.saved_model.load(str(p))
-    except Exception as e:  # noqa: BLE001
-        raise ModelError(f"{p}: cannot load SavedModel ({one_line(e)})") from None
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(f"{p}: cannot load SavedModel ({one_line(err)})") from err
     fn = loaded.signatures.get("serving_default")
     if fn is None:
         raise ModelError(f'{p}: SavedModel has no "serving_default" signature')

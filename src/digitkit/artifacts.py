@@ -1,4 +1,5 @@
-"""File-system helpers shared by every command: atomic writes and overwrite guards."""
+"""Files the user keeps, written safely by every command: atomic writes (temp name, then
+rename), overwrite guards, sha256 of files and trees."""
 
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DigitkitError(f"{p}: cannot create directory ({e.strerror or e})") from None
+    except OSError as err:
+        raise DigitkitError(f"{p}: cannot create directory ({err.strerror or err})") from err
     if not os.access(p, os.W_OK):
         raise DigitkitError(f"{p}: directory is not writable")
     return p
