@@ -139,7 +139,8 @@ class _Graph:
 
 
 def read_savedmodel_proto(path: str | os.PathLike):
-    """The parsed saved_model.pb of the SavedModel directory `path` (nothing runs)."""
+    """The parsed saved_model.pb of the SavedModel directory `path` (nothing runs): the file
+    TensorFlow's loader reads first, and the one model.files.identify requires."""
     from digitkit.model.loading import import_tensorflow
 
     p = Path(path)
@@ -150,8 +151,8 @@ def read_savedmodel_proto(path: str | os.PathLike):
     proto = saved_model_pb2.SavedModel()
     try:
         proto.ParseFromString((p / SAVED_MODEL_PB).read_bytes())
-    except (OSError, DecodeError) as e:
-        raise ModelError(f"{p}: cannot read {SAVED_MODEL_PB} ({e})") from None
+    except (OSError, DecodeError) as err:
+        raise ModelError(f"{p}: cannot read {SAVED_MODEL_PB} ({err})") from err
     return proto
 
 
