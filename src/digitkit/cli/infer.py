@@ -12,7 +12,7 @@ from digitkit.cli.options import trust_model_option
 from digitkit.images import MAX_FILE_SIZE
 from digitkit.infer import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE, DEFAULT_TOP_K, ENGINES
 from digitkit.infer.shards import DEFAULT_SHARD_FORMAT, DEFAULT_SHARD_SIZE
-from digitkit.infer.spec import DEFAULT_FILE_TIMEOUT, FORMATS
+from digitkit.infer.spec import DEFAULT_FILE_TIMEOUT, FORMATS, MAX_FILE_TIMEOUT
 
 
 class _ByteSize(click.ParamType):
@@ -29,8 +29,9 @@ class _ByteSize(click.ParamType):
         number, unit = text.rstrip("KMGT"), text[len(text.rstrip("KMGT")):]
         try:
             size = int(float(number) * self._UNITS[unit])
-        except (ValueError, KeyError):
-            self.fail(f"{value!r} is not a size (e.g. 500000, 64M, 1G)", param, ctx)
+        except (ValueError, KeyError, OverflowError):  # OverflowError: inf, 1e400
+            self.fail(f"{value!r} is not a size (e.g. 500000, 64M, 1G; there is no "
+                      "unlimited size: every file is read whole into memory)", param, ctx)
         if size < 1:
             self.fail(f"{value!r} is not a size of at least 1 byte", param, ctx)
         return size
@@ -66,7 +67,8 @@ class _ByteSize(click.ParamType):
 @click.option("--file-timeout", type=click.FloatRange(min=0), default=DEFAULT_FILE_TIMEOUT,
               show_default=True, metavar="SECONDS",
               help="A file whose decoding takes longer gets an error row and its worker is "
-                   "replaced; 0: no limit. (--workers 0 runs have none.)")
+                   f"replaced; 0: no limit (the only way to say so; at most "
+                   f"{MAX_FILE_TIMEOUT:,.0f} otherwise). (--workers 0 runs have none.)")
 @click.option("--resume", is_flag=True,
               help="Finish an interrupted run: keep the rows in the output file (the shards "
                    "of a shard directory), do the rest.")

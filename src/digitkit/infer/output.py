@@ -31,6 +31,7 @@ import numpy as np
 from digitkit.errors import DataError, DigitkitError, OutputExistsError, UsageError
 from digitkit.infer.rows import CSV_HEADER, Row, escape_path, format_for, parse_json_line
 from digitkit.infer.spec import FORMATS
+from digitkit.inputs import check_regular, open_regular
 
 # -- resume ---------------------------------------------------------------------------------
 
@@ -52,7 +53,7 @@ def scan_existing(path: str | os.PathLike, fmt: str, on_row: Callable[[Row], Non
     the file is not ours to append to: DataError.
     """
     p = Path(path)
-    with open(p, "rb") as f:
+    with open_regular(p) as f:  # a FIFO or /dev/zero would block or never end
         if fmt == "csv":
             header = f.readline()
             if not header.endswith(b"\n"):
@@ -103,7 +104,7 @@ def _scan_csv(p: Path, f, start: int, on_row) -> int:
         for rec in records:
             if bad is not None:
                 raise DataError(p, f"cannot resume: malformed row at byte {bad[0]} ({bad[1]})")
-            if len(rec) == 6 and (not rec[1] or (len(rec[1]) == 1 and rec[1].isdigit())):
+            if len(rec) == 6 and (not rec[1] or (len(rec[1]) == 1 and "0" <= rec[1] <= "9")):
                 on_row(Row(rec[0], int(rec[1]) if rec[1] else None, error=rec[5]))
             else:
                 # Only the very last record may be cut off: find where it starts.
@@ -207,6 +208,8 @@ def check_new_output(path: str | os.PathLike, force: bool = False) -> None:
         raise OutputExistsError(path, "pass --resume to finish it, or --force to overwrite it")
     if path.parent and not path.parent.is_dir():
         raise DataError(path.parent, "output directory does not exist")
+    if force and path.exists():
+        check_regular(path)  # overwriting a FIFO would wait for a reader forever
 
 
 class RowWriter:
@@ -231,7 +234,7 @@ class RowWriter:
                 self._write_str(CSV_HEADER)
             return
         if append_at is not None:
-            self._fd = os.open(self.path, os.O_WRONLY)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)  # never wait on a FIFO
             self._close_fd = True
             os.ftruncate(self._fd, append_at)
             self._end = os.lseek(self._fd, 0, os.SEEK_END)
@@ -239,7 +242,8 @@ class RowWriter:
                 self._write_str(CSV_HEADER)
             return
         check_new_output(self.path, force)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK,
+                           0o666)
         self._close_fd = True
         if self.fmt == "csv":
             self._write_str(CSV_HEADER)

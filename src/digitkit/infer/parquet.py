@@ -33,6 +33,9 @@ def _open_existing(path: Path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from digitkit.inputs import check_regular
+
+    check_regular(path)  # a FIFO or /dev/zero would block or never end
     try:
         f = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as err:

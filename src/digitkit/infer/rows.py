@@ -22,8 +22,6 @@ Row's path is the column's (escaped) text.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -41,7 +39,8 @@ CSV_HEADER = ",".join(COLUMNS) + "\n"
 #: Probabilities are written with 6 decimals: float32 carries ~7 significant digits, and
 #: 1e-6 resolves any confidence a human or a threshold cares about.
 PROB_DECIMALS = 6
-#: Characters that make csv.writer quote a field (QUOTE_MINIMAL, "\\n" line terminator).
+#: Characters that make a CSV field quoted: csv.writer's QUOTE_MINIMAL with a "\\n" line
+#: terminator, and a carriage return (which standard readers take as a line end).
 _CSV_SPECIAL = re.compile(r'[,"\r\n]')
 #: What escape_path changes: a backslash, or a byte os.fsdecode could not decode.
 _TO_ESCAPE = re.compile("[\\\\\udc80-\udcff]")
@@ -132,16 +131,21 @@ def make_rows(paths: list, reasons: list[str], probs: np.ndarray | None, top_k: 
 def encode_rows(rows: Iterable[Row], fmt: str) -> str:
     if fmt == "jsonl":
         return "".join(json.dumps(_row_dict(r), ensure_ascii=False) + "\n" for r in rows)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
     d = PROB_DECIMALS
-    w.writerows(
-        (r.path, r.label, f"{r.confidence:.{d}f}", " ".join(map(str, r.top_k_labels)),
-         " ".join(f"{p:.{d}f}" for p in r.top_k_probs), r.error)
-        if r.label is not None else (r.path, "", "", "", "", r.error)
-        for r in rows
-    )
-    return buf.getvalue()
+    return "".join(
+        ",".join(map(_csv_field, (r.path, str(r.label), f"{r.confidence:.{d}f}",
+                                  " ".join(map(str, r.top_k_labels)),
+                                  " ".join(f"{p:.{d}f}" for p in r.top_k_probs), r.error)
+                     if r.label is not None else (r.path, "", "", "", "", r.error))) + "\n"
+        for r in rows)
+
+
+def _csv_field(text: str) -> str:
+    """csv.writer's QUOTE_MINIMAL, and a carriage return quoted too: csv.writer with a "\\n"
+    terminator leaves a bare "\\r" unquoted, and standard readers then split the row."""
+    if _CSV_SPECIAL.search(text):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def _row_dict(r: Row) -> dict:
@@ -160,7 +164,7 @@ def encode_predictions(paths: list, reasons: list[str], probs: np.ndarray | None
                        fmt: str) -> EncodedRows:
     """`encode_rows(make_rows(...), fmt)` plus the summary's counts, without a Row object
     per file: CSV rows are %-formatted straight from the top-k arrays (the same text
-    csv.writer gives: paths that csv would quote take csv's way). Paths are escaped here
+    `encode_rows` gives: paths that need quoting take its way). Paths are escaped here
     (`escape_path`), so every format, and the warnings, get the same text."""
     paths = _escape_all(paths)
     errors = [(p, r) for p, r in zip(paths, reasons, strict=True) if r]
@@ -246,8 +250,16 @@ def parse_csv_record(rec: list[str]) -> Row:
 
 
 def parse_json_line(line: str) -> Row:
+    """The Row of one JSON Lines line; ValueError naming what is wrong with one that is not a
+    result row (resume refuses the file with it: never a traceback)."""
     d = json.loads(line)
-    if not isinstance(d, dict) or "path" not in d:
-        raise ValueError("not a result row")
-    return Row(d["path"], d.get("label"), d.get("confidence"), tuple(d.get("top_k_labels") or ()),
-               tuple(d.get("top_k_probs") or ()), d.get("error") or "")
+    if not isinstance(d, dict) or not isinstance(d.get("path"), str):
+        raise ValueError("not a result row (no path text)")
+    label, confidence, error = d.get("label"), d.get("confidence"), d.get("error") or ""
+    labels, probs = d.get("top_k_labels") or (), d.get("top_k_probs") or ()
+    if label is not None and (type(label) is not int or not 0 <= label <= 9):
+        raise ValueError(f"label {label!r} is not a digit")
+    if not (confidence is None or type(confidence) in (int, float)) or not isinstance(error, str) \
+            or not isinstance(labels, (list, tuple)) or not isinstance(probs, (list, tuple)):
+        raise ValueError("not a result row (a field of the wrong type)")
+    return Row(d["path"], label, confidence, tuple(labels), tuple(probs), error)

@@ -54,6 +54,12 @@ FORMATS = ("csv", "jsonl", "parquet")
 #: (BENCHMARKS.md, "Figures that lived in code comments"), leaving room for busier machines
 #: and slower disks, while a hung decoder costs one worker a minute, not the run.
 DEFAULT_FILE_TIMEOUT = 60.0
+#: The longest per-file time limit (~11.6 days); "no limit" is spelled None (--file-timeout 0).
+#: Longer would overflow the kernel timer (setitimer) and mean nothing anyway.
+MAX_FILE_TIMEOUT = 1e6
+#: The largest --max-file-size: the largest file size there is. Every file is read whole into
+#: memory, so there is no "no limit" for size.
+MAX_SIZE_LIMIT = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -66,11 +72,13 @@ class InputLimits:
     file_timeout: float | None = DEFAULT_FILE_TIMEOUT
 
     def __post_init__(self):
-        if self.max_file_size < 1:
-            raise UsageError(f"--max-file-size must be at least 1 byte, got {self.max_file_size}")
-        if self.file_timeout is not None and not self.file_timeout > 0:
-            raise UsageError(f"--file-timeout must be more than 0 seconds, "
-                             f"got {self.file_timeout}")
+        if not 1 <= self.max_file_size <= MAX_SIZE_LIMIT:
+            raise UsageError(f"--max-file-size must be between 1 byte and {MAX_SIZE_LIMIT:,} "
+                             f"bytes, got {self.max_file_size}")
+        if self.file_timeout is not None and not 0 < self.file_timeout <= MAX_FILE_TIMEOUT:
+            raise UsageError(f"--file-timeout must be more than 0 and at most "
+                             f"{MAX_FILE_TIMEOUT:,.0f} seconds (0 on the command line: no "
+                             f"limit), got {self.file_timeout}")
 
 
 @dataclass(frozen=True)
@@ -158,5 +166,5 @@ def get_engine(name: str) -> Engine:
 
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_ENGINE", "DEFAULT_FILE_TIMEOUT", "DEFAULT_TOP_K",
-           "ENGINES", "EncodedRows", "Engine", "EngineRun", "FORMATS", "InferSpec", "InputLimits",
-           "get_engine"]
+           "ENGINES", "MAX_FILE_TIMEOUT", "EncodedRows", "Engine", "EngineRun", "FORMATS",
+           "InferSpec", "InputLimits", "get_engine"]
