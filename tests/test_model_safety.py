@@ -475,3 +475,13 @@ def test_tf1_savedmodel_saver_in_the_graph(tmp_path):
     found = savedmodel_problems(tmp_path / "bad")
     assert any("checkpoint path that is a constant in the graph, node 'save/RestoreV2'" in p
                for p in found), found
+
+
+def test_a_corrupt_saved_model_pb_is_one_line(tmp_path):
+    from digitkit.errors import ModelError
+    from digitkit.model.safety import check_savedmodel
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "saved_model.pb").write_bytes(b"\xff\xff\xff\xff")
+    with pytest.raises(ModelError, match=r"bad: cannot parse saved_model.pb \("):
+        check_savedmodel(tmp_path / "bad")

@@ -148,11 +148,17 @@ def read_savedmodel_proto(path: str | os.PathLike):
     from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import saved_model_pb2
 
+    from digitkit.inputs import read_regular
+    from digitkit.model.files import MAX_MODEL_SIZE
+
+    # Read under the one rule for what is read (a regular file, size-capped, never blocking).
+    data = read_regular(str(p / SAVED_MODEL_PB), MAX_MODEL_SIZE,
+                        error=lambda path, why: ModelError(f"{path}: {why}"))
     proto = saved_model_pb2.SavedModel()
     try:
-        proto.ParseFromString((p / SAVED_MODEL_PB).read_bytes())
-    except (OSError, DecodeError) as err:
-        raise ModelError(f"{p}: cannot read {SAVED_MODEL_PB} ({err})") from err
+        proto.ParseFromString(data)
+    except DecodeError as err:
+        raise ModelError(f"{p}: cannot parse {SAVED_MODEL_PB} ({err})") from err
     return proto
 
 
