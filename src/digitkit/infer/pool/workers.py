@@ -1,4 +1,4 @@
-"""The worker side of `digitkit.infer.isolation`: what runs inside each worker process.
+"""The worker side of `digitkit.infer.pool.isolation`: what runs inside each worker process.
 
 A worker prepares itself (`_prepare_worker`: ignore Ctrl-C, which the main process handles;
 leave SIGALRM at its default action, which the per-file time limit relies on; exit with the

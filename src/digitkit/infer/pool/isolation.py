@@ -27,7 +27,7 @@ whole and cannot say which task a dead worker held):
   forkserver exits by itself when the main process does.
 
 The worker processes' own side (the per-file timer, their main loop) is
-`digitkit.infer.workers`.
+`digitkit.infer.pool.workers`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from multiprocessing.connection import wait
 import numpy as np
 
 from digitkit.errors import DigitkitError
-from digitkit.infer.workers import (
+from digitkit.infer.pool.workers import (
     FileTimer,
     decode_worker,
     sigint_held,
