@@ -55,8 +55,8 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
     # convention below; every engine and worker opens that row on that copy.
     serving = serving_model(spec.model, spec.runtime, spec.precision)
     spec = replace(spec, model=runnable_path(serving.path, spec.convention, spec.data,
-                                             say=lambda line: warn(f"digitkit: {line}")),
-                   precision=serving.precision)
+                                             say=lambda line: warn(f"digitkit: {line}"),
+                                             trust_model=spec.trust_model))
     served = {"runtime": serving.name, "precision": serving.precision}
     eng = get_engine(spec.engine)
     eng.check(spec)  # a missing extra or a bad model fails before any work

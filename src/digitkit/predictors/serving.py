@@ -142,15 +142,16 @@ def _serving(file, row: Runtime) -> Serving:
 
 
 def open_serving(model: str | os.PathLike, runtime: str | None, threads: int | None,
-                 spinning: bool | None = None, settings=None):
+                 spinning: bool | None = None, settings=None, trust_model: bool = False):
     """The predictor serving `model` (already resolved by `serving_model`) on `runtime` (a
     row name, or None: the natural runtime with ONNX Runtime `settings`), in a process of
-    `threads` threads; `spinning` None: per regime, as bench times it."""
+    `threads` threads; `spinning` None: per regime, as bench times it; `trust_model`: run
+    a model the safety rule (model.safety) refuses."""
     if runtime is None:
         from digitkit.predictors import open_predictor
 
-        return open_predictor(model, None, settings)
-    return RUNTIMES[runtime].open(model, threads, spinning)
+        return open_predictor(model, None, settings, trust_model=trust_model)
+    return RUNTIMES[runtime].open(model, threads, spinning, trust_model)
 
 
 def forkable(runtime: str | None, model: str | os.PathLike) -> bool:

@@ -106,7 +106,8 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
     # sizes the decoders' cores are not spun on).
     serving = serving_model(spec.model, spec.runtime, spec.precision)
     predictor = open_serving(serving.path, serving.runtime, usable_cpus(),
-                             settings=regime_settings(spec.batch_size, usable_cpus()))
+                             settings=regime_settings(spec.batch_size, usable_cpus()),
+                             trust_model=spec.trust_model)
     in_workers = forkable(serving.runtime, serving.path)
     batch = spec.batch_size
     task = batch * TASK_BATCHES
