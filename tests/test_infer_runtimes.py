@@ -18,7 +18,8 @@ from _infer_folders import class_folders
 from digitkit.predictors.runtimes import RUNTIMES
 
 #: The int8 (QDQ) copy's top-1 agreement with the fp32 ONNX copy on these files, at least:
-#: quantization moves a few near-ties, never the model's answers wholesale.
+#: quantization moves a few near-ties, never the model's answers wholesale (the seed model's
+#: int8 copy agreed on 99.69% of the 10,000 test PNGs when this was written).
 INT8_AGREEMENT = 0.98
 
 
@@ -134,13 +135,28 @@ def test_usage_errors_exit_2(args, message, export_dir, folder, tmp_path):
     assert message in r.output
 
 
-def test_ray_actors_serve_litert_with_local_rows(ray_local, export_dir, folder, tmp_path):
-    pytest.importorskip("ai_edge_litert", reason="LiteRT is in the runtimes extra")
+@pytest.mark.parametrize("runtime", ["litert", "openvino"])
+def test_ray_actors_serve_the_runtime_with_local_rows(runtime, ray_local, export_dir, folder,
+                                                      tmp_path):
+    if RUNTIMES[runtime].unavailable():
+        pytest.skip(f"{runtime}: {RUNTIMES[runtime].unavailable()}")
     from digitkit.infer import InferSpec, run_infer
 
     local, ray = tmp_path / "local.csv", tmp_path / "ray.csv"
-    run_infer(InferSpec(export_dir, runtime="litert", workers=0), [folder], local)
-    summary = run_infer(InferSpec(export_dir, runtime="litert", engine="ray", workers=2,
+    run_infer(InferSpec(export_dir, runtime=runtime, workers=0), [folder], local)
+    summary = run_infer(InferSpec(export_dir, runtime=runtime, engine="ray", workers=2,
                                   batch_size=64), [folder], ray)
-    assert (summary.runtime, summary.precision) == ("litert", "fp32")
-    assert ray.read_text() == local.read_text()
+    assert (summary.runtime, summary.precision) == (runtime, "fp32")
+    # The same rows; probabilities to float tolerance (one thread in an actor, every core
+    # here: a runtime may sum in another order).
+    ray_rows, local_rows = _rows(ray), _rows(local)
+    assert len(ray_rows) == len(local_rows) == 200
+    for a, b in zip(ray_rows, local_rows, strict=True):
+        assert (a["path"], a["label"], a["top_k_labels"], a["error"]) == \
+            (b["path"], b["label"], b["top_k_labels"], b["error"])
+        assert abs(float(a["confidence"]) - float(b["confidence"])) <= 2e-6
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
