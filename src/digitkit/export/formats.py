@@ -160,9 +160,9 @@ def build_int8(ctx, path) -> None:
     from digitkit.export.quantize import quantize_int8
     from digitkit.export.validate import ArtifactValidation
 
+    input_name = ctx.contract.input_name
     try:
-        quantize_int8(ctx.path("onnx"), path, ctx.calibration_images(),
-                      input_name=ctx.contract.input_name)
+        quantize_int8(ctx.path("onnx"), path, ctx.calibration_images(), input_name=input_name)
     except Exception as e:  # noqa: BLE001
         raise BuildFailed(ArtifactValidation("onnx-int8", "onnxruntime.quantization", None,
                                              error=f"quantization failed: {one_line(e)}")
