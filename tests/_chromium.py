@@ -5,20 +5,121 @@ Worker, which virtual time does not wait for, so the DOM was sometimes dumped mi
 Here we poll the live page until Netron shows a graph (or time runs out) instead.
 With --remote-debugging-pipe Chromium reads NUL-terminated JSON commands on fd 3 and
 writes replies on fd 4.
+
+`LoggingProxy` is the witness for "nothing leaves the machine": the tab under test sends every
+request through it (loopback ones too, with the bypass list `<-loopback>`); it records each
+request's host and forwards only those for the one server under test. It is the proxy of the
+tab's own browser context, not of the whole browser: Debian's Chromium 156 still asks
+update.googleapis.com (an on-demand component), clients2.google.com and accounts.google.com
+for itself at start-up, whatever FLAGS say, and that is the browser's traffic, not the page's.
 """
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import json
 import os
 import shutil
 import subprocess
+import threading
 import time
+import urllib.parse
+from dataclasses import dataclass, field
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
+# As much of Chromium's own traffic off as flags allow (updates, metrics, safe browsing,
+# field trials, ...); the rest never reaches the tab's proxy (see above).
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         "--disable-default-apps", "--disable-extensions", "--disable-breakpad",
+         "--disable-domain-reliability", "--disable-client-side-phishing-detection",
+         "--metrics-recording-only", "--no-pings", "--no-default-browser-check",
+         "--disable-field-trial-config",
+         "--disable-features=OptimizationHints,MediaRouter,Translate,AutofillServerCommunication"]
+
+# Recorded in the page before its own scripts run: every Content-Security-Policy refusal.
+_CSP_WATCH = ("window.__cspViolations = []; document.addEventListener("
+              "'securitypolicyviolation', e => window.__cspViolations.push("
+              "e.effectiveDirective + ' ' + e.blockedURI));")
+
+
+@dataclass
+class Page:
+    body_class: str = ""
+    html: str = ""
+    csp_violations: list = field(default_factory=list)
+
+
+class LoggingProxy:
+    """An HTTP proxy on 127.0.0.1 that records the host of every request it is asked for
+    (CONNECT included) and forwards only plain-HTTP requests for `allowed` ("host:port");
+    everything else gets 403 and never leaves this process."""
+
+    def __init__(self, allowed: str):
+        self.allowed = allowed
+        self.hosts: list[str] = []
+        self.requests: list[str] = []  # "METHOD target", for messages
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_CONNECT(self):
+                proxy.hosts.append(self.path)  # "host:443": a TLS tunnel we never open
+                proxy.requests.append(f"CONNECT {self.path}")
+                self._refuse()
+
+            def do_GET(self):
+                url = urllib.parse.urlsplit(self.path)
+                where = url.netloc or self.headers.get("Host", "")
+                proxy.hosts.append(where)
+                proxy.requests.append(f"{self.command} {self.path}")
+                if where != proxy.allowed:
+                    return self._refuse()
+                conn = http.client.HTTPConnection(where, timeout=30)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("proxy-connection", "connection")}
+                conn.request("GET", url.path + (f"?{url.query}" if url.query else ""),
+                             headers=headers)
+                reply = conn.getresponse()
+                body = reply.read()
+                self.send_response(reply.status)
+                for key, value in reply.getheaders():
+                    if key.lower() not in ("connection", "transfer-encoding", "server",
+                                           "date"):
+                        self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(body)
+                conn.close()
+
+            do_HEAD = do_POST = do_PUT = do_GET
+
+            def _refuse(self):
+                self.send_response(403)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()
+
+    def context_options(self) -> dict:
+        """Target.createBrowserContext parameters that send the context's requests here.
+        <-loopback> removes Chromium's implicit bypass for localhost, so the proxy sees the
+        page's own requests too: proof that it is in the path at all."""
+        return {"proxyServer": self.url, "proxyBypassList": "<-loopback>"}
 
 
 class _Pipe:
@@ -52,9 +153,11 @@ class _Pipe:
         self._r.close()
 
 
-def render(url: str, profile_dir, ready_class: str = "default",
-           timeout: float = 90.0) -> tuple[str, str]:
-    """Open `url`; return (body class, page HTML) once the body has `ready_class` or on timeout."""
+def render(url: str, profile_dir, ready_class: str = "default", timeout: float = 90.0,
+           proxy: LoggingProxy | None = None) -> Page:
+    """Open `url` in a fresh tab; return the page once the body has `ready_class` (or on
+    timeout), with the Content-Security-Policy refusals it met. With `proxy`, every request
+    of the tab (its page and workers, loopback included) goes through that proxy."""
     to_chrome_r, to_chrome_w = os.pipe()
     from_chrome_r, from_chrome_w = os.pipe()
     # bash moves our pipe ends to fds 3 and 4, where Chromium expects them (dash's
@@ -68,22 +171,33 @@ def render(url: str, profile_dir, ready_class: str = "default",
     os.close(to_chrome_r)
     os.close(from_chrome_w)
     pipe = _Pipe(to_chrome_w, from_chrome_r)
-    body_class, html = "", ""
+    page = Page()
     try:
-        target = pipe.call("Target.createTarget", {"url": url})["targetId"]
+        # Open a blank tab, arm the watcher, then navigate: the watcher must be in place
+        # before the page's first script.
+        context = {}
+        if proxy is not None:
+            context = {"browserContextId": pipe.call("Target.createBrowserContext",
+                                                     proxy.context_options())["browserContextId"]}
+        target = pipe.call("Target.createTarget", {"url": "about:blank", **context})["targetId"]
         session = pipe.call("Target.attachToTarget",
                             {"targetId": target, "flatten": True})["sessionId"]
-        expr = ("document.body ? document.body.className + '\\n' + "
-                "document.documentElement.outerHTML : ''")
+        pipe.call("Page.enable", {}, session)
+        pipe.call("Page.addScriptToEvaluateOnNewDocument", {"source": _CSP_WATCH}, session)
+        pipe.call("Page.navigate", {"url": url}, session)
+        expr = ("JSON.stringify(document.body ? [document.body.className, "
+                "document.documentElement.outerHTML, window.__cspViolations || []] : [])")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             result = pipe.call("Runtime.evaluate", {"expression": expr, "returnByValue": True},
                                session)
-            body_class, _, html = result["result"].get("value", "").partition("\n")
-            if ready_class in body_class.split():
-                break
+            value = json.loads(result["result"].get("value") or "[]")
+            if value:
+                page = Page(*value)
+                if ready_class in page.body_class.split():
+                    break
             time.sleep(0.25)
-        return body_class, html
+        return page
     finally:
         try:
             pipe.call("Browser.close")

@@ -1,13 +1,17 @@
 """Shared fixtures: the read-only MNIST copies beside the checkout, a small trained Keras
-model, a tiny TensorFlow-free ONNX model, one export directory, and a CliRunner helper."""
+model, a tiny TensorFlow-free ONNX model and one export directory. Tests never import this
+file: helpers they call live in tests/_*.py (the CliRunner one in tests/_cli.py)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from _cli import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,15 +74,6 @@ def seed_mlp_h5(tmp_path_factory, mnist_dir) -> Path:
     return path
 
 
-def run_cli(*args, **kwargs):
-    """`digitkit ARGS...` in-process through click's CliRunner (arguments may be paths)."""
-    from click.testing import CliRunner
-
-    from digitkit.cli import cli
-
-    return CliRunner().invoke(cli, [str(a) for a in args], **kwargs)
-
-
 @pytest.fixture(scope="session")
 def linear_model(tmp_path_factory, mnist_dir):
     """(path, w, b) of the TensorFlow-free linear ONNX classifier of tests/_onnx_model.py
@@ -111,3 +106,35 @@ def zoo(tmp_path_factory, mnist_dir):
     from _foreign_models import zoo_for
 
     return zoo_for(tmp_path_factory, mnist_dir)
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """Adapted copies go to a cache of this test's own, never the user's, and MNIST is found
+    only where the test says (modules that need it: `pytest.mark.usefixtures`)."""
+    monkeypatch.setenv("DIGITKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DIGITKIT_DATA", raising=False)
+
+
+@pytest.fixture
+def src_h5(tmp_path, seed_mlp_h5) -> Path:
+    """A writable copy of the seed model in this test's directory."""
+    src = tmp_path / "seed.h5"
+    shutil.copyfile(seed_mlp_h5, src)
+    return src
+
+
+@pytest.fixture(scope="session")
+def image_set(tmp_path_factory) -> Path:
+    """The labelled general-image set (5 classes x 40 files of every supported format and
+    pixel kind, with manifest.json), made by the committed scripts/make_image_set.py run as
+    a user runs it. Read-only for the tests."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("skimage", reason="the image set is cut from scikit-image's photos "
+                                          "(the dev extra)")
+    out = tmp_path_factory.mktemp("image_set") / "set"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_image_set.py"), str(out)],
+                   check=True, capture_output=True, timeout=300)
+    return out

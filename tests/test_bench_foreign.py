@@ -8,12 +8,9 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from _cli import run_cli
 
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DIGITKIT_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def test_nchw_onnx_bench(zoo, tmp_path, mnist_dir):

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import run_cli
+from _cli import run_cli
 from digitkit.bench.config import parse_runtimes
 from digitkit.bench.plan import copy_for, plan_engines, resolve_models, runtime_groups
 from digitkit.errors import ModelError, UsageError

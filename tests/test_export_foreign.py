@@ -12,8 +12,8 @@ import shutil
 import numpy as np
 import pytest
 
+from _cli import run_cli
 from _foreign_models import FIXTURES, LEGACY_H5
-from conftest import run_cli
 from digitkit.model.adapters import ADAPTER_KEY, CONVENTION_KEY
 from digitkit.model.conventions import InputConvention
 from digitkit.model.detect import predict_under
@@ -23,9 +23,7 @@ from digitkit.model.detect import predict_under
 IMAGES = "200"
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DIGITKIT_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture(scope="module")

@@ -4,19 +4,9 @@ export.json. Read-only checks use the shared `export_dir`; tests that write copy
 from __future__ import annotations
 
 import json
-import shutil
 
-import pytest
-
-from conftest import run_cli
+from _cli import run_cli
 from digitkit.outputs import sha256_file, sha256_tree
-
-
-@pytest.fixture
-def src_h5(tmp_path, seed_mlp_h5):
-    src = tmp_path / "seed.h5"
-    shutil.copyfile(seed_mlp_h5, src)
-    return src
 
 
 def test_default_layout_and_manifest(export_dir, seed_mlp_h5):

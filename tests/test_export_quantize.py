@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from conftest import run_cli
+from _cli import run_cli
 
 
 @pytest.fixture(scope="module")

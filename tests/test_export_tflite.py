@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from _cli import run_cli
 from digitkit.outputs import sha256_file
 
 pytest.importorskip("ai_edge_litert", reason="the 'runtimes' extra is not installed")

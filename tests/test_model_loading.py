@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import run_cli
+from _cli import run_cli
 
 
 def _lambda_h5(path):

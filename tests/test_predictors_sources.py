@@ -24,12 +24,7 @@ from digitkit.predictors.sources import (
     stated_input_shape,
 )
 
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    """Adapted copies go to a cache of this test's own, never the user's."""
-    monkeypatch.setenv("DIGITKIT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("DIGITKIT_DATA", raising=False)
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture(scope="module")

@@ -62,15 +62,15 @@ def read_idx(path: str | os.PathLike, expect_md5: str | None = None) -> tuple[np
     p = Path(path)
     try:
         raw = p.read_bytes()
-    except FileNotFoundError:
-        raise DataError(p, "no such file") from None
-    except OSError as e:
-        raise DataError(p, f"cannot read ({e.strerror or e})") from None
+    except FileNotFoundError as err:
+        raise DataError(p, "no such file") from err
+    except OSError as err:
+        raise DataError(p, f"cannot read ({err.strerror or err})") from err
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(p, f"corrupt or truncated gzip data ({e})") from None
+        except (OSError, EOFError, zlib.error) as err:
+            raise DataError(p, f"corrupt or truncated gzip data ({err})") from err
     md5 = hashlib.md5(raw).hexdigest()
     if len(raw) < 8:
         raise DataError(p, f"too short for an IDX header ({len(raw)} bytes)")
@@ -141,12 +141,12 @@ def load_npz(path: str | os.PathLike) -> MnistData:
             a = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     except DataError:
         raise
-    except FileNotFoundError:
-        raise DataError(p, "no such file") from None
-    except Exception as e:
+    except FileNotFoundError as err:
+        raise DataError(p, "no such file") from err
+    except Exception as err:
         # np.load raises ValueError for pickled content, zipfile.BadZipFile (not an OSError)
         # for junk, and zlib/EOF errors for truncation: all one message naming the file.
-        raise DataError(p, f"not a readable npz file ({type(e).__name__}: {e})") from None
+        raise DataError(p, f"not a readable npz file ({type(err).__name__}: {err})") from err
     for k in ("x_train", "x_test"):
         if a[k].ndim != 3 or a[k].shape[1:] != (28, 28) or a[k].dtype != np.uint8:
             raise DataError(p, f"{k} is {a[k].dtype} {a[k].shape}, expected uint8 (N, 28, 28)")

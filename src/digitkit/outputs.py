@@ -43,8 +43,8 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DigitkitError(f"{p}: cannot create directory ({e.strerror or e})") from None
+    except OSError as err:
+        raise DigitkitError(f"{p}: cannot create directory ({err.strerror or err})") from err
     if not os.access(p, os.W_OK):
         raise DigitkitError(f"{p}: directory is not writable")
     return p

@@ -89,8 +89,8 @@ def parse_batch_sizes(text: str | Sequence[int] | None) -> list[int]:
     for item in _items(text):
         try:
             b = int(item)
-        except ValueError:
-            raise UsageError(f"--batch-sizes: {item!r} is not a whole number") from None
+        except ValueError as err:
+            raise UsageError(f"--batch-sizes: {item!r} is not a whole number") from err
         if b < 1:
             raise UsageError(f"--batch-sizes: batch size must be at least 1, got {b}")
         sizes.append(b)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+import traceback
 
 import click
 
@@ -18,6 +20,9 @@ from digitkit.errors import EXIT_ERROR, EXIT_USAGE, DigitkitError
 # TensorFlow's C++ INFO lines (oneDNN, CPU features) drown the CLI's own output; warnings and
 # errors still show. Set before any command imports TensorFlow; a user's own value wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+#: Set to 1 to see an error's traceback and its causes above its one-line message.
+DEBUG_ENV = "DIGITKIT_DEBUG"
 
 # name -> module under digitkit.cli; each module defines a click command called `command`.
 _COMMANDS = {
@@ -41,6 +46,13 @@ class _Failure(click.ClickException):
         click.echo(f"digitkit: error: {self.message}", err=True)
 
 
+def _debug(err: BaseException) -> None:
+    """With DIGITKIT_DEBUG set (to anything but 0), the traceback and the chain of causes of an
+    error go to stderr before its one line: the one line is for users, this is for a bug report."""
+    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        traceback.print_exception(err, file=sys.stderr)
+
+
 class _LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(name for name in _COMMANDS if self._load(name) is not None)
@@ -52,20 +64,23 @@ class _LazyGroup(click.Group):
         # Mapping lives here, not in main(), so CliRunner sees the same exit codes as a shell.
         try:
             return super().invoke(ctx)
-        except click.UsageError as e:
+        except click.UsageError as err:
             # A bad option of a subcommand: the same one-line form as every other error,
             # plus where to read about it.
-            where = f"digitkit {e.ctx.info_name}" if e.ctx and e.ctx.parent else "digitkit"
-            raise _Failure(f"{e.format_message().rstrip('.')} (see '{where} --help')", EXIT_USAGE) \
-                from None
-        except DigitkitError as e:
-            raise _Failure(e.message, e.exit_code) from None
-        except KeyboardInterrupt:
-            raise _Failure("interrupted", 130) from None
-        except OSError as e:
+            where = f"digitkit {err.ctx.info_name}" if err.ctx and err.ctx.parent else "digitkit"
+            raise _Failure(f"{err.format_message().rstrip('.')} (see '{where} --help')",
+                           EXIT_USAGE) from err
+        except DigitkitError as err:
+            _debug(err)
+            raise _Failure(err.message, err.exit_code) from err
+        except KeyboardInterrupt as err:
+            _debug(err)
+            raise _Failure("interrupted", 130) from err
+        except OSError as err:
+            _debug(err)
             # Disk full, permission denied and friends: one line naming the file.
-            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-            raise _Failure(f"{where}{e.strerror or e}", EXIT_ERROR) from None
+            where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+            raise _Failure(f"{where}{err.strerror or err}", EXIT_ERROR) from err
 
     @staticmethod
     def _load(name):

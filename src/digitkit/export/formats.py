@@ -103,8 +103,8 @@ def build_onnx(ctx, path) -> None:
     try:
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature,
                                                  opset=ctx.config.opset)
-    except Exception as e:  # noqa: BLE001
-        raise ModelError(f"{ctx.source}: ONNX conversion failed ({one_line(e)})") from None
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(f"{ctx.source}: ONNX conversion failed ({one_line(err)})") from err
     # tf2onnx names the dynamic dimension "unk__N"; a consumer should read "batch".
     for value in list(proto.graph.input) + list(proto.graph.output):
         dim0 = value.type.tensor_type.shape.dim[0]
@@ -126,9 +126,9 @@ def _write_checked(proto, path, metadata: dict[str, str]) -> None:
     onnx.save(proto, str(path))
     try:
         onnx.checker.check_model(str(path), full_check=True)
-    except Exception as e:  # noqa: BLE001 - checker raises several types
+    except Exception as err:  # noqa: BLE001 - checker raises several types
         raise ModelError(f"{path.name}: onnx.checker rejected the converted model "
-                         f"({one_line(e)})") from None
+                         f"({one_line(err)})") from err
 
 
 def onnx_metadata(ctx) -> dict[str, str]:
@@ -163,10 +163,10 @@ def build_int8(ctx, path) -> None:
     input_name = ctx.contract.input_name
     try:
         quantize_int8(ctx.path("onnx"), path, ctx.calibration_images(), input_name=input_name)
-    except Exception as e:  # noqa: BLE001
+    except Exception as err:  # noqa: BLE001
         raise BuildFailed(ArtifactValidation("onnx-int8", "onnxruntime.quantization", None,
-                                             error=f"quantization failed: {one_line(e)}")
-                          ) from None
+                                             error=f"quantization failed: {one_line(err)}")
+                          ) from err
 
 
 def validate_int8_copy(ctx, path):
@@ -187,8 +187,8 @@ def build_tflite(ctx, path) -> None:
 
     try:
         convert_tflite(ctx.model, path, ctx.contract)
-    except Exception as e:  # noqa: BLE001 - the converter raises many types
-        raise ModelError(f"{ctx.source}: LiteRT conversion failed ({one_line(e)})") from None
+    except Exception as err:  # noqa: BLE001 - the converter raises many types
+        raise ModelError(f"{ctx.source}: LiteRT conversion failed ({one_line(err)})") from err
 
 
 def validate_tflite_copy(ctx, path):

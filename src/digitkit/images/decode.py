@@ -5,11 +5,11 @@ anything is opened (`digitkit.images.reading`). Every decoder then works on thos
 memory, never on the path.
 
 Plain 8-bit grayscale PNGs (MNIST-like files, the bulk of any batch) go through OpenCV's
-libpng decoder, ~4x cheaper per file than Pillow's; everything else through Pillow (an
-animation or a multi-page TIFF gives its first frame). Both give the same pixels for the
-files the fast decoder takes (see `_fast_gray_png`); any doubt or failure goes to Pillow, so
-error reasons stay Pillow's. Decompression bombs are refused from the header, before any
-pixel is decoded.
+libpng decoder, much cheaper per file than Pillow's (BENCHMARKS.md, "Batch inference, local
+engine"); everything else through Pillow (an animation or a multi-page TIFF gives its first
+frame). Both give the same pixels for the files the fast decoder takes (see
+`_fast_gray_png`); any doubt or failure goes to Pillow, so error reasons stay Pillow's.
+Decompression bombs are refused from the header, before any pixel is decoded.
 
 `load_image` and `load_images` then put each image into the MNIST convention
 (`digitkit.images.mnist_convention`) and refuse one that holds no digit ("blank: ...").
@@ -159,8 +159,8 @@ def _fast_gray(data: bytes, path) -> np.ndarray | None:
     cv2 = _cv2 or _import_cv2()
     if cv2 is False:
         return None
-    # IMREAD_UNCHANGED: the stored gray values as they are, and ~40% cheaper than
-    # IMREAD_GRAYSCALE, which runs a colour conversion even on gray input.
+    # IMREAD_UNCHANGED: the stored gray values as they are, without the colour conversion
+    # IMREAD_GRAYSCALE runs even on gray input.
     try:
         a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
@@ -186,7 +186,8 @@ def _fast_gray_png(data: bytes) -> tuple[int, int] | None:
     with nothing but harmless chunks (every CRC checked, IEND last); else None.
 
     Anything unusual, damaged or truncated goes to Pillow, so Pillow decides what is an error
-    and says why, exactly as before the fast path existed. ~2 us for a small file.
+    and says why, exactly as before the fast path existed. It reads the header and the CRCs
+    only, so it costs a small part of the decode it saves.
     """
     iend = len(data) - 12
     if (iend < 45 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR"
@@ -236,15 +237,15 @@ def _with_image(path, data: bytes, fn):
             return fn(im)
     except ImageError:
         raise
-    except UnidentifiedImageError:
-        raise ImageError(path, "not an image (unrecognised format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(path, f"decompression bomb: {e}") from None
-    except OSError as e:
-        msg = str(e) or type(e).__name__
+    except UnidentifiedImageError as err:
+        raise ImageError(path, "not an image (unrecognised format)") from err
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(path, f"decompression bomb: {err}") from err
+    except OSError as err:
+        msg = str(err) or type(err).__name__
         if "truncated" in msg or "broken data stream" in msg:
-            raise ImageError(path, f"truncated image ({msg})") from None
-        raise ImageError(path, f"cannot decode ({msg})") from None
-    except (SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as e:
+            raise ImageError(path, f"truncated image ({msg})") from err
+        raise ImageError(path, f"cannot decode ({msg})") from err
+    except (SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as err:
         # Pillow's plugins report malformed headers with SyntaxError/ValueError and friends.
-        raise ImageError(path, f"cannot decode ({type(e).__name__}: {e})") from None
+        raise ImageError(path, f"cannot decode ({type(err).__name__}: {err})") from err

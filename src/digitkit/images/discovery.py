@@ -89,7 +89,9 @@ def _walk(top: str, seen: set[tuple[int, int]], on_error) -> Iterator[str]:
             on_error(Path(top), f"cannot list directory ({e.strerror or e})")
         return
     entries.sort(key=_NAME)
-    # This loop runs once per file of a batch job (millions): ~1 us a file matters here.
+    # This loop runs once per file of a batch job (millions), in the main process that feeds
+    # the workers: what it costs a file is paid that many times (BENCHMARKS.md, "Tasks of
+    # four batches").
     # A run of files between subfolders goes out as one list (`yield from` a list costs
     # a fraction of a generator step per file).
     exts, files = _EXT_SUFFIXES, []

@@ -106,9 +106,10 @@ def follows_convention(a: np.ndarray) -> np.ndarray:
     14), so a batch of MNIST-like files is checked in a few numpy calls."""
     border = np.concatenate((a[:, 0], a[:, -1], a[:, 1:-1, 0], a[:, 1:-1, -1]), axis=1)
     dark = np.count_nonzero(border, axis=1) * 2 < border.shape[1]
-    # einsum: numpy's sum over a short axis (28) costs ~1 us an image; einsum's reduction
-    # loop a third of that (this runs on every chunk of every batch). int32 holds any sum
-    # (28 x 28 x 255), and the float moments below are exact (integers under 2**53).
+    # einsum: its reduction loop sums a short axis (28) for a fraction of what numpy's sum
+    # costs, and this runs on every chunk of every batch (BENCHMARKS.md, "Hostile inputs and
+    # resume at scale"). int32 holds any sum (28 x 28 x 255), and the float moments below are
+    # exact (integers under 2**53).
     row_mass = np.einsum("nij->ni", a, dtype=np.int32)
     col_mass = np.einsum("nij->nj", a, dtype=np.int32)
     rows, cols = row_mass > 0, col_mass > 0
@@ -144,7 +145,7 @@ def blank_reason(ink: int) -> str:
 def _convention_fast_path(a: np.ndarray, polarity_checked: bool = False) -> np.ndarray | None:
     """Pass an image already in the convention through unchanged; None if it is not.
 
-    Runs on every 28x28 file, so it is written for few numpy calls (~10 us).
+    Runs on every 28x28 file, so it is written for few numpy calls (each has a fixed cost).
     """
     border = _border(a, 1)
     # Median of the border is 0 <=> more than half of it is 0. Such a border can't be lighter

@@ -2,14 +2,15 @@
 
 Design, for throughput at bounded memory:
 - Every per-file step runs in a pool of worker processes, `workers` of them (default: one per
-  usable core): decode + preprocess (~20 us per small PNG), inference on the worker's own ONNX
-  Runtime session (one thread, no spinning: ~1 us per image for the MLP), and the rows'
-  text. The main process only walks the folders, hands out paths, and writes each chunk's
-  text in order: its per-file cost is a few microseconds, so it never holds the workers up.
+  usable core): decode + preprocess, inference on the worker's own ONNX Runtime session (one
+  thread, no spinning), and the rows' text. The main process only walks the folders, hands
+  out paths, and writes each chunk's text in order: it does little per file, so it does not
+  hold the workers up (what each stage costs: BENCHMARKS.md, "`digitkit infer`: what each
+  stage costs").
 - Files travel in tasks of TASK_BATCHES x `batch_size` paths (one pickled list of paths
   out, one string of rows back); the worker predicts them `batch_size` at a time. A task
-  costs the main process ~120 us whatever its size (waking, polling, two pipe transfers),
-  ~0.5 us an image at 256 images a task, a fifth of the MLP pipeline's overhead.
+  costs the main process the same whatever its size (waking, polling, two pipe transfers),
+  so larger tasks spread it over more images.
 - At most 2 x workers + 2 tasks are in flight: enough to keep every worker busy while the
   main process writes, and memory stays constant however many files there are.
 - No file can take the run down: the pool (`digitkit.infer.isolation`) survives a worker
@@ -18,7 +19,7 @@ Design, for throughput at bounded memory:
   chunk gets one worker, isolated all the same; only `workers=0` decodes in this process
   (no isolation, no time limit: for debugging).
 - The workers are forked from a forkserver that imported the decoder and ONNX Runtime once
-  (~0.25 s of imports, paid once rather than once per worker).
+  (imports paid once rather than once per worker).
 - TensorFlow models (--runtime tensorflow) are predicted in the main process (TensorFlow in
   forked workers is asking for trouble); the workers then only decode.
 - Results are consumed in submission order, so rows come out in input order.
@@ -48,14 +49,14 @@ from digitkit.infer.spec import DEFAULT_BATCH_SIZE, EncodedRows, Engine, InferSp
 from digitkit.predictors import OnnxPredictor, open_predictor, regime_settings
 
 #: What the forkserver imports once for every worker: the worker code, the decoder (with
-#: OpenCV) and ONNX Runtime (~0.6 s of imports, paid once instead of once per worker).
+#: OpenCV) and ONNX Runtime (imports paid once instead of once per worker).
 _WORKER_PRELOAD = ["digitkit.infer.local", "digitkit.infer.isolation", "digitkit.images",
                    "digitkit.predictors.ort", "cv2", "onnxruntime"]
-#: Inference batches per worker task. Four (1,024 images at the default batch, ~28 ms of
-#: a worker's time for the MLP, longer for the CNN): the per-task cost of the main process
-#: falls to ~0.1 us an image, a task still outlasts the main process's longest pause (sorting
-#: a folder of 12,000 names, ~10 ms) so the task queued behind it keeps the worker busy, and
-#: a worker crash retries at most 1,024 files one by one.
+#: Inference batches per worker task. Four (1,024 images at the default batch): the main
+#: process's per-task cost is spread over four times the images, a task still outlasts the
+#: main process's longest pause (sorting a large folder's names) so the task queued behind
+#: it keeps the worker busy, and a worker crash retries at most 1,024 files one by one
+#: (BENCHMARKS.md, "Tasks of four batches").
 TASK_BATCHES = 4
 #: Each worker's own sessions get one core's regime: the workers already fill every core.
 _WORKER_ORT = regime_settings(DEFAULT_BATCH_SIZE, cores=1)
@@ -121,8 +122,8 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
                                   top_k, fmt)
 
     if len(first) < task and predictor.runtime == "onnxruntime" and _CAN_FORK:
-        # All of it is one task: one worker, forked from this process (a few ms; a worker
-        # from the forkserver costs ~0.25 s of imports), that only decodes; the model runs
+        # All of it is one task: one worker, forked from this process (a fork is cheap; a
+        # worker from the forkserver pays its imports first), that only decodes; the model runs
         # here. Nothing has loaded ONNX Runtime or started threads of ours yet.
         with WorkerPool(1, decode_worker, (limits.max_file_size,), limits.file_timeout,
                         context="fork") as pool:

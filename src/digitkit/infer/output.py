@@ -11,7 +11,8 @@ and appends.
 Resume at scale: the rows are read in blocks (CSV: whole records cut at a newline outside
 quotes, split a block at a time; JSON Lines: a line at a time) and each done path is kept as
 a 16-byte digest in sorted numpy runs (`DoneSet`), not as a string in a set: 16 MB for a
-million rows instead of ~120 MB, and a third of the start-up time (BENCHMARKS.md).
+million rows, a fraction of what the strings took, and a faster start (BENCHMARKS.md,
+"Resume at scale").
 """
 
 from __future__ import annotations
@@ -70,10 +71,10 @@ def _scan_jsonl(p: Path, f, on_row) -> int:
             break  # partial last line
         try:
             row = parse_json_line(line.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError) as err:
             if f.read(1):  # not the last line: the file is damaged, don't guess
                 raise DataError(p, f"cannot resume: malformed row at byte {good_end} "
-                                   f"({e})") from None
+                                   f"({err})") from err
             break
         good_end += len(line)
         on_row(row)
@@ -92,11 +93,11 @@ def _scan_csv(p: Path, f, start: int, on_row) -> int:
             raise DataError(p, f"cannot resume: malformed row at byte {bad[0]} ({bad[1]})")
         try:
             text = buf[:cut].decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(p, f"cannot resume: not UTF-8 text near byte {good_end + e.start}") \
-                from None
+        except UnicodeDecodeError as err:
+            raise DataError(p, f"cannot resume: not UTF-8 text near byte {good_end + err.start}") \
+                from err
         # Without a quote character, every record is one line of six plain fields: split
-        # it (3x the csv module's speed); quoted fields (odd names) take the csv module.
+        # it, far cheaper than the csv module; quoted fields (odd names) take the csv module.
         records = (csv.reader(io.StringIO(text, newline="")) if '"' in text
                    else (line.split(",") for line in text[:-1].split("\n")))
         for rec in records:
@@ -259,8 +260,8 @@ class RowWriter:
             while data:
                 n = os.write(self._fd, data)
                 data = data[n:]
-        except OSError as e:
-            raise self._failed(e) from None
+        except OSError as err:
+            raise self._failed(err) from err
         self._end += len(data.obj)
 
     def _failed(self, e: OSError) -> DigitkitError:

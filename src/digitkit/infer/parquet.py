@@ -35,9 +35,9 @@ def _open_existing(path: Path):
 
     try:
         f = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as e:
-        raise DataError(path, f"cannot resume: not a readable Parquet file ({one_line(e)})") \
-            from None
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(path, f"cannot resume: not a readable Parquet file ({one_line(err)})") \
+            from err
     if not f.schema_arrow.equals(schema()):
         raise DataError(path, "cannot resume: not a digitkit Parquet result file (columns "
                               f"{', '.join(f.schema_arrow.names)})")

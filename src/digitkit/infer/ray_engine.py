@@ -20,7 +20,7 @@ Choices, and why:
 - Rows are encoded on the driver from the actors' probabilities (`encode_predictions`, no
   Row object per file): the actors return plain arrays, which Ray moves cheaply.
 - One ONNX Runtime thread per actor: each actor reserves one CPU from Ray's scheduler, and
-  decoding (not the ~1 us MLP) is the work; more intra-op threads would only oversubscribe
+  decoding (not the small model) is the work; more intra-op threads would only oversubscribe
   cores that neighbouring actors own. Parallelism comes from the number of actors.
 - Order: the driver numbers the files; Ray Data runs with `preserve_order` so blocks come back
   in input order, and a small reorder buffer keyed by that number makes the order exact
@@ -69,8 +69,8 @@ def import_ray():
     try:
         import ray
         import ray.data  # noqa: F401  (the [data] extra: pyarrow, pandas)
-    except ImportError:
-        raise DependencyError(RAY_HINT) from None
+    except ImportError as err:
+        raise DependencyError(RAY_HINT) from err
     return ray
 
 
@@ -169,9 +169,9 @@ def connect(address: str | None = None, num_cpus: int | None = None):
             kwargs["num_cpus"] = num_cpus
         try:
             ray.init(address=address, **kwargs)
-        except ConnectionError as e:
+        except ConnectionError as err:
             raise UsageError(f"cannot connect to Ray at {address}: "
-                             f"{str(e).splitlines()[0]}") from None
+                             f"{str(err).splitlines()[0]}") from err
         started = True
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -6,7 +6,7 @@ The driver lists the inputs, cuts the list into shards of `shard_size` files, an
 shard to the engine (`Engine.write_shards`); a worker classifies the shard's files and writes
 its rows as one file. Only per-shard counts come back (rows, failed files, the confusion
 counts): no row passes through the driver, whose work per file is listing and planning
-(~1.5 us; BENCHMARKS.md), not formatting and writing rows.
+(BENCHMARKS.md, "The driver's own CPU time"), not formatting and writing rows.
 
 Layout of a directory:
 
@@ -54,10 +54,10 @@ from digitkit.infer.spec import EncodedRows, InferSpec
 from digitkit.infer.stores import Destination, is_uri
 from digitkit.infer.summary import InferSummary
 
-#: Files per shard: ~2,000 files are ~0.3-0.5 s of one worker's work and a 50-100 KB
-#: Parquet file: large against Ray's ~1 ms per task and a store's ~20 ms per object, small
-#: enough that a lost node costs seconds of work and 10,000 files still make 5 shards to
-#: balance. 10^8 files make ~49,000 files.
+#: Files per shard: ~2,000 files are a fraction of a second of one worker's work and a small
+#: Parquet file: large against Ray's per-task overhead and a store's per-object latency,
+#: small enough that a lost node costs seconds of work and 10,000 files still make 5 shards
+#: to balance. 10^8 files make ~49,000 files.
 DEFAULT_SHARD_SIZE = 2048
 #: Shards are Parquet unless --format says otherwise: typed columns that every dataframe
 #: and query engine reads without parsing.

@@ -39,9 +39,9 @@ ENGINES = tuple(_ENGINE_MODULES)
 DEFAULT_ENGINE = "local"
 #: 256 images per batch: large enough that per-batch costs (IPC, an inference call, one
 #: write) vanish per image, small enough that rows stream out steadily and a Ctrl-C loses
-#: little work. In Ray a batch is also one task's worth of work (~50 ms of decoding), large
-#: against Ray's ~1 ms per-task overhead and small enough that 10,000 files still make ~40
-#: batches to balance over the workers.
+#: little work. In Ray a batch is also one task's worth of work, large against Ray's
+#: per-task overhead and small enough that 10,000 files still make ~40 batches to balance
+#: over the workers.
 DEFAULT_BATCH_SIZE = 256
 #: Three labels show the runner-ups of a doubtful prediction without bloating every row.
 DEFAULT_TOP_K = 3
@@ -50,8 +50,8 @@ DEFAULT_TOP_K = 3
 FORMATS = ("csv", "jsonl", "parquet")
 
 #: Seconds one file may take to decode in a worker before the worker is stopped and the file
-#: gets a "timed out" row. The slowest real image measured, a 49 MP noisy RGB PNG (83 MiB),
-#: took 3.3 s on the shared 2-core machine under load 8; 60 s leaves ~20x for busier machines
+#: gets a "timed out" row. A minute is far beyond what the slowest real image measured takes
+#: (BENCHMARKS.md, "Figures that lived in code comments"), leaving room for busier machines
 #: and slower disks, while a hung decoder costs one worker a minute, not the run.
 DEFAULT_FILE_TIMEOUT = 60.0
 

@@ -38,8 +38,8 @@ class Destination:
                 self.fs, root = pafs.FileSystem.from_uri(dest)
             else:
                 self.fs, root = pafs.LocalFileSystem(), os.path.abspath(dest)
-        except Exception as e:  # pyarrow: ArrowInvalid / OSError for schemes and access
-            raise DataError(dest, f"cannot open ({one_line(e)})") from None
+        except Exception as err:  # pyarrow: ArrowInvalid / OSError for schemes and access
+            raise DataError(dest, f"cannot open ({one_line(err)})") from err
         self.root = root.rstrip("/")
         self.in_place = self.fs.type_name in OBJECT_STORES
 
@@ -52,8 +52,8 @@ class Destination:
         sel = pafs.FileSelector(self.root, allow_not_found=True)
         try:
             infos = self.fs.get_file_info(sel)
-        except Exception as e:  # no such bucket, no permission
-            raise DataError(self.dest, f"cannot list ({one_line(e)})") from None
+        except Exception as err:  # no such bucket, no permission
+            raise DataError(self.dest, f"cannot list ({one_line(err)})") from err
         return {i.base_name for i in infos if i.type == pafs.FileType.File}
 
     def write(self, name: str, data: bytes) -> None:
@@ -82,6 +82,6 @@ class Destination:
     def prepare(self) -> None:
         try:
             self.fs.create_dir(self.root, recursive=True)
-        except Exception as e:
-            raise DataError(self.dest, f"cannot create the output directory ({one_line(e)})") \
-                from None
+        except Exception as err:
+            raise DataError(self.dest, f"cannot create the output directory ({one_line(err)})") \
+                from err

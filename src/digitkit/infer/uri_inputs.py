@@ -50,9 +50,9 @@ def _resolve_uri(uri: str):
     try:
         filesystem, inner = pafs.FileSystem.from_uri(uri)
         info = filesystem.get_file_info(inner)
-    except Exception as e:  # pyarrow raises ArrowInvalid/OSError for bad schemes or access
-        raise DataError(uri, f"cannot open ({str(e).splitlines()[0] if str(e) else e})") \
-            from None
+    except Exception as err:  # pyarrow raises ArrowInvalid/OSError for bad schemes or access
+        raise DataError(uri, f"cannot open ({str(err).splitlines()[0] if str(err) else err})") \
+            from err
     if info.type == pafs.FileType.NotFound:
         raise DataError(uri, "no such file or directory")
     return filesystem, inner, info
@@ -82,8 +82,9 @@ def _list_uri(uri: str, filesystem, inner: str, info) -> Iterator[str]:
 # -- the workers ----------------------------------------------------------------------------
 
 
-#: Object stores answer a small GET in ~10-50 ms: fetching one file at a time would leave an
-#: actor's core idle most of the time, so each actor keeps this many fetches in flight.
+#: Object stores answer a small GET after a network round trip, long against decoding the
+#: file: fetching one file at a time would leave an actor's core idle most of the time, so
+#: each actor keeps this many fetches in flight.
 FETCH_THREADS = 16
 
 

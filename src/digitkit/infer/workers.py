@@ -26,7 +26,8 @@ class FileTimer:
     """The per-file time limit inside a worker: `on_file()` before each file (None when there
     is no limit, as load_images takes it), `stop()` once the files are decoded.
 
-    Re-arming the kernel timer costs a system call; files take ~20 us, so it is re-armed
+    Re-arming the kernel timer costs a system call, not small against reading and decoding
+    a small file (BENCHMARKS.md, "`digitkit infer`: what each stage costs"), so it is re-armed
     only when `slack` seconds have passed since it last was, with `seconds + slack` on the
     clock. A file is thus stopped between `seconds` and `seconds + slack` after it started,
     never sooner, for one clock read per file (slack: a tenth of the limit, at most 1 s)."""

@@ -348,8 +348,8 @@ def adapt_onnx(proto, convention: InputConvention, name: str | None = None):
     helper.set_model_props(proto, props)
     try:
         onnx.checker.check_model(proto, full_check=True)
-    except Exception as e:  # noqa: BLE001 - the checker raises several types
-        raise ModelError(f"{name}: the adapted graph fails onnx.checker ({one_line(e)})") from None
+    except Exception as err:  # noqa: BLE001 - the checker raises several types
+        raise ModelError(f"{name}: the adapted graph fails onnx.checker ({one_line(err)})") from err
     return proto
 
 
@@ -360,6 +360,6 @@ def onnx_convention(proto) -> InputConvention | None:
         if p.key == CONVENTION_KEY:
             try:
                 return InputConvention.from_dict(json.loads(p.value))
-            except ValueError:
-                raise ModelError(f"{CONVENTION_KEY} metadata is not valid JSON") from None
+            except ValueError as err:
+                raise ModelError(f"{CONVENTION_KEY} metadata is not valid JSON") from err
     return None

@@ -213,8 +213,8 @@ class InputConvention:
         names = {f.name for f in fields(cls)} - {"contract"}
         try:
             return cls(**{k: v for k, v in dict(d).items() if k in names}, contract=contract)
-        except (UsageError, TypeError, ValueError) as e:
-            raise ModelError(f"invalid input convention record {d!r} ({e})") from None
+        except (UsageError, TypeError, ValueError) as err:
+            raise ModelError(f"invalid input convention record {d!r} ({err})") from err
 
 
 def _pixels_text(contract: ModelContract) -> str:

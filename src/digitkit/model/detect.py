@@ -36,8 +36,8 @@ from digitkit.model.sources import SourceModel
 #: MNIST test images scored per candidate. 2,000 put the standard error of a ~95% accuracy
 #: at 0.5 points (and paired differences between candidates, on the same images, well below
 #: that), enough to separate conventions that differ by the CLOSE_ACCURACY point; a candidate
-#: costs one pass over them (12 passes in all), a fraction of a second for an MLP and about a
-#: second for a small convnet on 2 cores. The full 10,000 would cost 5x for the same ranking.
+#: costs one pass over them (12 passes in all), paid whenever export, infer or bench detect
+#: a model's convention. The full 10,000 would cost 5x for the same ranking.
 DEFAULT_DETECTION_IMAGES = 2000
 #: The credibility floor. A linear classifier reaches ~92% on MNIST and any network people
 #: save reaches more; a model below 80% under every convention is either not an MNIST digit

@@ -80,8 +80,8 @@ def identify(path: str | os.PathLike) -> ModelFile:
         try:
             with open(p, "rb") as f:
                 head = f.read(len(magic))
-        except OSError as e:
-            raise ModelError(f"{p}: cannot read ({e.strerror or e})") from None
+        except OSError as err:
+            raise ModelError(f"{p}: cannot read ({err.strerror or err})") from err
         if head != magic:
             what = "an HDF5 file" if kind == KERAS_H5 else "a Keras zip archive"
             raise ModelError(f"{p}: not {what} (wrong signature); expected a Keras "

@@ -29,8 +29,8 @@ def import_tensorflow(what: str = "this command"):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow as tf
-    except ImportError:
-        raise missing_extra(what, TENSORFLOW_EXTRA) from None
+    except ImportError as err:
+        raise missing_extra(what, TENSORFLOW_EXTRA) from err
     return tf
 
 
@@ -54,18 +54,18 @@ def read_model_config(path: str | os.PathLike) -> dict:
         try:
             with zipfile.ZipFile(p) as z:
                 raw = z.read("config.json")
-        except (OSError, KeyError, zipfile.BadZipFile) as e:
-            raise ModelError(f"{p}: cannot read the Keras archive's config.json ({e})") from None
+        except (OSError, KeyError, zipfile.BadZipFile) as err:
+            raise ModelError(f"{p}: cannot read the Keras archive's config.json ({err})") from err
     else:
         try:
             import h5py
-        except ImportError:
-            raise missing_extra("reading a Keras .h5 model", TENSORFLOW_EXTRA) from None
+        except ImportError as err:
+            raise missing_extra("reading a Keras .h5 model", TENSORFLOW_EXTRA) from err
         try:
             with h5py.File(p, "r") as f:
                 raw = f.attrs.get("model_config")
-        except OSError as e:
-            raise ModelError(f"{p}: cannot open as HDF5 ({e})") from None
+        except OSError as err:
+            raise ModelError(f"{p}: cannot open as HDF5 ({err})") from err
         if raw is None:
             raise ModelError(f"{p}: HDF5 file holds no Keras model config (a weights-only "
                              "file?)")
@@ -73,8 +73,8 @@ def read_model_config(path: str | os.PathLike) -> dict:
         raw = raw.decode("utf-8")
     try:
         return json.loads(raw)
-    except ValueError:
-        raise ModelError(f"{p}: model config is not valid JSON") from None
+    except ValueError as err:
+        raise ModelError(f"{p}: model config is not valid JSON") from err
 
 
 def unsafe_parts(config: dict, is_known_layer=None) -> list[str]:
@@ -141,8 +141,8 @@ def load_keras_model(path: str | os.PathLike, trust_model: bool = False,
                          f"{problems[0]}{more}; pass --trust-model if you trust its source")
     try:
         model = keras.models.load_model(p, compile=False, safe_mode=not trust_model)
-    except Exception as e:  # noqa: BLE001 - any loader failure is a bad model file for the user
-        raise ModelError(f"{p}: cannot load Keras model ({one_line(e)})") from None
+    except Exception as err:  # noqa: BLE001 - any loader failure is a bad model file for the user
+        raise ModelError(f"{p}: cannot load Keras model ({one_line(err)})") from err
     if check_contract:
         DIGIT_CONTRACT.check_keras(p, model)
     return model
@@ -175,8 +175,8 @@ def load_savedmodel(path: str | os.PathLike) -> SavedModelSignature:
     tf = import_tensorflow("loading a SavedModel")
     try:
         loaded = tf.saved_model.load(str(p))
-    except Exception as e:  # noqa: BLE001
-        raise ModelError(f"{p}: cannot load SavedModel ({one_line(e)})") from None
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(f"{p}: cannot load SavedModel ({one_line(err)})") from err
     fn = loaded.signatures.get("serving_default")
     if fn is None:
         raise ModelError(f'{p}: SavedModel has no "serving_default" signature')

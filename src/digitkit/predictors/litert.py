@@ -30,9 +30,9 @@ def import_litert(allow_tensorflow: bool = False):
         from ai_edge_litert import interpreter
 
         return interpreter.Interpreter, "ai-edge-litert"
-    except ImportError:
+    except ImportError as err:
         if not allow_tensorflow:
-            raise missing_extra("the LiteRT runtime", "runtimes") from None
+            raise missing_extra("the LiteRT runtime", "runtimes") from err
     from digitkit.model.loading import import_tensorflow
 
     return import_tensorflow("the LiteRT runtime").lite.Interpreter, "tensorflow-lite"
@@ -78,9 +78,9 @@ class LiteRTPredictor:
                 interp = interpreter_class(model_path=str(self.model_path),
                                            num_threads=self.threads)
             interp.allocate_tensors()
-        except Exception as e:  # noqa: BLE001 - the interpreter raises ValueError/RuntimeError
-            raise ModelError(f"{self.model_path}: not a usable LiteRT model ({one_line(e)})"
-                             ) from None
+        except Exception as err:  # noqa: BLE001 - the interpreter raises ValueError/RuntimeError
+            raise ModelError(f"{self.model_path}: not a usable LiteRT model ({one_line(err)})"
+                             ) from err
         inputs, outputs = interp.get_input_details(), interp.get_output_details()
         if len(inputs) != 1:
             raise ModelError(f"{self.model_path}: expected one input, the model has "

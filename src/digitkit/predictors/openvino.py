@@ -28,8 +28,8 @@ PRECISIONS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16")}
 def import_openvino():
     try:
         import openvino
-    except ImportError:
-        raise missing_extra("the OpenVINO runtime", "runtimes") from None
+    except ImportError as err:
+        raise missing_extra("the OpenVINO runtime", "runtimes") from err
     return openvino
 
 
@@ -77,9 +77,9 @@ class OpenVinoPredictor:
         try:
             model = core.read_model(str(self.model_path))
             compiled = core.compile_model(model, "CPU", self.config())
-        except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError for most things
+        except Exception as err:  # noqa: BLE001 - OpenVINO raises RuntimeError for most things
             raise ModelError(f"{self.model_path}: not a model OpenVINO can run "
-                             f"({one_line(e)})") from None
+                             f"({one_line(err)})") from err
         if len(compiled.inputs) != 1:
             raise ModelError(f"{self.model_path}: expected one input, the model has "
                              f"{len(compiled.inputs)}")

@@ -44,19 +44,16 @@ def regime_settings(batch: int, cores: int) -> OrtSettings:
 
     The one rule for both `bench` (its ONNX Runtime engines, `cores` = --threads) and `infer`
     (each worker runs batch-sized chunks on one core: `cores` = 1; an in-process run gets
-    every usable core). Measured on this project's 2-core AMD EPYC (Zen 4) with
-    benchmarks/bench_ort_regimes.py, default CNN and seed MLP, batch 1, 8, 32 and 512, both
-    in quiet windows and under other processes' load (BENCHMARKS.md, "ONNX Runtime per
-    regime"):
+    every usable core). Measured with benchmarks/bench_ort_regimes.py, default CNN and seed
+    MLP, batch 1, 8, 32 and 512, both in quiet windows and under other processes' load (the
+    figures, machine and load: BENCHMARKS.md, "ONNX Runtime per regime"):
     - one core: one thread. Spinning changes nothing: a one-thread session has no pool.
     - several cores: all of them. Batches up to SPIN_MAX_BATCH spin: a spinning pool thread
-      takes the next small op without a futex wake-up, 1.8x the throughput at batch 1 and
-      1.4x at 8 on a quiet machine (CNN: 23,000 against 12,500 images/s at batch 1).
-      Larger batches do not: their ops are long enough that the wake-up is a few per cent
-      (quiet: +9-15 % with spinning at 32 and 512), while on a machine whose cores other
-      processes use, spinning threads steal the core the next op needs (CNN at 32: 7,500
-      images/s spinning against 22,200 not). Batches 9-31 were not measured and take the
-      safe side.
+      takes the next small op without a futex wake-up, and with small batches the wake-up
+      is a large share of each op. Larger batches do not: their ops are long enough that
+      the wake-up is a small share, while on a machine whose cores other processes use,
+      spinning threads steal the core the next op needs. Batches 9-31 were not measured
+      and take the safe side.
     More than two cores were not measured: all of them are used, as ORT would by itself.
     """
     cores = max(1, int(cores))
@@ -92,8 +89,8 @@ def session_options(settings: OrtSettings = DEFAULT_SETTINGS):
 def import_onnxruntime():
     try:
         import onnxruntime as ort
-    except ImportError:
-        raise DependencyError("onnxruntime is not installed: pip install onnxruntime") from None
+    except ImportError as err:
+        raise DependencyError("onnxruntime is not installed: pip install onnxruntime") from err
     return ort
 
 
@@ -103,8 +100,8 @@ def open_session(path: str | os.PathLike, settings: OrtSettings = DEFAULT_SETTIN
     try:
         return ort.InferenceSession(str(path), sess_options=session_options(settings),
                                     providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for bad files
-        raise ModelError(f"{path}: not a usable ONNX model ({one_line(e)})") from None
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for bad files
+        raise ModelError(f"{path}: not a usable ONNX model ({one_line(err)})") from err
 
 
 def runtime_version() -> str:
@@ -163,8 +160,8 @@ class OnnxPredictor:
         return dict(zip(self.output_names, values, strict=True))
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        # The hot path of bench and infer: at batch 1 a small model runs in ~7 us, so every
-        # conversion skipped when the input is already right is measurable.
+        # The hot path of bench and infer: at batch 1 a small model's run is so short that
+        # every conversion skipped when the input is already right is measurable.
         if self._session is None:
             self.load()
         out = self._session.run(self._output_list, {self._input: self._fit(pixels)})[0]

@@ -105,15 +105,15 @@ def _mnist_test(path: Path, flags: ConventionFlags, data):
     try:
         mnist = load_mnist(data, download=not flags.declared or data is not None)
         return mnist.x_test, mnist.y_test
-    except DataError as e:
+    except DataError as err:
         if flags.declared and data is None:
             import numpy as np
 
             rng = np.random.default_rng(0)
             return rng.integers(0, 256, (_STAND_IN_IMAGES, 28, 28)).astype(np.float32), None
-        raise DataError(e.path, f"{e.reason} (detecting the input convention of {path.name} "
+        raise DataError(err.path, f"{err.reason} (detecting the input convention of {path.name} "
                         "needs MNIST test images: give --data, or declare the convention with "
-                        f"{FLAG_NAMES['scale']})") from None
+                        f"{FLAG_NAMES['scale']})") from err
 
 
 def recorded_copy(path: str | os.PathLike, convention: InputConvention) -> Path:

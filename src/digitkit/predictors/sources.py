@@ -91,8 +91,8 @@ def load_source(path: str | os.PathLike, trust_model: bool = False) -> LoadedSou
         session = open_session(p)  # a file ONNX Runtime cannot run fails here, with its reason
         try:
             proto = onnx.load(str(p))
-        except Exception as e:  # noqa: BLE001 - onnx raises several types for bad files
-            raise ModelError(f"{p}: not a usable ONNX model ({one_line(e)})") from None
+        except Exception as err:  # noqa: BLE001 - onnx raises several types for bad files
+            raise ModelError(f"{p}: not a usable ONNX model ({one_line(err)})") from err
         return LoadedSource(model, sources.onnx_source(session, p.name), proto)
     if model.kind == SAVEDMODEL:
         from digitkit.model.loading import load_savedmodel
@@ -170,8 +170,8 @@ def _read_onnx(path: Path):
 
     try:
         return onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - onnx raises several types for bad files
-        raise ModelError(f"{path}: not a usable ONNX model ({one_line(e)})") from None
+    except Exception as err:  # noqa: BLE001 - onnx raises several types for bad files
+        raise ModelError(f"{path}: not a usable ONNX model ({one_line(err)})") from err
 
 
 def _dims(value_info) -> tuple:

@@ -1,13 +1,13 @@
 """Show a model's graph in Netron, served from this machine.
 
-Netron is a static web app plus a tiny HTTP server that hands it the model bytes; we only
-choose what to serve and where. The default address is 127.0.0.1: a model is someone's
-work and the server has no authentication, so exposing it to the network must be a choice.
+Netron is a static web app; `digitkit.view.server` serves it with the model's files, and
+decides what is served, to whom and with which headers. The default address is 127.0.0.1: a
+model is someone's work and the server has no authentication, so exposing it to the network
+must be a choice.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -15,15 +15,10 @@ import webbrowser
 from pathlib import Path
 
 from digitkit.errors import DependencyError, DigitkitError
-from digitkit.model.files import KERAS_H5, KERAS_V3, ONNX, SAVEDMODEL, identify
+from digitkit.model.files import KERAS_H5, KERAS_V3, ONNX, identify
+from digitkit.view.server import resolve_viewable  # noqa: F401 - part of this module's API
 
 DEFAULT_HOST = "127.0.0.1"
-
-
-def resolve_viewable(path: str | os.PathLike) -> Path:
-    """The file Netron should open for `path` (a SavedModel directory means its saved_model.pb)."""
-    model = identify(path)
-    return model.path / "saved_model.pb" if model.kind == SAVEDMODEL else model.path
 
 
 def convention_note(path: str | os.PathLike, flags=None) -> str | None:
@@ -60,7 +55,8 @@ def convention_note(path: str | os.PathLike, flags=None) -> str | None:
 
 
 class NetronViewer:
-    """One Netron server for one model. Cheap to construct; `start()` binds and serves.
+    """One Netron server for one model (digitkit.view.server decides what it serves and how).
+    Cheap to construct; `start()` binds and serves.
 
     Usable as a context manager so tests and scripts always stop the server.
     """
@@ -69,43 +65,38 @@ class NetronViewer:
                  port: int | None = None):
         self.path = Path(path)
         self.host = host
-        self.port = port  # None: Netron's choice (8080, 8081, then a free port); 0: any free
+        self.port = port  # None: 8080, else 8081, else any free port; 0: any free port
         self.address: tuple[str, int] | None = None
+        self._server = None
+        self._thread = None
 
     @property
     def url(self) -> str:
         if self.address is None:
             raise DigitkitError("the Netron server is not running")
-        return f"http://{self.address[0]}:{self.address[1]}/"
+        host = f"[{self.host.strip('[]')}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.address[1]}/"
 
     def start(self) -> str:
-        try:
-            import netron
-        except ImportError:
-            from digitkit.errors import DependencyError
+        from digitkit.view.server import start_server
 
-            raise DependencyError("netron is not installed: pip install netron") from None
-        target = resolve_viewable(self.path)
-        # Netron logs "Serving ... at ..." itself; we print the URL once, our way.
-        logging.getLogger("netron.server").setLevel(logging.WARNING)
         try:
-            self.address = tuple(netron.start(str(target), address=(self.host, self.port),
-                                              browse=False))
-        except OSError as e:
+            self._server, self._thread = start_server(self.path, self.host, self.port)
+        except OSError as err:
             where = f"{self.host}:{self.port}" if self.port else self.host
-            raise DigitkitError(f"{where}: cannot serve Netron ({e.strerror or e})") from None
+            raise DigitkitError(f"{where}: cannot serve Netron ({err.strerror or err})") from err
+        self.address = (self.host, self._server.server_address[1])
         return self.url
 
     def alive(self) -> bool:
-        import netron
-
-        return self.address is not None and netron.status(self.address)
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
-        if self.address is not None:
-            import netron
-
-            netron.stop(self.address)
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join()
+            self._server = self._thread = None
             self.address = None
 
     def __enter__(self):

@@ -5,18 +5,10 @@ Real TensorFlow, tf2onnx, ONNX Runtime and MNIST throughout; no mocks.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from conftest import run_cli
-
-
-@pytest.fixture
-def src_h5(tmp_path, seed_mlp_h5):
-    src = tmp_path / "seed.h5"
-    shutil.copyfile(seed_mlp_h5, src)
-    return src
+from _cli import run_cli
+from digitkit.export.config import FORMAT_CHOICES, MAX_OPSET, MIN_OPSET
 
 
 @pytest.mark.parametrize("make, message", [
@@ -32,11 +24,18 @@ def test_bad_model_files_give_one_line_errors(tmp_path, make, message):
     assert "\n" not in line and line.startswith("digitkit: error: ") and message in line
 
 
-def test_bad_options_are_usage_errors(src_h5):
-    assert run_cli("export", src_h5, "--opset", "9").exit_code == 2
-    assert run_cli("export", src_h5, "--format", "savedmodel", "--quantize",
-                   "int8").exit_code == 2
-    assert run_cli("export", src_h5, "--format", "coreml").exit_code == 2  # not a format
+@pytest.mark.parametrize("args, message", [
+    (["--opset", "9"], f"--opset 9 is outside tf2onnx 1.17's range {MIN_OPSET}..{MAX_OPSET}"),
+    (["--format", "savedmodel", "--quantize", "int8"],
+     "--quantize int8 quantizes the ONNX copy: use --format onnx or all"),
+    (["--format", "coreml"], "Invalid value for '--format': 'coreml' is not one of "
+     + ", ".join(f"'{f}'" for f in FORMAT_CHOICES) + " (see 'digitkit export --help')"),
+])
+def test_bad_options_are_usage_errors(src_h5, args, message):
+    result = run_cli("export", src_h5, *args)
+    assert result.exit_code == 2
+    assert result.output == f"digitkit: error: {message}\n"  # this error, on one line
+    assert not (src_h5.parent / "export").exists()  # refused before anything was written
 
 
 def test_view_needs_the_onnx_copy(src_h5):

@@ -1,0 +1,332 @@
+"""Files to tensors for general (non-digit) image classifiers: bytes -> gray or RGB pixels ->
+the model's (H, W), as float32 0..255 (groundwork of issue 18; not yet used by `infer` or
+`export`, which still serve digit models through `digitkit.images.decode`).
+
+How a file becomes pixels, in order (each rule stated once, here):
+
+1. Read: only regular files, size-capped (`digitkit.images.reading.read_file`).
+2. Open: only PNG, JPEG, BMP, GIF, TIFF and WebP (the README's list, passed to Pillow as
+   `formats=`, so no other parser, and no external program, ever sees the bytes). Pictures
+   over `decode.MAX_PIXELS` are refused from the header. An animation or a multi-page TIFF
+   gives its first frame.
+3. A JPEG much larger than the model input is decoded at 1/2, 1/4 or 1/8 size by libjpeg's
+   DCT scaling (`Image.draft`), never smaller than the final resize needs
+   (`resize.draft_size`), so the picture is only ever shrunk afterwards.
+4. EXIF orientation (JPEG, PNG, TIFF, WebP) is applied: the picture is classified the way
+   every viewer shows it.
+5. Pixel formats: 16-bit gray (PNG, TIFF) is scaled to 8 bits, 0..65535 -> 0..255 rounded
+   (Pillow's own conversion clips it at 255 instead); 16-bit colour is reduced by Pillow to
+   its high byte (within one level of the same scaling). Palette, bilevel, CMYK and YCbCr
+   pictures become RGB by Pillow's conversions (CMYK without colour management, as every
+   training loader converts it: PIL's ``convert("RGB")``). Colour profiles are not applied,
+   for the same reason. 32-bit integer and float samples have no stated range: refused.
+6. Transparency (an alpha channel, LA, palette or single-colour transparency) is composited
+   onto the policy's background colour, white by default: the colour stored under
+   transparent pixels is arbitrary (often black), so dropping alpha, as
+   ``convert("RGB")`` does, would make results depend on how the file was saved; white is
+   what a viewer shows.
+7. Gray output from colour uses ITU-R 601-2 luma (Pillow's ``convert("L")``, the same as
+   Keras' ``color_mode="grayscale"`` and ``tf.image.rgb_to_grayscale``); RGB output from gray
+   repeats the gray value.
+8. Resize by the policy (`digitkit.images.resize`): squash, center-crop or letterbox.
+
+Errors are ImageError(path, reason) with the reasons `digitkit.images.decode` gives.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from digitkit.errors import DataError, ImageError, UsageError
+from digitkit.images.decode import MAX_PIXELS
+from digitkit.images.faults import FAULTS, inject_fault
+from digitkit.images.reading import MAX_FILE_SIZE, Folder, read_file
+from digitkit.images.resize import INTERPOLATIONS, RESIZE_MODES, draft_size, geometry, resize
+
+#: The formats decoded (Pillow's names), as the README lists them. Issue 19 puts the one
+#: allow-list in `digitkit.images.formats`; this becomes an import of it when that merges.
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+
+#: Largest model input side accepted by a policy: past it a "size" is a mistake (a model
+#: input of 8192x8192x3 float32 is already 800 MB per image).
+MAX_SIDE = 8192
+
+_SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_ORIENTATION = ExifTags.Base.Orientation
+_WHITE, _BLACK = (255, 255, 255), (0, 0, 0)
+
+
+@dataclass(frozen=True)
+class PixelPolicy:
+    """How every file becomes a model's input: float32 (H, W, C) 0..255.
+
+    size: (H, W) of the model input. channels: 1 (gray) or 3 (RGB). resize: squash,
+    center-crop or letterbox (`digitkit.images.resize`). crop_fraction: the part of the
+    centred box center-crop keeps, 0 < f <= 1 (only with center-crop). pad: the letterbox
+    fill colour, RGB (only with letterbox). interpolation: bilinear, bicubic or area.
+    background: the colour transparent pixels are composited onto, RGB.
+
+    Colours may be given as one gray level; they are kept as RGB triples. Validated on
+    construction: a bad value raises UsageError, one line.
+    """
+
+    size: tuple[int, int]
+    channels: int
+    resize: str = "squash"
+    crop_fraction: float = 1.0
+    pad: tuple[int, int, int] = _BLACK
+    interpolation: str = "bilinear"
+    background: tuple[int, int, int] = _WHITE
+
+    def __post_init__(self):
+        set_ = object.__setattr__  # frozen: normalise through the back door, once
+        set_(self, "size", _size(self.size))
+        if type(self.channels) is not int or self.channels not in (1, 3):
+            raise UsageError(f"channels must be 1 (gray) or 3 (RGB), not {self.channels!r}")
+        if not isinstance(self.resize, str) or self.resize not in RESIZE_MODES:
+            raise UsageError(f"resize must be one of {', '.join(RESIZE_MODES)}, "
+                             f"not {self.resize!r}")
+        if not isinstance(self.interpolation, str) or self.interpolation not in INTERPOLATIONS:
+            raise UsageError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                             f"not {self.interpolation!r}")
+        f = self.crop_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+            raise UsageError(f"crop fraction must be a number in (0, 1], not {f!r}")
+        set_(self, "crop_fraction", float(f))
+        if self.crop_fraction != 1.0 and self.resize != "center-crop":
+            raise UsageError(f"a crop fraction applies only to center-crop resizing, "
+                             f"not {self.resize}")
+        set_(self, "pad", _colour("pad colour", self.pad))
+        if self.pad != _BLACK and self.resize != "letterbox":
+            raise UsageError(f"a pad colour applies only to letterbox resizing, not {self.resize}")
+        set_(self, "background", _colour("background colour", self.background))
+
+    def to_dict(self) -> dict:
+        """The JSON-ready form recorded in export.json and in every model copy's metadata."""
+        d = asdict(self)
+        d["size"], d["pad"], d["background"] = list(self.size), list(self.pad), \
+            list(self.background)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, d, origin=None) -> PixelPolicy:
+        """The policy recorded by `to_dict`. Unknown or missing fields are refused; with
+        `origin` (the file or model it was read from) errors are DataError(origin, ...),
+        else UsageError."""
+        try:
+            if not isinstance(d, dict):
+                raise UsageError(f"a pixel policy is a JSON object, not {type(d).__name__}")
+            unknown = sorted(set(d) - _FIELDS)
+            if unknown:
+                raise UsageError(f"unknown pixel policy field {unknown[0]!r}")
+            missing = [k for k in ("size", "channels") if k not in d]
+            if missing:
+                raise UsageError(f"pixel policy field {missing[0]!r} is missing")
+            return cls(**d)
+        except UsageError as err:
+            if origin is None:
+                raise
+            raise DataError(origin, err.message) from err
+
+    @classmethod
+    def from_json(cls, text: str, origin=None) -> PixelPolicy:
+        try:
+            d = json.loads(text)
+        except (ValueError, TypeError) as err:
+            msg = f"pixel policy is not JSON ({err})"
+            raise (UsageError(msg) if origin is None else DataError(origin, msg)) from err
+        return cls.from_dict(d, origin)
+
+
+_FIELDS = frozenset(PixelPolicy.__dataclass_fields__)
+
+
+def _size(size) -> tuple[int, int]:
+    if (not isinstance(size, (tuple, list)) or len(size) != 2
+            or not all(type(v) is int and 1 <= v <= MAX_SIDE for v in size)):
+        raise UsageError(f"size must be (height, width), each 1..{MAX_SIDE}, not {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _colour(what: str, c) -> tuple[int, int, int]:
+    if type(c) is int:
+        c = (c, c, c)
+    if (not isinstance(c, (tuple, list)) or len(c) != 3
+            or not all(type(v) is int and 0 <= v <= 255 for v in c)):
+        raise UsageError(f"{what} must be a gray level or an (R, G, B) triple, "
+                         f"each 0..255, not {c!r}")
+    return tuple(c)
+
+
+# -- one file ----------------------------------------------------------------------------
+
+
+def load_pixels(path: str | os.PathLike, policy: PixelPolicy,
+                max_file_size: int = MAX_FILE_SIZE) -> np.ndarray:
+    """One file as the model's input, float32 (H, W, C) 0..255.
+
+    Raises ImageError(path, reason) for anything that is not a usable picture: missing, not a
+    regular file, over `max_file_size` bytes, empty, truncated, not an image or not a
+    supported format, over MAX_PIXELS, an unsupported pixel format.
+    """
+    if FAULTS:
+        inject_fault(path)
+    return pixels_from_bytes(read_file(path, max_file_size), policy, path)
+
+
+def pixels_from_bytes(data: bytes, policy: PixelPolicy, path="<bytes>",
+                      reduce_jpeg: bool = True) -> np.ndarray:
+    """`load_pixels` for bytes already read (an object-store fetch); `path` names them in
+    errors. `reduce_jpeg=False` decodes every JPEG at full size (the benchmark's and the
+    tests' reference)."""
+    out = _to_policy(data, policy, path, reduce_jpeg)
+    a = np.asarray(out, dtype=np.float32)
+    return a[:, :, None] if a.ndim == 2 else a
+
+
+def load_pixels_batch(paths: list, policy: PixelPolicy, max_file_size: int = MAX_FILE_SIZE,
+                      on_file: Callable[[], object] | None = None
+                      ) -> tuple[np.ndarray, list[str]]:
+    """`load_pixels` over many files, errors as values: (float32 (n_good, H, W, C) in order,
+    one reason per path, "" for a good file), as `decode.load_images` gives for digits.
+
+    `on_file()` is called before each file is read (the engines arm a per-file time limit
+    with it)."""
+    h, w = policy.size
+    n = len(paths)
+    buf = np.empty((n, h, w, policy.channels), np.float32)
+    reasons = [""] * n
+    folder = Folder()
+    try:
+        for i, p in enumerate(paths):
+            if on_file is not None:
+                on_file()
+            try:
+                if FAULTS:
+                    inject_fault(p)
+                out = _to_policy(read_file(p, max_file_size, folder), policy, p, True)
+                buf[i] = np.asarray(out, np.float32).reshape(h, w, policy.channels)
+            except ImageError as e:
+                reasons[i] = e.reason
+            except Exception as e:  # one strange file must never stop a batch
+                reasons[i] = f"cannot decode ({type(e).__name__}: {e})"
+    finally:
+        folder.close()
+    good = [i for i, r in enumerate(reasons) if not r]
+    return (buf if len(good) == n else buf[good]), reasons
+
+
+# -- the steps -----------------------------------------------------------------------------
+
+
+def _to_policy(data: bytes, policy: PixelPolicy, path, reduce_jpeg: bool) -> Image.Image:
+    """The file's bytes as a Pillow image of the policy's mode (L or RGB) and size."""
+    out_h, out_w = policy.size
+    mode = "L" if policy.channels == 1 else "RGB"
+    with _pillow(path, data) as im:
+        w, h = im.size
+        if w * h > MAX_PIXELS:
+            raise ImageError(path, f"decompression bomb: {w}x{h} pixels is over the "
+                                   f"{MAX_PIXELS:,} pixel limit")
+        scale, display = 1.0, None
+        if reduce_jpeg and im.format in ("JPEG", "MPO"):
+            # The draft is asked for before decoding, in stored orientation; the geometry is
+            # the one the full picture gets, scaled by the draft's exact 1/s (Pillow's box:
+            # a side not divisible by s is rounded up in pixels).
+            turned = _orientation(im) in (5, 6, 7, 8)
+            display = (h, w) if turned else (w, h)
+            need = draft_size(geometry(policy.resize, *display, out_h, out_w,
+                                       policy.crop_fraction), *display)
+            drafted = im.draft(mode, need[::-1] if turned else need)
+            if drafted is not None:
+                scale = drafted[1][2] / w
+        im.load()
+        # Pillow applies a TIFF's orientation while loading (the tag is gone after it);
+        # JPEG, PNG and WebP keep theirs for this.
+        if _orientation(im) not in (1, None):
+            im = ImageOps.exif_transpose(im)
+        im = _to_mode(im, mode, policy.background, path)
+        g = geometry(policy.resize, *(display or im.size), out_h, out_w, policy.crop_fraction)
+        if scale != 1.0:
+            g = g.scaled(scale, scale)
+        pad = policy.pad if mode == "RGB" else _luma(policy.pad)
+        return resize(im, g, out_h, out_w, policy.interpolation, pad)
+
+
+def _orientation(im: Image.Image) -> int | None:
+    try:
+        return im.getexif().get(_ORIENTATION)
+    except Exception:  # a damaged EXIF block: the picture is shown unrotated, as viewers do
+        return None
+
+
+def _to_mode(im: Image.Image, mode: str, background: tuple[int, int, int], path) -> Image.Image:
+    """`im` as mode L or RGB, 16-bit scaled, transparency composited on `background`."""
+    if im.mode in _SIXTEEN_BIT:
+        im = _sixteen_to_eight(im)
+    elif im.mode in ("I", "F"):
+        kind = "32-bit integer" if im.mode == "I" else "floating-point"
+        raise ImageError(path, f"unsupported pixel format ({kind} samples have no stated "
+                               f"range; 8- and 16-bit pictures are read)")
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        base = Image.new("RGBA", im.size, (*background, 255))
+        base.alpha_composite(rgba)
+        im = base.convert("RGB")
+    if im.mode not in ("L", "RGB", "1", "P"):
+        im = im.convert("RGB")  # CMYK, YCbCr, RGBX, ...: Pillow's conversion to RGB
+    return im if im.mode == mode else im.convert(mode)
+
+
+def _sixteen_to_eight(im: Image.Image) -> Image.Image:
+    """A 16-bit gray picture as 8-bit gray (LA if it has a transparent value), scaled."""
+    a = np.asarray(im)
+    a8 = ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # round(a*255/65535)
+    out = Image.fromarray(a8, "L")
+    t = im.info.get("transparency")
+    if isinstance(t, int):
+        alpha = np.where(a == t, 0, 255).astype(np.uint8)
+        out = Image.merge("LA", (out, Image.fromarray(alpha, "L")))
+    return out
+
+
+def _luma(c: tuple[int, int, int]) -> int:
+    """A colour as gray, by the same rule as every picture (Pillow's convert("L"))."""
+    return Image.new("RGB", (1, 1), c).convert("L").getpixel((0, 0))
+
+
+@contextmanager
+def _pillow(path, data: bytes):
+    """The bytes opened by Pillow, allowed formats only; every failure -> ImageError with the
+    reason `digitkit.images.decode` gives for it."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as im:
+            yield im
+    except ImageError:
+        raise
+    except UnidentifiedImageError as err:
+        raise ImageError(path, "not an image (unrecognised format)") from err
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(path, f"decompression bomb: {err}") from err
+    except OSError as err:
+        msg = str(err) or type(err).__name__
+        if "truncated" in msg or "broken data stream" in msg:
+            raise ImageError(path, f"truncated image ({msg})") from err
+        raise ImageError(path, f"cannot decode ({msg})") from err
+    except (SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as err:
+        raise ImageError(path, f"cannot decode ({type(err).__name__}: {err})") from err
+
+
+__all__ = ["FORMATS", "PixelPolicy", "load_pixels", "load_pixels_batch", "pixels_from_bytes"]
