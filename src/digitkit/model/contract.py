@@ -47,7 +47,9 @@ _OUTPUT_MEANING = "softmax probabilities, column i is class_labels[i]"
 @dataclass(frozen=True)
 class Preprocessing:
     """A named pipeline from an image file to the contract's input (run before the model,
-    by the images layer): `name` is how records and tables refer to it."""
+    by the images layer): `name` is how records and tables refer to it. Digits have one
+    (MNIST_DIGIT); a general classifier's is a resize policy (images/pixels.py's PixelPolicy,
+    issue 18), another value of this place."""
 
     name: str
     module: str  # the images module that implements it
