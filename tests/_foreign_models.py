@@ -193,7 +193,7 @@ def write_nchw_onnx(path: Path, weights, opset: int = 13, batch="batch_size",
 def minmax_source(weights, tilt: float = 0.0, name: str = "minmax"):
     """The numpy MLP behind a per-image min-max rescaling, on (N, 28, 28) inputs; `tilt`
     adds tilt * (the image's mean input value) * (-1..1 over the classes) to its logits."""
-    from digitkit.model.sources import SourceModel
+    from digitkit.model.foreign import SourceModel
 
     w1, b1, w2, b2 = weights
     classes = np.linspace(-1, 1, 10, dtype=np.float32)
@@ -251,8 +251,8 @@ class ForeignZoo:
         return self._paths[name]
 
     def source(self, name: str):
-        """The fixture as a digitkit.model.sources.SourceModel (loaded the way export will)."""
-        from digitkit.model.sources import keras_source, onnx_source
+        """The fixture as a digitkit.model.foreign.SourceModel (loaded the way export will)."""
+        from digitkit.model.foreign import keras_source, onnx_source
 
         path = self.path(name)
         if path.suffix == ".onnx":

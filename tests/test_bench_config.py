@@ -18,16 +18,16 @@ from digitkit.bench.config import (
 from digitkit.environment import usable_cpus
 from digitkit.errors import UsageError
 
-ALL_ENGINES = ["onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "litert",
+ALL_RUNTIMES = ["onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "litert",
                "tf-savedmodel", "tf-function", "keras-predict"]
 
 
-def test_runtime_groups_expand_to_engines():
-    engines, required = parse_runtimes("onnxruntime,keras")
-    assert engines == ["onnxruntime", "onnxruntime-int8", "tf-function", "keras-predict"]
+def test_runtime_groups_expand_to_runtimes():
+    runtimes, required = parse_runtimes("onnxruntime,keras")
+    assert runtimes == ["onnxruntime", "onnxruntime-int8", "tf-function", "keras-predict"]
     assert "onnxruntime-int8" not in required  # reached through the group: "when present"
-    assert parse_runtimes(None) == (ALL_ENGINES, set())
-    # An engine named on its own must run; sequences work like the comma-separated text.
+    assert parse_runtimes(None) == (ALL_RUNTIMES, set())
+    # A runtime named on its own must run; sequences work like the comma-separated text.
     assert parse_runtimes(["onnxruntime-int8", "tensorflow"]) == (
         ["onnxruntime-int8", "tf-savedmodel"], {"onnxruntime-int8", "tf-savedmodel"})
     with pytest.raises(UsageError, match="unknown runtime 'foo'"):
@@ -49,7 +49,7 @@ def test_batch_sizes_are_sorted_unique_and_positive():
 def test_config_defaults_resolve_threads_and_duration():
     c = BenchConfig(models=["m.onnx"])
     assert c.thread_count == usable_cpus() and c.timed_duration == DEFAULT_DURATION
-    assert c.sizes == list(DEFAULT_BATCH_SIZES) and c.requested_engines[0] == ALL_ENGINES
+    assert c.sizes == list(DEFAULT_BATCH_SIZES) and c.requested_runtimes[0] == ALL_RUNTIMES
     c = BenchConfig(models=["m.onnx"], iterations=3, threads=2, batch_sizes="1,4")
     assert c.timed_duration is None and c.thread_count == 2 and c.sizes == [1, 4]
 
@@ -71,17 +71,17 @@ def test_invalid_config_is_a_usage_error_on_construction(opts, message):
 
 
 def test_ort_default_is_the_regime_infer_runs_by(linear_onnx):
-    """No --ort-spinning: the ONNX Runtime engine's settings follow the batch size through
+    """No --ort-spinning: the onnxruntime row's settings follow the batch size through
     regime_settings, the function infer's sessions come from; a value pins one setting."""
-    from digitkit.predictors import open_engine
+    from digitkit.predictors import open_runtime
     from digitkit.predictors.ort import OnnxPredictor, RegimeOnnxPredictor, regime_settings
 
     assert DEFAULT_ORT_SPINNING is None
-    p = open_engine("onnxruntime", linear_onnx, 2, DEFAULT_ORT_SPINNING)
+    p = open_runtime("onnxruntime", linear_onnx, 2, DEFAULT_ORT_SPINNING)
     assert isinstance(p, RegimeOnnxPredictor)
     for batch in (1, 32, 512):
         assert p.for_batch(batch).settings == regime_settings(batch, 2)
-    pinned = open_engine("onnxruntime", linear_onnx, 2, False)
+    pinned = open_runtime("onnxruntime", linear_onnx, 2, False)
     assert isinstance(pinned, OnnxPredictor) and pinned.settings.spinning is False
 
 

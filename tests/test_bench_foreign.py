@@ -28,7 +28,7 @@ def test_nchw_onnx_bench(zoo, tmp_path, mnist_dir):
 
 
 def test_export_of_a_foreign_model_benches_its_keras_copy_adapted(zoo, tmp_path, mnist_dir):
-    """The export directory keeps the source as model.h5; bench's Keras engines run it
+    """The export directory keeps the source as model.h5; bench's Keras runtimes run it
     through the adapter export.json records, so they agree with the exported ONNX copy
     (fed raw pixels the notebook's model disagrees on about one image in ten)."""
     out = tmp_path / "export"

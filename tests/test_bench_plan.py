@@ -1,4 +1,4 @@
-"""digitkit.bench.plan: MODEL arguments -> model copies -> the engines that run on each."""
+"""digitkit.bench.plan: MODEL arguments -> model copies -> the runtimes that run on each."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 
 from _cli import run_cli
 from digitkit.bench.config import parse_runtimes
-from digitkit.bench.plan import copy_for, plan_engines, resolve_models, runtime_groups
+from digitkit.bench.plan import copy_for, plan_runtimes, resolve_models
 from digitkit.errors import ModelError, UsageError
+from digitkit.predictors import runtime_groups
 
 
 def float_only(export_dir, dest):
@@ -30,13 +31,13 @@ def test_resolution_and_planning(export_dir, tmp_path):
     (loose,) = resolve_models([export_dir / "model.onnx", int8, export_dir / "model.h5"])
     assert loose.onnx_int8 == int8 and loose.onnx == export_dir / "model.onnx"
     notes = []
-    plan = plan_engines([m], *parse_runtimes(None), warn=notes.append)
+    plan = plan_runtimes([m], *parse_runtimes(None), warn=notes.append)
     assert plan["export"] == ["onnxruntime", "openvino", "openvino-bf16", "tf-savedmodel",
                               "tf-function", "keras-predict"]
     # A missing int8 copy is normal, not worth a note; an export without LiteRT gets one.
     assert notes == ["export: no LiteRT (model.tflite) copy, skipping litert"]
     with pytest.raises(ModelError):
-        plan_engines([loose], ["tf-savedmodel"], {"tf-savedmodel"})
+        plan_runtimes([loose], ["tf-savedmodel"], {"tf-savedmodel"})
 
 
 def test_full_export_runs_int8_too(export_dir):
@@ -45,7 +46,7 @@ def test_full_export_runs_int8_too(export_dir):
     assert copy_for(m, "tf-function") == copy_for(m, "keras-predict") == export_dir / "model.h5"
     assert copy_for(m, "litert") == export_dir / "model.tflite"
     assert copy_for(m, "openvino") == copy_for(m, "openvino-bf16") == export_dir / "model.onnx"
-    plan = plan_engines([m], *parse_runtimes(None))
+    plan = plan_runtimes([m], *parse_runtimes(None))
     assert plan["export"] == ["onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16",
                               "litert", "tf-savedmodel", "tf-function", "keras-predict"]
 
@@ -53,14 +54,14 @@ def test_full_export_runs_int8_too(export_dir):
 def test_missing_copies_are_noted_or_refused(export_dir):
     (loose,) = resolve_models([export_dir / "model.onnx"])
     notes = []
-    assert plan_engines([loose], *parse_runtimes(None), warn=notes.append) == {
+    assert plan_runtimes([loose], *parse_runtimes(None), warn=notes.append) == {
         "export": ["onnxruntime", "openvino", "openvino-bf16"]}
     assert notes == ["export: no LiteRT (model.tflite) copy, skipping litert",
                      "export: no SavedModel (saved_model/) copy, skipping tf-savedmodel",
                      "export: no Keras (model.h5) copy, skipping tf-function",
                      "export: no Keras (model.h5) copy, skipping keras-predict"]
     with pytest.raises(ModelError, match="no model copy for any requested runtime"):
-        plan_engines([loose], ["tf-function"], set())
+        plan_runtimes([loose], ["tf-function"], set())
 
 
 def test_two_exports_of_the_same_name_get_labels(export_dir, tmp_path):
@@ -73,7 +74,7 @@ def test_two_exports_of_the_same_name_get_labels(export_dir, tmp_path):
         resolve_models([tmp_path / "notes.txt"])
 
 
-def test_runtime_groups_follow_the_engine_table():
+def test_runtime_groups_follow_the_runtime_table():
     assert runtime_groups() == {"onnxruntime": ["onnxruntime", "onnxruntime-int8"],
                                 "openvino": ["openvino", "openvino-bf16"],
                                 "litert": ["litert"],

@@ -37,7 +37,7 @@ def _probs(top1):
     return p
 
 
-def test_cross_check_thresholds_per_engine():
+def test_cross_check_thresholds_per_runtime():
     labels = np.arange(1000) % 10
     off = labels.copy()
     off[:5] = (off[:5] + 1) % 10  # 99.5% agreement: fine for int8, too low for a float copy

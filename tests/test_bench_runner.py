@@ -35,11 +35,11 @@ def test_onnx_runner_never_imports_tensorflow(export_dir, tmp_path):
     assert pb["batch"] == 2 and pb["calls"] == 2 and result["end_to_end"] == []
 
 
-def test_run_engine_measures_in_a_fresh_process(linear_onnx, tmp_path):
+def test_measure_runtime_measures_in_a_fresh_process(linear_onnx, tmp_path):
     x = np.zeros((6, 28, 28), np.uint8)
     spec = {k: v for k, v in _spec(tmp_path, linear_onnx, x).items()
             if k not in ("engine", "model", "predictions", "result")}
-    r = runner.run_engine("onnxruntime", linear_onnx, spec, tmp_path, "t")
+    r = runner.measure_runtime("onnxruntime", linear_onnx, spec, tmp_path, "t")
     assert r["probabilities"].shape == (6, 10) and r["model_file"] == str(linear_onnx)
     assert 10 < r["peak_rss_mb"] and r["load_s"] > 0
 
@@ -50,7 +50,7 @@ def test_a_broken_model_is_a_one_line_error_from_the_child(tmp_path):
     spec = _spec(tmp_path, bad, np.zeros((2, 28, 28), np.uint8))
     assert runner.main([str(_write(tmp_path / "s.json", spec))]) == runner.EXIT_USER_ERROR
     with pytest.raises(DigitkitError, match="broken.onnx: not a usable ONNX model"):
-        runner.run_engine("onnxruntime", bad, spec, tmp_path, "t")
+        runner.measure_runtime("onnxruntime", bad, spec, tmp_path, "t")
 
 
 def _write(path, spec):

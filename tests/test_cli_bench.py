@@ -13,8 +13,8 @@ import pytest
 
 from _cli import run_cli
 from digitkit.bench.config import DEFAULT_BATCH_SIZES, DEFAULT_CHECK_IMAGES, DEFAULT_WARMUP
-from digitkit.bench.plan import TF_ENGINES
-from digitkit.predictors import ENGINES
+from digitkit.bench.plan import TF_RUNTIMES
+from digitkit.predictors import RUNTIMES
 
 # Tiny but real: a couple of timed calls per batch size, a few hundred check images.
 QUICK = ["--batch-sizes", "1,4", "--iterations", "3", "--warmup", "1", "--check-images", "300"]
@@ -62,9 +62,9 @@ def test_full_run_writes_table_json_plot_and_end_to_end(float_export, mnist_dir,
     assert rec["settings"]["batch_sizes"] == [1, 4] and rec["settings"]["images"] == 12
     assert rec["engines"]["tf-function"]["copy"] == "keras"
     (m,) = rec["models"]
-    # No int8 or LiteRT copy in this export: they are simply not run; every other engine
+    # No int8 or LiteRT copy in this export: they are simply not run; every other runtime
     # is, the optional runtimes where installed (tests/test_bench_extra.py covers both).
-    optional = {e for e in ("openvino", "openvino-bf16") if not ENGINES[e].unavailable()}
+    optional = {e for e in ("openvino", "openvino-bf16") if not RUNTIMES[e].unavailable()}
     assert set(m["results"]) == {"onnxruntime", "tf-savedmodel", "tf-function",
                                  "keras-predict"} | optional
     assert m["reference"] == "keras-predict"
@@ -73,7 +73,7 @@ def test_full_run_writes_table_json_plot_and_end_to_end(float_export, mnist_dir,
         # The child's own peak, not pytest's (which holds TensorFlow and the training data).
         if e == "onnxruntime":
             assert res["peak_rss_mb"] < 400
-        floor = 0.999 if ENGINES[e].precision == "fp32" else 0.99
+        floor = 0.999 if RUNTIMES[e].precision == "fp32" else 0.99
         assert res["check"]["ok"] and res["check"]["top1_agreement"] >= floor, e
         assert res["size_bytes"] > 1000 and rec["engines"][e]["precision"], e
         assert res["check"]["accuracy"] > 0.85
@@ -90,11 +90,11 @@ def test_full_run_writes_table_json_plot_and_end_to_end(float_export, mnist_dir,
             assert x["top1_agreement"] == 1.0 and "top1" not in x
     cmp = {(c["engine"], c["batch"]): c for c in m["comparison"]}
     assert set(cmp) == {("onnxruntime", 1), ("onnxruntime", 4)}
-    assert cmp[("onnxruntime", 1)]["best_tf_engine"] in TF_ENGINES
+    assert cmp[("onnxruntime", 1)]["best_tf_engine"] in TF_RUNTIMES
 
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out_png.stat().st_size > 5000
     main_table = r.stdout.split("\n\n")[0].splitlines()
-    assert len(main_table) == 1 + 2 * len(m["results"])  # header, engines x 2 batch sizes
+    assert len(main_table) == 1 + 2 * len(m["results"])  # header, runtimes x 2 batch sizes
     assert len({len(ln) for ln in main_table[1:]}) == 1  # aligned (agreement column last)
     head = r.stdout.splitlines()[0]
     assert head.split()[:4] == ["model", "engine", "batch", "images/s"]
@@ -180,8 +180,8 @@ def _bench_child(env, *args):
                           env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.skipif(ENGINES["openvino"].unavailable() is not None
-                    or ENGINES["litert"].unavailable() is not None,
+@pytest.mark.skipif(RUNTIMES["openvino"].unavailable() is not None
+                    or RUNTIMES["litert"].unavailable() is not None,
                     reason="the 'runtimes' extra is not installed")
 def test_optional_runtimes_with_and_without_the_extra(export_dir, mnist_dir, tmp_path):
     """With the extra, OpenVINO and LiteRT are rows like any other, precision stated; with
@@ -193,9 +193,9 @@ def test_optional_runtimes_with_and_without_the_extra(export_dir, mnist_dir, tmp
     r = run_cli("bench", export_dir, *quick, "--json", out)
     assert r.exit_code == 0, r.output
     (m,) = json.loads(out.read_text())["models"]
-    engines = {"onnxruntime", "onnxruntime-int8", "openvino", "litert"}
-    engines |= {"openvino-bf16"} if ENGINES["openvino-bf16"].unavailable() is None else set()
-    assert set(m["results"]) == engines
+    runtimes = {"onnxruntime", "onnxruntime-int8", "openvino", "litert"}
+    runtimes |= {"openvino-bf16"} if RUNTIMES["openvino-bf16"].unavailable() is None else set()
+    assert set(m["results"]) == runtimes
     assert m["results"]["litert"]["size_bytes"] == (export_dir / "model.tflite").stat().st_size
     for e in ("openvino", "litert"):
         assert m["results"][e]["check"]["ok"] and m["results"][e]["check"]["accuracy"] > 0.85

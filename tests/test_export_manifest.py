@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from _cli import run_cli
-from digitkit.outputs import sha256_file, sha256_tree
+from digitkit.artifacts import sha256_file, sha256_tree
 
 
 def test_default_layout_and_manifest(export_dir, seed_mlp_h5):

@@ -53,7 +53,7 @@ def test_own_model_is_the_identity(seed_mlp_h5, mnist):
 
 
 def test_a_model_made_elsewhere_carries_its_adapter(zoo, mnist, tmp_path, monkeypatch):
-    from digitkit.predictors.sources import load_source
+    from digitkit.predictors.adapted import load_source
 
     monkeypatch.setenv("DIGITKIT_CACHE", str(tmp_path / "cache"))
     path = zoo.path("nchw-onnx-unit")  # TensorFlow-free: an ONNX source

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from _cli import run_cli
-from digitkit.outputs import sha256_file
+from digitkit.artifacts import sha256_file
 
 pytest.importorskip("ai_edge_litert", reason="the 'runtimes' extra is not installed")
 

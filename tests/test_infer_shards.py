@@ -170,7 +170,7 @@ def test_parquet_shards_match_the_local_engine(parquet_dir, linear_onnx, local_r
         ["empty.png", "text.png", "truncated.png"]
     assert [s["name"] for s in m["shards"]] == names[1:]
     assert sum(s["files"] for s in m["shards"]) == 303
-    from digitkit.outputs import sha256_file
+    from digitkit.artifacts import sha256_file
 
     assert m["model"]["sha256"] == sha256_file(linear_onnx)
     assert m["arguments"]["engine"] == "ray" and m["arguments"]["top_k"] == 3

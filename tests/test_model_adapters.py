@@ -76,7 +76,7 @@ def test_adapt_onnx_every_convention(zoo, edges, opset, tmp_path):
     before opset 18 and as an input from 18), with the source's input name and batch kept."""
     import onnx
 
-    from digitkit.model.sources import onnx_source
+    from digitkit.model.foreign import onnx_source
     from digitkit.predictors.ort import open_session
 
     path = write_nchw_onnx(tmp_path / f"nchw{opset}.onnx", zoo.nchw_weights(), opset=opset)
@@ -116,7 +116,7 @@ def test_adapt_onnx_static_batch_and_clashing_names(zoo, pixels, tmp_path):
     "probabilities" (but wants x/255 and outputs logits) is adapted without a name clash."""
     import onnx
 
-    from digitkit.model.sources import onnx_source
+    from digitkit.model.foreign import onnx_source
     from digitkit.predictors.ort import open_session
 
     path = write_nchw_onnx(tmp_path / "clash.onnx", zoo.nchw_weights(), batch=1,
@@ -160,8 +160,8 @@ def test_adapt_onnx_refuses(zoo, tmp_path):
 def test_wrap_keras_every_convention(zoo, edges):
     """Each convention as built-in Keras layers, and as the TensorFlow ops of
     adapted_function, against the numpy reference (one MLP, eager calls)."""
+    from digitkit.model.foreign import keras_source
     from digitkit.model.loading import load_keras_model
-    from digitkit.model.sources import keras_source
 
     model = load_keras_model(zoo.path("notebook-axis1"), check_contract=False)
     source = keras_source(model)
@@ -185,8 +185,8 @@ def test_wrapped_keras_exports_through_tf2onnx(zoo, pixels, name, tmp_path):
 
     import tf2onnx
 
+    from digitkit.model.foreign import keras_source
     from digitkit.model.loading import import_tensorflow, load_keras_model
-    from digitkit.model.sources import keras_source
 
     tf = import_tensorflow()
     model = load_keras_model(zoo.path(name), check_contract=False)
@@ -246,8 +246,8 @@ def test_savedmodel_source_detected_and_adapted(zoo, pixels, mnist_test, tmp_pat
     import tf2onnx
 
     from digitkit.model.detect import detect_convention
+    from digitkit.model.foreign import savedmodel_source
     from digitkit.model.loading import import_tensorflow, load_keras_model, load_savedmodel
-    from digitkit.model.sources import savedmodel_source
 
     tf = import_tensorflow()
     keras_model = load_keras_model(zoo.path("flat-logits-standardized"), check_contract=False)

@@ -24,7 +24,7 @@ from digitkit.model.conventions import (
     declared_convention,
     layout_of,
 )
-from digitkit.model.sources import SourceModel
+from digitkit.model.foreign import SourceModel
 
 #: export.json "model" as digitkit has always written it (keys in this order).
 DIGIT_RECORD = (

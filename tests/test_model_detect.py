@@ -25,7 +25,7 @@ from digitkit.model.detect import (
     resolve_convention,
     softmax,
 )
-from digitkit.model.sources import SourceModel, check_classes
+from digitkit.model.foreign import SourceModel, check_classes
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,8 @@ def test_digitkit_models_present_the_contract(seed_mlp_h5, linear_onnx, mnist_te
     detect or adapt. (Detection could not even choose for the seed-mlp: it normalises inside,
     so raw, /255 and L2 over axis 1 give it the same outputs, and L2 over the other axis
     nearly the same.) Any flag given makes the model foreign again."""
+    from digitkit.model.foreign import keras_source, onnx_source
     from digitkit.model.loading import load_keras_model
-    from digitkit.model.sources import keras_source, onnx_source
     from digitkit.predictors.ort import open_session
 
     seed = keras_source(load_keras_model(seed_mlp_h5, check_contract=False))

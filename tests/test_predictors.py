@@ -1,5 +1,6 @@
 """digitkit.predictors: ONNX Runtime and TensorFlow predictors behind one interface, the one
-session configuration, and the engine table."""
+session configuration, and `open_predictor`'s choice of runtime. The contract every row of
+the runtime table keeps (load, predict, bad file, missing extra): test_predictors_contract.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from _onnx_model import write_linear_onnx
 from digitkit.errors import ModelError, UsageError
-from digitkit.predictors import ENGINES, OnnxPredictor, OrtSettings, open_engine, open_predictor
+from digitkit.predictors import OnnxPredictor, OrtSettings, open_predictor
 from digitkit.predictors.compare import agreement
 from digitkit.predictors.tf import KerasPredictor, SavedModelPredictor
 
@@ -52,15 +53,6 @@ def test_onnx_names_and_flat_input_read_from_the_model(linear, tmp_path, mnist_t
     x = mnist_test[0][:8].astype(np.float32)
     np.testing.assert_allclose(OnnxPredictor(other).predict(x),
                                OnnxPredictor(path).predict(x), atol=1e-6)
-
-
-def test_bad_models_are_model_errors(tmp_path):
-    with pytest.raises(ModelError, match="no such"):
-        OnnxPredictor(tmp_path / "missing.onnx")
-    junk = tmp_path / "junk.onnx"
-    junk.write_bytes(b"not a protobuf at all")
-    with pytest.raises(ModelError, match="not a usable ONNX model"):
-        OnnxPredictor(junk).predict(np.zeros((1, 28, 28), np.float32))
 
 
 def test_open_predictor_picks_the_runtime_by_model_type(linear, tmp_path):
@@ -113,25 +105,6 @@ def test_session_options_are_the_settings_asked_for(linear):
     assert spinning.intra_op_num_threads == 2
     with pytest.raises(Exception, match="does not have configuration"):
         spinning.get_session_config_entry("session.intra_op.allow_spinning")
-
-
-def test_every_engine_opens_and_agrees(export_dir, mnist_test):
-    """Each row of the engine table loads its copy of one export and classifies like Keras."""
-    from digitkit.model.files import read_export_dir
-
-    copies = read_export_dir(export_dir)
-    x = mnist_test[0][:200].astype(np.float32)
-    reference = KerasPredictor(copies.keras).predict(x)
-    for name, engine in ENGINES.items():
-        if engine.unavailable():  # an optional runtime (tests/test_bench_extra.py runs both)
-            continue
-        probs = open_engine(name, getattr(copies, engine.copy), threads=1).predict(x)
-        a = agreement(probs, reference)
-        assert probs.shape == (200, 10) and a.finite, name
-        fp32 = engine.precision == "fp32"
-        assert a.top1_fraction >= (0.995 if fp32 else 0.98), (name, a)
-        if fp32:
-            assert a.max_abs_diff < 1e-5, (name, a)
 
 
 def test_agreement_counts_top1_and_the_largest_difference():

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from digitkit.errors import DependencyError, ModelError
+from digitkit.errors import DependencyError
 from digitkit.model.contract import OUTPUT_NAME
 from digitkit.predictors.litert import VARIABLE_OPS, LiteRTPredictor, import_litert
 from digitkit.predictors.ort import OnnxPredictor
@@ -32,20 +32,12 @@ def test_matches_the_onnx_copy_at_every_batch_size(export_dir, mnist_test):
     assert np.isfinite(p.predict(np.zeros((2, 28, 28), np.float32))).all()
 
 
-def test_bad_files_are_model_errors(tmp_path):
-    with pytest.raises(ModelError, match="no such model file"):
-        LiteRTPredictor(tmp_path / "missing.tflite")
-    bad = tmp_path / "bad.tflite"
-    bad.write_bytes(b"not a flatbuffer")
-    with pytest.raises(ModelError, match="not a usable LiteRT model"):
-        LiteRTPredictor(bad).load()
-
-
-def test_without_the_extra_it_names_it_or_falls_back_to_tensorflow(monkeypatch, export_dir):
+def test_without_the_extra_export_validation_falls_back_to_tensorflow(monkeypatch, export_dir):
+    """Without ai-edge-litert, bench's row says "not installed" (the contract suite); export
+    validation may use TensorFlow's copy of the interpreter instead, and only when it asks."""
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # import now raises ImportError
     with pytest.raises(DependencyError, match=r"pip install 'digitkit\[runtimes\]'"):
         import_litert()
-    # Export validation may use TensorFlow's copy of the interpreter; bench never does.
     p = LiteRTPredictor(export_dir / "model.tflite", threads=1, allow_tensorflow=True).load()
     assert p.runtime_name == "tensorflow-lite"
     assert p.predict(np.zeros((3, 28, 28), np.float32)).shape == (3, 10)

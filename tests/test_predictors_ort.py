@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digitkit.predictors import open_engine
+from digitkit.predictors import open_runtime
 from digitkit.predictors import ort as ort_predictors
 from digitkit.predictors.ort import OrtSettings, RegimeOnnxPredictor, regime_settings
 
@@ -22,14 +22,14 @@ def test_regime_is_what_was_measured():
 
 
 def test_infer_and_bench_take_ort_settings_from_one_function(linear_onnx, monkeypatch):
-    """Whatever regime_settings says is what a bench engine and infer's sessions run with:
+    """Whatever regime_settings says is what a bench runtime and infer's sessions run with:
     a changed rule changes both."""
     from digitkit.infer import local
     from digitkit.infer.spec import DEFAULT_BATCH_SIZE
 
     # infer: each worker runs batch-sized chunks on one core.
     assert local._WORKER_ORT == regime_settings(DEFAULT_BATCH_SIZE, cores=1)
-    # bench: the ONNX Runtime engine asks the function at every batch size.
+    # bench: the onnxruntime row asks the function at every batch size.
     seen = []
 
     def rule(batch, cores):
@@ -37,7 +37,7 @@ def test_infer_and_bench_take_ort_settings_from_one_function(linear_onnx, monkey
         return OrtSettings(threads=1, spinning=batch > 4)
 
     monkeypatch.setattr(ort_predictors, "regime_settings", rule)
-    p = open_engine("onnxruntime", linear_onnx, threads=2, spinning=None)
+    p = open_runtime("onnxruntime", linear_onnx, threads=2, spinning=None)
     assert isinstance(p, RegimeOnnxPredictor)
     assert p.predict(np.zeros((3, 28, 28), np.float32)).shape == (3, 10)
     assert p.predict(np.zeros((8, 28, 28), np.float32)).shape == (8, 10)

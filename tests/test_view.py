@@ -295,7 +295,7 @@ def test_view_says_what_convention_a_foreign_model_has(zoo, seed_mlp_h5, tmp_pat
     """Cheaply (no runtime, no data): what the flags declare, what an adapted ONNX records,
     or that a model is not digitkit's contract; nothing for digitkit's own models."""
     from digitkit.model.conventions import ConventionFlags, InputConvention
-    from digitkit.predictors.sources import adapted_onnx
+    from digitkit.predictors.adapted import adapted_onnx
     from digitkit.view import convention_note
 
     monkeypatch.setenv("DIGITKIT_CACHE", str(tmp_path / "cache"))

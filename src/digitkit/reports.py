@@ -86,7 +86,7 @@ def _pyplot():
 
 def save_confusion_matrix_png(cm: np.ndarray, path, title: str = "Confusion matrix",
                               target_names=CLASS_NAMES) -> None:
-    from digitkit.outputs import atomic_path
+    from digitkit.artifacts import atomic_path
 
     plt = _pyplot()
     cm = np.asarray(cm)
@@ -117,7 +117,7 @@ def save_confusion_matrix_png(cm: np.ndarray, path, title: str = "Confusion matr
 def save_history_png(history: dict, path, title: str = "Training history",
                      validation_label: str = "validation") -> None:
     """Loss and accuracy per epoch, train and validation, side by side."""
-    from digitkit.outputs import atomic_path
+    from digitkit.artifacts import atomic_path
 
     plt = _pyplot()
     epochs = np.arange(1, len(history.get("loss", [])) + 1)

@@ -24,17 +24,17 @@ import numpy as np
 
 from digitkit import __version__
 from digitkit.architectures import ARCHITECTURES, DEFAULT_ARCH, TRAIN_DEFAULTS
-from digitkit.environment import library_versions
-from digitkit.errors import UsageError
-from digitkit.model.files import SOURCE_COPY
-from digitkit.model.loading import import_tensorflow
-from digitkit.outputs import (
+from digitkit.artifacts import (
     atomic_path,
     ensure_dir,
     guard_output,
     write_json_atomic,
     write_text_atomic,
 )
+from digitkit.environment import library_versions
+from digitkit.errors import UsageError
+from digitkit.model.files import SOURCE_COPY
+from digitkit.model.loading import import_tensorflow
 
 MODEL_FILE = SOURCE_COPY  # the same name an export directory gives its source copy
 RECORD_FILE = "train.json"

@@ -1,9 +1,9 @@
 """`digitkit bench`: every runtime a model can be deployed to, measured with care.
 
 Method (after ONNX Runtime's perf_test and OpenVINO's benchmark_app):
-- every engine runs in its own fresh process (`digitkit.bench.runner`), so load time is a
-  cold load, peak RSS is that engine's alone, and thread pools do not interfere;
-- every engine gets the same thread count (`--threads`, default: the CPUs this process may
+- every runtime runs in its own fresh process (`digitkit.bench.runner`), so load time is a
+  cold load, peak RSS is that runtime's alone, and thread pools do not interfere;
+- every runtime gets the same thread count (`--threads`, default: the CPUs this process may
   run on) and the same real inputs (MNIST test images, float32, made contiguous before timing);
 - per batch size: one first call (reported), `--warmup` untimed calls, then timed calls for
   `--duration` seconds (at least a few calls) or exactly `--iterations` calls;
@@ -13,12 +13,12 @@ Method (after ONNX Runtime's perf_test and OpenVINO's benchmark_app):
   with the best fp32 peer (OpenVINO, LiteRT with XNNPACK: the `runtimes` extra; without it
   their rows say "not installed"). Every row states its precision: reduced-precision rows
   (int8, OpenVINO's bf16) are labelled, never compared as if they were fp32;
-- after timing, every engine classifies the same check images; its top-1 agreement with the
-  reference engine is reported, and an engine below its threshold is flagged and never
+- after timing, every runtime classifies the same check images; its top-1 agreement with the
+  reference runtime is reported, and a runtime below its threshold is flagged and never
   counted as the fastest.
 Nothing here imports TensorFlow: the parent process only orchestrates.
 
-Modules: `config` (BenchConfig, defaults, option parsing), `plan` (models, engines, inputs),
+Modules: `config` (BenchConfig, defaults, option parsing), `plan` (models, runtimes, inputs),
 `runner` (the measuring subprocess), `report` (cross-check, comparisons, record), `tables`
 (the tables and the plot).
 """
@@ -29,7 +29,7 @@ from digitkit.bench.config import BenchConfig
 from digitkit.model.conventions import NO_FLAGS
 
 #: What the CLI uses from `report` and `tables`, loaded on first use (see __getattr__).
-_REPORT_NAMES = {"any_flagged": "report", "command_line": "report", "format_table": "tables",
+_REPORT_NAMES = {"any_flagged": "report", "command_line": "report", "format_record": "tables",
                  "save_plot": "tables"}
 
 
@@ -37,7 +37,7 @@ def run_bench(config: BenchConfig, *, progress=lambda msg: None, warn=lambda msg
               command: str | None = None, conventions=None) -> dict:
     """Run the whole benchmark; return the JSON-ready record.
 
-    progress(msg) hears which engine starts; warn(msg) hears about skipped engines and what
+    progress(msg) hears which runtime starts; warn(msg) hears about skipped runtimes and what
     input convention a model made elsewhere was found to have; `command` is the command line
     to record; `conventions` (digitkit.model.conventions.ConventionFlags) declares a loose
     model file's convention (None: detected where it is not digitkit's contract).
@@ -47,15 +47,15 @@ def run_bench(config: BenchConfig, *, progress=lambda msg: None, warn=lambda msg
 
     from digitkit.bench import plan, report, runner
 
-    engines, required = config.requested_engines
-    engines, unavailable = plan.available_engines(engines)
+    runtimes, required = config.requested_runtimes
+    runtimes, unavailable = plan.available_runtimes(runtimes)
     models = plan.resolve_models(config.models)
     # Models made elsewhere run through their adapters, resolved once here (never silently on
     # a convention they were not trained for).
     from digitkit.predictors.runnable import runnable_copies
 
     runnable_copies(models, config.models, conventions or NO_FLAGS, config.data, warn)
-    engine_plan = plan.plan_engines(models, engines, required, warn)
+    runtime_plan = plan.plan_runtimes(models, runtimes, required, warn)
     image_paths = plan.find_images(config.images) if config.images else None
     x_test, y_test, source = plan.mnist_test(config.data)
     x_check = x_test[:config.check_images]
@@ -68,7 +68,7 @@ def run_bench(config: BenchConfig, *, progress=lambda msg: None, warn=lambda msg
         work = Path(tmp)
         spec = runner.prepare(work, config, x_test, x_check, image_paths)
         for m in models:
-            files = {e: plan.copy_for(m, e) for e in engine_plan[m.name]}
+            files = {e: plan.copy_for(m, e) for e in runtime_plan[m.name]}
             results = runner.measure_model(m.name, files, spec, work, config.repeat, progress)
             for e, path in files.items():
                 results[e]["size_bytes"] = plan.copy_size(path)
@@ -78,7 +78,7 @@ def run_bench(config: BenchConfig, *, progress=lambda msg: None, warn=lambda msg
 
 def __getattr__(name: str):
     # The CLI imports digitkit.bench.config for its --help defaults, which runs this file
-    # first: the reporting side (numpy, the engine table) loads only when a run needs it.
+    # first: the reporting side (numpy, the runtime table) loads only when a run needs it.
     if name in _REPORT_NAMES:
         import importlib
 

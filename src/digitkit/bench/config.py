@@ -1,6 +1,7 @@
 """What a `digitkit bench` run measures: every option, its default and the reason for it.
 
-Imported by the CLI for its --help defaults, so it stays instant: no numpy, no runtime.
+Imported by the CLI for its --help defaults, so it stays instant: no numpy, no runtime (the
+runtime table it reads is light).
 """
 
 from __future__ import annotations
@@ -11,20 +12,24 @@ from dataclasses import dataclass
 
 from digitkit.environment import usable_cpus
 from digitkit.errors import UsageError
+from digitkit.predictors.runtimes import RUNTIMES, runtime_groups
 
-#: Runtime groups run when --runtimes is not given: all of them, each where its copy exists
-#: (and, for the optional runtimes, where they are installed).
-DEFAULT_RUNTIMES = ("onnxruntime", "openvino", "litert", "tensorflow", "keras")
+#: Runtime groups run when --runtimes is not given: all of them, in the runtime table's order,
+#: each where its copy exists (and, for the optional runtimes, where they are installed).
+DEFAULT_RUNTIMES = tuple(runtime_groups())
+#: The runtime that runs "when present" inside the onnxruntime group: an export made without
+#: --quantize has no int8 copy, and that is normal, not worth an error or a note.
+INT8_RUNTIME = "onnxruntime-int8"
 
 #: From one image (latency) to a batch large enough that per-call overhead no longer matters.
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 512, 2048)
-#: Seconds of timed calls per engine and batch size: enough for thousands of small-batch
-#: calls and tens of large ones, while a full 6-size, 5-engine run stays a few minutes.
+#: Seconds of timed calls per runtime and batch size: enough for thousands of small-batch
+#: calls and tens of large ones, while a full 6-size, 5-runtime run stays a few minutes.
 DEFAULT_DURATION = 3.0
 #: Untimed calls per batch size before timing: lets lazy allocation, oneDNN primitive caches
 #: and tf.function tracing settle (the first call is reported separately).
 DEFAULT_WARMUP = 5
-#: One round per engine: enough on a quiet machine; on a shared one --repeat R keeps the best
+#: One round per runtime: enough on a quiet machine; on a shared one --repeat R keeps the best
 #: of R round-robin rounds, since outside load can slow a round down but never speed it up.
 DEFAULT_REPEAT = 1
 #: None: ONNX Runtime's threads and spinning follow the batch size as
@@ -32,7 +37,7 @@ DEFAULT_REPEAT = 1
 #: figure here is a configuration infer uses. True/False pins spinning (with --threads
 #: threads) for every batch size instead.
 DEFAULT_ORT_SPINNING = None
-#: How many MNIST test images every engine classifies for the cross-check: all of them.
+#: How many MNIST test images every runtime classifies for the cross-check: all of them.
 DEFAULT_CHECK_IMAGES = 10000
 
 #: Minimum top-1 agreement with the reference. Float copies of the same weights should agree
@@ -51,35 +56,30 @@ def _items(value) -> list:
 
 
 def parse_runtimes(text: str | Sequence[str] | None) -> tuple[list[str], set[str]]:
-    """Runtime groups or engine names -> (engines, engines that must run).
+    """Runtime groups or runtime names -> (runtimes, runtimes that must run).
 
     A runtime named by the user must find its model copy; int8 reached through the
     "onnxruntime" group runs only when an int8 copy is present. With no --runtimes, every
-    engine whose copy exists runs.
+    runtime whose copy exists runs.
     """
-    # The engine table lives in the predictor layer, which brings numpy: imported here, not
-    # at the top, so that the CLI's --help stays instant.
-    from digitkit.bench.plan import INT8_ENGINE, runtime_groups
-    from digitkit.predictors import ENGINES
-
     groups = runtime_groups()
     if text is None:
         return [e for r in DEFAULT_RUNTIMES for e in groups[r]], set()
-    engines: list[str] = []
+    runtimes: list[str] = []
     required: set[str] = set()
     for item in _items(text):
         if item in groups:
-            engines += groups[item]
-            required |= {e for e in groups[item] if e != INT8_ENGINE}
-        elif item in ENGINES:
-            engines.append(item)
+            runtimes += groups[item]
+            required |= {e for e in groups[item] if e != INT8_RUNTIME}
+        elif item in RUNTIMES:
+            runtimes.append(item)
             required.add(item)
         else:
             raise UsageError(f"--runtimes: unknown runtime {item!r}; choose from "
-                             f"{', '.join(groups)} or engines {', '.join(ENGINES)}")
-    if not engines:
+                             f"{', '.join(groups)} or engines {', '.join(RUNTIMES)}")
+    if not runtimes:
         raise UsageError("--runtimes: no runtime given")
-    return list(dict.fromkeys(engines)), required
+    return list(dict.fromkeys(runtimes)), required
 
 
 def parse_batch_sizes(text: str | Sequence[int] | None) -> list[int]:
@@ -123,7 +123,7 @@ class BenchConfig:
     check_images: int = DEFAULT_CHECK_IMAGES
 
     def __post_init__(self):
-        self.requested_engines  # noqa: B018 - parse now, so a bad value fails before any work
+        self.requested_runtimes  # noqa: B018 - parse now, so a bad value fails before any work
         self.sizes  # noqa: B018
         if self.thread_count < 1:
             raise UsageError(f"--threads must be at least 1, got {self.thread_count}")
@@ -141,8 +141,8 @@ class BenchConfig:
             raise UsageError(f"--repeat must be at least 1, got {self.repeat}")
 
     @property
-    def requested_engines(self) -> tuple[list[str], set[str]]:
-        """(engines in order, engines whose copy must exist); see parse_runtimes."""
+    def requested_runtimes(self) -> tuple[list[str], set[str]]:
+        """(runtimes in order, runtimes whose copy must exist); see parse_runtimes."""
         return parse_runtimes(self.runtimes)
 
     @property

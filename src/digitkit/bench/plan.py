@@ -1,8 +1,8 @@
-"""What a bench run will measure: the model copies behind the MODEL arguments, the engines
+"""What a bench run will measure: the model copies behind the MODEL arguments, the runtimes
 that run on each, and the inputs they all share.
 
 What a model file is comes from the model layer (`identify`, `read_export_dir`); which
-engines exist comes from the predictor layer (`ENGINES`). This module only decides.
+runtimes exist comes from the predictor layer (`RUNTIMES`). This module only decides.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from digitkit import images
+from digitkit.bench.config import INT8_RUNTIME
 from digitkit.data import load_mnist
 from digitkit.errors import DependencyError, ModelError, UsageError
 from digitkit.model.files import (
@@ -25,17 +26,14 @@ from digitkit.model.files import (
     is_export_dir,
     read_export_dir,
 )
-from digitkit.predictors import ENGINES
+from digitkit.predictors import RUNTIMES
 
-#: The engine that runs "when present" inside the onnxruntime group: an export made without
-#: --quantize has no int8 copy, and that is normal, not worth an error or a note.
-INT8_ENGINE = "onnxruntime-int8"
-ORT_ENGINES = tuple(e.name for e in ENGINES.values() if e.runtime == "onnxruntime")
+ORT_RUNTIMES = tuple(r.name for r in RUNTIMES.values() if r.group == "onnxruntime")
 #: TensorFlow's own paths (the baseline of issue 5's targets).
-TF_ENGINES = tuple(e.name for e in ENGINES.values() if e.runtime in ("tensorflow", "keras"))
-#: Every other runtime running in fp32: what ONNX Runtime's float engine is held against.
-FP32_PEERS = tuple(e.name for e in ENGINES.values()
-                   if e.runtime != "onnxruntime" and e.precision == "fp32")
+TF_RUNTIMES = tuple(r.name for r in RUNTIMES.values() if r.group in ("tensorflow", "keras"))
+#: Every other runtime running in fp32: what ONNX Runtime's float runtime is held against.
+FP32_PEERS = tuple(r.name for r in RUNTIMES.values()
+                   if r.group != "onnxruntime" and r.precision == "fp32")
 
 #: How a missing copy is named in messages: what the user would have to add.
 _COPY_NAMES = {"onnx": f"ONNX ({ONNX_FILE})", "onnx_int8": f"int8 ONNX ({INT8_FILE})",
@@ -43,17 +41,9 @@ _COPY_NAMES = {"onnx": f"ONNX ({ONNX_FILE})", "onnx_int8": f"int8 ONNX ({INT8_FI
                "tflite": f"LiteRT ({TFLITE_FILE})"}
 
 
-def runtime_groups() -> dict[str, list[str]]:
-    """User-facing runtime group (--runtimes) -> its engines, in the engine table's order."""
-    groups: dict[str, list[str]] = {}
-    for e in ENGINES.values():
-        groups.setdefault(e.runtime, []).append(e.name)
-    return groups
-
-
-def copy_for(model: ModelCopies, engine: str) -> Path | None:
-    """The copy of `model` that `engine` loads (None when the model has none)."""
-    return getattr(model, ENGINES[engine].copy)
+def copy_for(model: ModelCopies, runtime: str) -> Path | None:
+    """The copy of `model` that `runtime` loads (None when the model has none)."""
+    return getattr(model, RUNTIMES[runtime].copy)
 
 
 def copy_size(path: Path) -> int:
@@ -64,17 +54,17 @@ def copy_size(path: Path) -> int:
     return p.stat().st_size
 
 
-def available_engines(engines: list[str]) -> tuple[list[str], dict[str, str]]:
-    """(engines that can run here, {engine: why not} for the others).
+def available_runtimes(runtimes: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(runtimes that can run here, {runtime: why not} for the others).
 
-    An engine whose optional runtime is not installed (or whose precision this CPU lacks) is
+    A runtime that is not installed (or whose precision this CPU lacks) is
     listed as such in the results, never counted as a failure; only when nothing at all is
     left to run is that an error, naming what to install."""
-    missing = {e: why for e in engines if (why := ENGINES[e].unavailable()) is not None}
-    runnable = [e for e in engines if e not in missing]
+    missing = {r: why for r in runtimes if (why := RUNTIMES[r].unavailable()) is not None}
+    runnable = [r for r in runtimes if r not in missing]
     if not runnable:
         raise DependencyError("no requested runtime can run here: " + "; ".join(
-            f"{e}: {why}" for e, why in missing.items()))
+            f"{r}: {why}" for r, why in missing.items()))
     return runnable, missing
 
 
@@ -101,20 +91,20 @@ def resolve_models(paths: Iterable[str | os.PathLike]) -> list[ModelCopies]:
     return models
 
 
-def plan_engines(models: list[ModelCopies], engines: list[str], required: set[str],
-                 warn=lambda msg: None) -> dict[str, list[str]]:
-    """Model name -> engines to run; a required engine without its copy is an error."""
+def plan_runtimes(models: list[ModelCopies], runtimes: list[str], required: set[str],
+                  warn=lambda msg: None) -> dict[str, list[str]]:
+    """Model name -> runtimes to run; a required runtime without its copy is an error."""
     plan = {}
     for m in models:
         chosen = []
-        for e in engines:
+        for e in runtimes:
             if copy_for(m, e) is not None:
                 chosen.append(e)
             elif e in required:
-                raise ModelError(f"{m.name}: no {_COPY_NAMES[ENGINES[e].copy]} copy for "
-                                 f"runtime {ENGINES[e].runtime} ({e})")
-            elif e != INT8_ENGINE:
-                warn(f"{m.name}: no {_COPY_NAMES[ENGINES[e].copy]} copy, skipping {e}")
+                raise ModelError(f"{m.name}: no {_COPY_NAMES[RUNTIMES[e].copy]} copy for "
+                                 f"runtime {RUNTIMES[e].group} ({e})")
+            elif e != INT8_RUNTIME:
+                warn(f"{m.name}: no {_COPY_NAMES[RUNTIMES[e].copy]} copy, skipping {e}")
         if not chosen:
             raise ModelError(f"{m.name}: no model copy for any requested runtime")
         plan[m.name] = chosen
@@ -131,6 +121,6 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def mnist_test(data: str | os.PathLike | None):
-    """(x_test uint8, y_test, source description): the inputs every engine is timed on."""
+    """(x_test uint8, y_test, source description): the inputs every runtime is timed on."""
     d = load_mnist(data)
     return d.x_test, d.y_test, d.source

@@ -17,12 +17,12 @@ import sys
 import numpy as np
 
 from digitkit.bench.config import FLOAT_AGREEMENT, INT8_AGREEMENT
-from digitkit.bench.plan import FP32_PEERS, ORT_ENGINES, TF_ENGINES
+from digitkit.bench.plan import FP32_PEERS, ORT_RUNTIMES, TF_RUNTIMES
 from digitkit.environment import RECORDED_PACKAGES, cpu_model, library_versions
-from digitkit.predictors import ENGINES, regime_settings
+from digitkit.predictors import RUNTIMES, regime_settings
 from digitkit.predictors.compare import agreement
 
-#: Preferred reference engines, best first: Keras is the source of every export; when it is
+#: Preferred reference runtimes, best first: Keras is the source of every export; when it is
 #: not benchmarked, the float copies are the next-best reference.
 REFERENCE_ORDER = ("keras-predict", "tf-function", "tf-savedmodel", "onnxruntime", "openvino",
                    "litert")
@@ -49,7 +49,7 @@ def ort_threads(threads: int, spinning: bool | None, batch_sizes) -> dict:
 
 
 def environment(threads: int, ort_spinning: bool | None = None, batch_sizes=(1,)) -> dict:
-    """The machine, the libraries and the thread settings every engine ran with."""
+    """The machine, the libraries and the thread settings every runtime ran with."""
     try:
         import psutil
 
@@ -106,9 +106,10 @@ def new_record(config, command: str | None, inputs: str, check_images: int,
             "images_dir": [str(p) for p in config.images] if config.images else None,
             "images": image_count,
         },
-        "engines": {e.name: {"runtime": e.runtime, "copy": e.copy, "precision": e.precision,
-                             "call": e.description} for e in ENGINES.values()},
-        "unavailable": {},  # engine -> why it could not run here (not installed, no CPU support)
+        # The record's keys stay as they were ("engines", "runtime"): readers of older records.
+        "engines": {r.name: {"runtime": r.group, "copy": r.copy, "precision": r.precision,
+                             "call": r.description} for r in RUNTIMES.values()},
+        "unavailable": {},  # runtime -> why it could not run here (not installed, no CPU support)
         "models": [],
     }
 
@@ -128,14 +129,14 @@ def model_entry(copies, results: dict[str, dict], labels: np.ndarray | None,
 
 
 def cross_check(results: dict[str, dict], labels: np.ndarray | None) -> str | None:
-    """Fill each result's "check" entry; return the reference engine's name."""
+    """Fill each result's "check" entry; return the reference runtime's name."""
     ref = next((e for e in REFERENCE_ORDER if e in results), None)
     # Only int8 was run: nothing to check against but the labels.
     ref_probs = results[ref]["probabilities"] if ref is not None else None
-    for engine, r in results.items():
+    for runtime, r in results.items():
         probs = r.pop("probabilities")
         top1 = probs.argmax(axis=1)
-        threshold = FLOAT_AGREEMENT if ENGINES[engine].precision == "fp32" else INT8_AGREEMENT
+        threshold = FLOAT_AGREEMENT if RUNTIMES[runtime].precision == "fp32" else INT8_AGREEMENT
         check = {"reference": ref, "images": int(len(top1)), "threshold": threshold}
         if ref_probs is not None:
             a = agreement(probs, ref_probs)
@@ -161,24 +162,24 @@ def cross_check(results: dict[str, dict], labels: np.ndarray | None) -> str | No
     return ref
 
 
-def _best(results: dict, engines, i: int):
-    """(engine, its batch entry) with the highest throughput among `engines` that passed."""
-    ok = [(e, results[e]["per_batch"][i]) for e in engines
+def _best(results: dict, runtimes, i: int):
+    """(runtime, its batch entry) with the highest throughput among `runtimes` that passed."""
+    ok = [(e, results[e]["per_batch"][i]) for e in runtimes
           if e in results and results[e]["check"]["ok"]]
     return max(ok, key=lambda t: t[1]["images_per_s"]) if ok else (None, None)
 
 
 def compare(results: dict[str, dict], batch_sizes: list[int]) -> list[dict]:
-    """Per batch size: each ONNX Runtime engine against the best TensorFlow path that passed
+    """Per batch size: each ONNX Runtime row against the best TensorFlow path that passed
     and against the best fp32 peer that passed (OpenVINO fp32, LiteRT, TensorFlow's paths);
     a ratio is None where there is nothing to compare with."""
     rows = []
     for i, b in enumerate(batch_sizes):
-        tf_e, tf_b = _best(results, TF_ENGINES, i)
+        tf_e, tf_b = _best(results, TF_RUNTIMES, i)
         peer_e, peer_b = _best(results, FP32_PEERS, i)
         if tf_e is None and peer_e is None:
             continue
-        for e in ORT_ENGINES:
+        for e in ORT_RUNTIMES:
             if e not in results:
                 continue
             pb = results[e]["per_batch"][i]

@@ -1,10 +1,10 @@
-"""The measuring side of `digitkit bench`: one engine, one model copy, one process.
+"""The measuring side of `digitkit bench`: one runtime, one model copy, one process.
 
-`run_engine` starts `python -m digitkit.bench.runner SPEC.json` once per engine so that every
-engine gets a fresh process: its own thread pools and allocator, its own peak RSS, a cold
-model load, and no TensorFlow in the ONNX Runtime process (importing TF alone changes the
-memory picture and spins up thread pools). The child opens its engine only through
-`digitkit.predictors.open_engine`, so what is timed is exactly what `infer` and export
+`measure_runtime` starts `python -m digitkit.bench.runner SPEC.json` once per runtime so
+that every runtime gets a fresh process: its own thread pools and allocator, its own peak
+RSS, a cold model load, and no TensorFlow in the ONNX Runtime process (importing TF alone
+changes the memory picture and spins up thread pools). The child opens its runtime only through
+`digitkit.predictors.open_runtime`, so what is timed is exactly what `infer` and export
 validation run; thread settings are applied there before the runtime's first op, because
 TensorFlow fixes its pools on first use.
 
@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from digitkit.errors import DigitkitError, ModelError
-from digitkit.predictors import open_engine
+from digitkit.predictors import open_runtime
 
-#: Batch size of the untimed cross-check pass: every engine handles it comfortably and 10,000
+#: Batch size of the untimed cross-check pass: every runtime handles it comfortably and 10,000
 #: test images divide into it evenly.
 CHECK_BATCH = 500
 
@@ -35,7 +35,7 @@ CHECK_BATCH = 500
 MIN_TIMED_CALLS = 5
 
 #: Exit status telling the parent that the last stderr line is a one-line user error
-#: (an undecodable --images file, say), to be shown as is rather than as an engine failure.
+#: (an undecodable --images file, say), to be shown as is rather than as a runtime failure.
 EXIT_USER_ERROR = 3
 
 
@@ -43,7 +43,7 @@ EXIT_USER_ERROR = 3
 
 def prepare(work: Path, config, x_test: np.ndarray, x_check: np.ndarray,
             image_paths: list[Path] | None) -> dict:
-    """Write the shared inputs into `work`; return the spec every engine's child gets."""
+    """Write the shared inputs into `work`; return the spec every runtime's child gets."""
     np.save(work / "inputs.npy", x_test)
     np.save(work / "check.npy", x_check)
     return {"threads": config.thread_count, "ort_spinning": config.ort_spinning,
@@ -53,9 +53,9 @@ def prepare(work: Path, config, x_test: np.ndarray, x_check: np.ndarray,
             "images": [str(p) for p in image_paths] if image_paths else None}
 
 
-def run_engine(engine: str, model_file: Path, spec: dict, work: Path, tag: str) -> dict:
-    """Measure one engine in a fresh process; its check probabilities come back as an array."""
-    spec = dict(spec, engine=engine, model=str(model_file),
+def measure_runtime(runtime: str, model_file: Path, spec: dict, work: Path, tag: str) -> dict:
+    """Measure one runtime in a fresh process; its check probabilities come back as an array."""
+    spec = dict(spec, engine=runtime, model=str(model_file),
                 predictions=str(work / f"{tag}.npy"), result=str(work / f"{tag}.json"))
     spec_path = work / f"{tag}.spec.json"
     spec_path.write_text(json.dumps(spec))
@@ -68,7 +68,7 @@ def run_engine(engine: str, model_file: Path, spec: dict, work: Path, tag: str) 
         last = lines[-1] if lines else f"exit status {proc.returncode}"
         if proc.returncode == EXIT_USER_ERROR:
             raise DigitkitError(last)
-        raise ModelError(f"{model_file}: {engine} failed: {last}")
+        raise ModelError(f"{model_file}: {runtime} failed: {last}")
     result = json.loads(Path(spec["result"]).read_text())
     result["probabilities"] = np.load(spec["predictions"])
     return result
@@ -76,15 +76,15 @@ def run_engine(engine: str, model_file: Path, spec: dict, work: Path, tag: str) 
 
 def measure_model(name: str, files: dict[str, Path], spec: dict, work: Path, repeat: int,
                   progress=lambda msg: None) -> dict[str, dict]:
-    """Every engine of one model (engine -> the copy it loads), `repeat` rounds each;
-    engine -> its result, the best round per batch size when there are several."""
+    """Every runtime of one model (runtime -> the copy it loads), `repeat` rounds each;
+    runtime -> its result, the best round per batch size when there are several."""
     rounds: dict[str, list[dict]] = {e: [] for e in files}
     for r in range(repeat):
-        # Round robin: a burst of outside load then hits every engine alike.
+        # Round robin: a burst of outside load then hits every runtime alike.
         for e, path in files.items():
             progress(f"{name}: {e}" + (f" (round {r + 1}/{repeat})" if repeat > 1 else ""))
             tag = f"{name}-{e}-{r}".replace("#", "_")
-            rounds[e].append(run_engine(e, path, spec, work, tag))
+            rounds[e].append(measure_runtime(e, path, spec, work, tag))
     results = {e: (best_of(rs) if len(rs) > 1 else rs[0]) for e, rs in rounds.items()}
     if repeat > 1:
         for e, rs in rounds.items():
@@ -94,10 +94,10 @@ def measure_model(name: str, files: dict[str, Path], spec: dict, work: Path, rep
 
 
 def best_of(rounds: list[dict]) -> dict:
-    """Merge repeated runs of one engine: per batch size, the round with the best throughput.
+    """Merge repeated runs of one runtime: per batch size, the round with the best throughput.
 
     On a shared machine a round can be slowed by other work, never sped up, so the best round
-    is the closest to what the engine can do; all rounds stay in the record.
+    is the closest to what the runtime can do; all rounds stay in the record.
     """
     merged = dict(rounds[0])
     merged["per_batch"] = [max((r["per_batch"][i] for r in rounds),
@@ -240,9 +240,9 @@ def end_to_end(run, paths: list[str], batch: int, duration: float | None,
 
 
 def measure(spec: dict) -> dict:
-    """Run one engine as `spec` says; the result is JSON-ready (predictions go to a .npy)."""
+    """Run one runtime as `spec` says; the result is JSON-ready (predictions go to a .npy)."""
     t0 = time.perf_counter()
-    predictor = open_engine(spec["engine"], spec["model"], int(spec["threads"]),
+    predictor = open_runtime(spec["engine"], spec["model"], int(spec["threads"]),
                             spec.get("ort_spinning", False)).load()
     load_s = time.perf_counter() - t0
     rss_load = _rss_mb()

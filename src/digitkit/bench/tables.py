@@ -3,7 +3,7 @@ Ultralytics' benchmark()), the end-to-end pass, the comparisons, and the plot.""
 
 from __future__ import annotations
 
-from digitkit.predictors import ENGINES
+from digitkit.predictors import RUNTIMES
 
 
 def _fmt_rate(v: float) -> str:
@@ -33,9 +33,9 @@ def _mb(n: int | None) -> str:
 
 
 def summary_table(record: dict) -> str:
-    """One row per model and engine, in the manner of Ultralytics' benchmark(): status,
+    """One row per model and runtime, in the manner of Ultralytics' benchmark(): status,
     precision, size, load time, accuracy and agreement, then throughput per batch size.
-    Engines that could not run here are listed with the reason, never as failures."""
+    Runtimes that could not run here are listed with the reason, never as failures."""
     sizes = record["settings"]["batch_sizes"]
     rows = [["model", "engine", "precision", "status", "size MB", "load s", "accuracy",
              "top-1 agree", *(f"b={b}" for b in sizes)]]
@@ -45,17 +45,19 @@ def summary_table(record: dict) -> str:
             agree = ("reference" if e == m["reference"] else "-" if c["top1_agreement"] is None
                      else f"{100 * c['top1_agreement']:.2f}%")
             acc = f"{100 * c['accuracy']:.2f}%" if c.get("accuracy") is not None else "-"
-            rows.append([m["model"], e, ENGINES[e].precision, "ok" if c["ok"] else "FLAGGED",
+            rows.append([m["model"], e, RUNTIMES[e].precision, "ok" if c["ok"] else "FLAGGED",
                          _mb(r.get("size_bytes")), f"{r['load_s']:.2f}", acc, agree,
                          *(_fmt_rate(pb["images_per_s"]) for pb in r["per_batch"])])
         for e, why in record.get("unavailable", {}).items():
-            if m["copies"].get(ENGINES[e].copy):
-                rows.append([m["model"], e, ENGINES[e].precision, why, "-", "-", "-", "-",
+            if m["copies"].get(RUNTIMES[e].copy):
+                rows.append([m["model"], e, RUNTIMES[e].precision, why, "-", "-", "-", "-",
                              *("-" for _ in sizes)])
     return _align(rows, left=4)
 
 
-def format_table(record: dict) -> str:
+def format_record(record: dict) -> str:
+    """The bench record as text: the per-batch table, every runtime side by side, the
+    end-to-end pass and the comparisons."""
     head = ["model", "engine", "batch", "images/s", "min ms", "p50 ms", "p90 ms", "p99 ms",
             "max ms", "1st call ms", "load s", "1st inf ms", "peak MB", "top-1 agree"]
     rows = [head]
@@ -118,14 +120,14 @@ def format_table(record: dict) -> str:
 
 
 def save_plot(record: dict, path) -> None:
-    """Throughput against batch size, one line per engine, one panel per model (log-log)."""
+    """Throughput against batch size, one line per runtime, one panel per model (log-log)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullLocator
 
-    from digitkit.outputs import atomic_path
+    from digitkit.artifacts import atomic_path
 
     models = record["models"]
     fig, axes = plt.subplots(1, len(models), figsize=(6.4 * len(models), 4.8), squeeze=False)

@@ -75,8 +75,8 @@ def command(json_out, plot_out, force, **opts):
     import sys
 
     from digitkit import bench
+    from digitkit.artifacts import guard_output, write_json_atomic
     from digitkit.errors import UsageError, ValidationError
-    from digitkit.outputs import guard_output, write_json_atomic
 
     if plot_out is not None and not plot_out.lower().endswith(".png"):
         raise UsageError(f"--plot: {plot_out}: expected a .png file name")
@@ -96,7 +96,7 @@ def command(json_out, plot_out, force, **opts):
             else ["digitkit", "bench", *opts["models"]])
     record = bench.run_bench(config, progress=progress, warn=warn,
                              command=bench.command_line(argv), conventions=flags)
-    click.echo(bench.format_table(record))
+    click.echo(bench.format_record(record))
     if json_out:
         write_json_atomic(json_out, record)
         click.echo(f"wrote {json_out}", err=True)

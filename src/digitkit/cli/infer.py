@@ -131,7 +131,7 @@ def command(paths, output, resume, force, confusion, quiet, num_workers, shard_s
     elif spec["address"] is not None or num_workers is not None:
         raise UsageError("--address and --num-workers are for the ray engine (--engine ray)")
     if confusion and not force:
-        from digitkit.outputs import guard_output
+        from digitkit.artifacts import guard_output
 
         guard_output(confusion, force)  # fail before hours of work, not after
     if confusion and output and confusion == str(output):

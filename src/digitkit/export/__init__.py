@@ -40,13 +40,13 @@ def export_model(source: str | os.PathLike, config: ExportConfig | None = None,
     Raises ValidationError (exit 4) after writing the manifest when any copy fails; the
     exception's `manifest` attribute holds it. `echo(line)` receives progress and the table.
     """
+    from digitkit.artifacts import ensure_dir, write_json_atomic
     from digitkit.export import origin as origins
     from digitkit.export.context import ExportContext
     from digitkit.export.manifest import build_manifest, install, prepare_target, staging_dir
     from digitkit.export.validate import human_size, make_cases
     from digitkit.model.loading import import_tensorflow
-    from digitkit.outputs import ensure_dir, write_json_atomic
-    from digitkit.predictors.sources import source_sha256
+    from digitkit.predictors.adapted import source_sha256
 
     say = echo or (lambda _line: None)
     config = config if config is not None else ExportConfig()

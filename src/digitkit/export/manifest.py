@@ -16,13 +16,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from digitkit import __version__
+from digitkit.artifacts import guard_output, sha256_file, sha256_tree
 from digitkit.environment import library_versions
 from digitkit.errors import ModelError
 from digitkit.export.config import DEFAULT_OUT_DIR_NAME, ExportConfig
 from digitkit.export.formats import EXPORT_FORMATS, selected
 from digitkit.export.validate import human_size
 from digitkit.model.files import FAILED_SUFFIX, MANIFEST, SOURCE_COPY
-from digitkit.outputs import guard_output, sha256_file, sha256_tree
 
 #: The distributions export.json names (with Python and digitkit): the ones whose versions
 #: change a converted graph or a validation figure.
@@ -122,6 +122,7 @@ def _record(out: Path, name: str, fmt: str, status: str) -> dict:
         digest = sha256_file(p)
     rec = {"path": name, "format": fmt, "size_bytes": size, "sha256": digest, "status": status}
     if p.is_dir():
+        # The method's name as manifests have always recorded it (now digitkit.artifacts).
         rec["sha256_method"] = "digitkit.outputs.sha256_tree (relative paths + file sha256s)"
     return rec
 

@@ -192,7 +192,7 @@ class ExportSource:
 def honours_contract(model: ModelFile, config) -> bool:
     """A source digitkit made itself (a Keras file presenting the contract by name, no
     --input-* flag given): exported exactly as digitkit's models always were, no adapter."""
-    from digitkit.predictors.sources import CONTRACT, contract_status
+    from digitkit.predictors.adapted import CONTRACT, contract_status
 
     return (model.kind in (KERAS_H5, KERAS_V3) and not config.conventions.given
             and contract_status(model.path)[0] == CONTRACT)
@@ -205,7 +205,7 @@ def open_export_source(model: ModelFile, config, say) -> tuple[ExportSource, obj
     wrapped in the adapter, and has its own test accuracy measured."""
     from digitkit.data import load_mnist
     from digitkit.model.loading import load_keras_model
-    from digitkit.predictors.sources import load_source
+    from digitkit.predictors.adapted import load_source
 
     if honours_contract(model, config):
         source = own_source(model, load_keras_model(model.path, config.trust_model))
@@ -228,7 +228,7 @@ def own_source(model: ModelFile, keras_model,
 
 
 def adapted_source(loaded, flags, mnist, say) -> ExportSource:
-    """A source made elsewhere (`loaded` by digitkit.predictors.sources.load_source, which
+    """A source made elsewhere (`loaded` by digitkit.predictors.adapted.load_source, which
     refused unsafe models as for every source): its convention resolved and printed with the
     evidence, wrapped in the adapter, and its own test accuracy measured."""
     from digitkit.model.detect import DETECTED, resolve_convention
@@ -299,7 +299,7 @@ def recorded_export_source(copy: Path, recorded: dict, trust_model: bool = False
         return own_source(identify(copy), load_keras_model(copy, trust_model), contract)
     from digitkit.model.conventions import InputConvention
     from digitkit.model.detect import DECLARED, Detection
-    from digitkit.predictors.sources import load_source
+    from digitkit.predictors.adapted import load_source
 
     loaded = load_source(copy, trust_model)
     convention = InputConvention.from_dict(recorded["convention"], contract)

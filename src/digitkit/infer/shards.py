@@ -171,7 +171,7 @@ def plan_shards(paths: Iterable[str], size: int, key: str, fmt: str,
 
 
 def _model_sha256(model) -> str:
-    from digitkit.outputs import sha256_file, sha256_tree
+    from digitkit.artifacts import sha256_file, sha256_tree
 
     return sha256_tree(model) if os.path.isdir(model) else sha256_file(model)
 

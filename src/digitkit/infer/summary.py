@@ -91,7 +91,7 @@ def classification_report_from_confusion(cm: np.ndarray) -> str:
 
 def save_confusion(summary: InferSummary, path: str | os.PathLike, force: bool = False) -> Path:
     """Write the confusion matrix: .csv as counts, anything else as a PNG figure."""
-    from digitkit.outputs import atomic_path, guard_output
+    from digitkit.artifacts import atomic_path, guard_output
 
     p = Path(path)
     guard_output(p, force)

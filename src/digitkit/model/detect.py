@@ -31,7 +31,7 @@ from digitkit.model.conventions import (
     candidates,
     declared_convention,
 )
-from digitkit.model.sources import SourceModel
+from digitkit.model.foreign import SourceModel
 
 #: MNIST test images scored per candidate. 2,000 put the standard error of a ~95% accuracy
 #: at 0.5 points (and paired differences between candidates, on the same images, well below

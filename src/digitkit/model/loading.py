@@ -121,7 +121,7 @@ def load_keras_model(path: str | os.PathLike, trust_model: bool = False,
                      check_contract: bool = True):
     """Load a Keras .h5/.keras model that honours the contract, refusing code-carrying models
     unless `trust_model`. `check_contract=False` loads a model made elsewhere, whatever its
-    input and output shapes (digitkit.model.sources and adapters take it from there); the
+    input and output shapes (digitkit.model.foreign and adapters take it from there); the
     refusal of code-carrying models is the same either way."""
     model_file = identify(path)
     p = model_file.path

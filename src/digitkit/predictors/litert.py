@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 
 from digitkit.environment import usable_cpus
 from digitkit.errors import ModelError, missing_extra, one_line
 from digitkit.model.contract import OUTPUT_NAME
+from digitkit.predictors.base import LazyPredictor
 
 #: Ops that mean weights were left as resource variables instead of frozen into the
 #: flatbuffer. The interpreter reads such variables as zeros (a copy scoring ~10%), or fails.
@@ -49,7 +49,7 @@ def runtime_version(allow_tensorflow: bool = False) -> str:
         return name
 
 
-class LiteRTPredictor:
+class LiteRTPredictor(LazyPredictor):
     """`.predict(pixels) -> probabilities` on a .tflite flatbuffer. The batch dimension is
     resized to each call's batch (LiteRT plans its tensors for one shape at a time; a run of
     same-sized batches resizes once)."""
@@ -58,18 +58,14 @@ class LiteRTPredictor:
 
     def __init__(self, model_path: str | os.PathLike, threads: int | None = None,
                  allow_tensorflow: bool = False):
-        self.model_path = Path(model_path)
-        if not self.model_path.is_file():
-            raise ModelError(f"{self.model_path}: no such model file")
+        super().__init__(model_path)
         # XNNPACK sizes its pool from num_threads; None would leave it single-threaded.
         self.threads = threads or usable_cpus()
         self.allow_tensorflow = allow_tensorflow
         self._interp = None
         self._batch = None
 
-    def load(self):
-        if self._interp is not None:
-            return self
+    def _load(self):
         interpreter_class, self.runtime_name = import_litert(self.allow_tensorflow)
         try:
             with warnings.catch_warnings():
@@ -89,7 +85,6 @@ class LiteRTPredictor:
         self._outputs = self._output_names(interp, outputs)
         self._interp = interp
         self._batch = int(inputs[0]["shape"][0])
-        return self
 
     @staticmethod
     def _output_names(interp, outputs) -> dict[str, int]:

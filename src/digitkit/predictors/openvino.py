@@ -13,13 +13,13 @@ intra-op pool and TensorFlow's.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
 from digitkit.environment import usable_cpus
 from digitkit.errors import ModelError, missing_extra, one_line
 from digitkit.model.contract import OUTPUT_NAME
+from digitkit.predictors.base import LazyPredictor
 
 #: digitkit precision name -> OpenVINO inference precision and the CPU capability it needs.
 PRECISIONS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16")}
@@ -44,16 +44,14 @@ def cpu_supports(precision: str) -> bool:
     return PRECISIONS[precision][1] in caps
 
 
-class OpenVinoPredictor:
+class OpenVinoPredictor(LazyPredictor):
     """`.predict(pixels) -> probabilities` on OpenVINO's CPU plugin, from an ONNX file."""
 
     runtime = "openvino"
 
     def __init__(self, model_path: str | os.PathLike, threads: int | None = None,
                  precision: str = "fp32"):
-        self.model_path = Path(model_path)
-        if not self.model_path.is_file():
-            raise ModelError(f"{self.model_path}: no such model file")
+        super().__init__(model_path)
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}")
         self.threads = threads or usable_cpus()
@@ -66,9 +64,7 @@ class OpenVinoPredictor:
                 "INFERENCE_NUM_THREADS": int(self.threads), "NUM_STREAMS": 1,
                 "PERFORMANCE_HINT": "LATENCY"}
 
-    def load(self):
-        if self._request is not None:
-            return self
+    def _load(self):
         ov = import_openvino()
         core = ov.Core()
         if self.precision != "fp32" and not cpu_supports(self.precision):
@@ -87,7 +83,6 @@ class OpenVinoPredictor:
         self._names = [next(iter(o.get_names()), f"output_{i}")
                        for i, o in enumerate(compiled.outputs)]
         self._request = compiled.create_infer_request()
-        return self
 
     @property
     def output_names(self) -> list[str]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from digitkit.errors import DependencyError, ModelError, one_line
 from digitkit.model.contract import OUTPUT_NAME
+from digitkit.predictors.base import LazyPredictor
 
 
 @dataclass(frozen=True)
@@ -108,17 +108,13 @@ def runtime_version() -> str:
     return f"onnxruntime {import_onnxruntime().__version__}"
 
 
-class OnnxPredictor:
-    """`.predict(pixels) -> probabilities` on ONNX Runtime. Cheap to construct (checks only
-    that the file is there); the session opens on the first `predict` or `load()`, so a
-    process pool can start before any runtime threads exist."""
+class OnnxPredictor(LazyPredictor):
+    """`.predict(pixels) -> probabilities` on ONNX Runtime with one session's settings."""
 
     runtime = "onnxruntime"
 
     def __init__(self, model_path: str | os.PathLike, settings: OrtSettings = DEFAULT_SETTINGS):
-        self.model_path = Path(model_path)
-        if not self.model_path.is_file():
-            raise ModelError(f"{self.model_path}: no such model file")
+        super().__init__(model_path)
         self.settings = settings
         self._session = None
         self._input = None
@@ -137,9 +133,7 @@ class OnnxPredictor:
     def output_names(self) -> list[str]:
         return [o.name for o in self.session.get_outputs()]
 
-    def load(self):
-        if self._session is not None:
-            return self
+    def _load(self):
         session = open_session(self.model_path, self.settings)
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1:
@@ -151,7 +145,6 @@ class OnnxPredictor:
         self._input = inputs[0].name
         self._input_shape = _static_feature_shape(inputs[0].shape)
         self._session = session
-        return self
 
     def outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """Every output by name (what export validation compares)."""
@@ -162,7 +155,7 @@ class OnnxPredictor:
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         # The hot path of bench and infer: at batch 1 a small model's run is so short that
         # every conversion skipped when the input is already right is measurable.
-        if self._session is None:
+        if not self._loaded:
             self.load()
         out = self._session.run(self._output_list, {self._input: self._fit(pixels)})[0]
         return out if out.dtype == np.float32 else out.astype(np.float32)
@@ -183,7 +176,7 @@ def _static_feature_shape(shape) -> tuple | None:
     return None
 
 
-class RegimeOnnxPredictor:
+class RegimeOnnxPredictor(LazyPredictor):
     """An ONNX model whose session settings follow the batch size: `regime_settings(len(x),
     cores)` for every call, one session per distinct settings (opened on first use, kept).
     What `bench` times for ONNX Runtime and what `infer` runs in-process."""
@@ -193,9 +186,7 @@ class RegimeOnnxPredictor:
     def __init__(self, model_path: str | os.PathLike, cores: int | None = None):
         from digitkit.environment import usable_cpus
 
-        self.model_path = Path(model_path)
-        if not self.model_path.is_file():
-            raise ModelError(f"{self.model_path}: no such model file")
+        super().__init__(model_path)
         self.cores = cores or usable_cpus()
         self._predictors: dict[OrtSettings, OnnxPredictor] = {}
 
@@ -206,9 +197,8 @@ class RegimeOnnxPredictor:
             predictor = self._predictors[settings] = OnnxPredictor(self.model_path, settings)
         return predictor.load()
 
-    def load(self):
+    def _load(self):
         self.for_batch(1)
-        return self
 
     @property
     def session(self):

@@ -6,7 +6,7 @@ for. `runnable_model` decides once, in the main process:
   convention metadata of digitkit's adapter runs as it is: nothing loaded, no data needed;
 - otherwise the input convention is resolved (digitkit.model.detect.resolve_convention:
   declared by the --input-* flags, or detected on labelled MNIST test images, loaded the
-  way every command loads them) and the adapted copy (predictors.sources.adapted_copy) is
+  way every command loads them) and the adapted copy (predictors.adapted.adapted_copy) is
   what runs, on every engine and in every worker process.
 """
 
@@ -51,7 +51,7 @@ def runnable_model(path: str | os.PathLike, flags: ConventionFlags = NO_FLAGS,
                    trust_model: bool = False) -> Runnable:
     """What to run for `path` (see the module docstring). `data`: the MNIST location for
     detection (None: digitkit.data's resolution); loaded only for a model made elsewhere."""
-    from digitkit.predictors.sources import FOREIGN, contract_status
+    from digitkit.predictors.adapted import FOREIGN, contract_status
 
     model = identify(path)
     if model.kind == TFLITE:
@@ -79,7 +79,7 @@ def runnable_path(path: str | os.PathLike, flags: ConventionFlags = NO_FLAGS,
 
 def _adapt(path: Path, flags: ConventionFlags, data, trust_model: bool) -> Runnable:
     from digitkit.model.detect import CONTRACT, resolve_convention
-    from digitkit.predictors.sources import adapted_copy, load_source
+    from digitkit.predictors.adapted import adapted_copy, load_source
 
     loaded = load_source(path, trust_model)
     images, labels = _mnist_test(path, flags, data)
@@ -119,7 +119,7 @@ def _mnist_test(path: Path, flags: ConventionFlags, data):
 def recorded_copy(path: str | os.PathLike, convention: InputConvention) -> Path:
     """The adapted copy of a source whose convention is already known (an export directory's
     source copy, its convention in export.json): no detection, no data."""
-    from digitkit.predictors.sources import adapted_copy, load_source
+    from digitkit.predictors.adapted import adapted_copy, load_source
 
     return adapted_copy(load_source(path), convention)
 

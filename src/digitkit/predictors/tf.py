@@ -7,13 +7,12 @@ module level: the ONNX path must not pay its seconds of import time.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
-from digitkit.errors import ModelError
 from digitkit.model.contract import INPUT_SHAPE, OUTPUT_NAME
 from digitkit.model.loading import import_tensorflow, load_keras_model, load_savedmodel
+from digitkit.predictors.base import LazyPredictor
 
 #: How a Keras model is called: "call" model(x) eagerly (infer), "function" a compiled
 #: tf.function with a fixed signature (the fair fast path), "predict" Keras's predict().
@@ -37,15 +36,14 @@ def runtime_version() -> str:
     return f"tensorflow {import_tensorflow().__version__}"
 
 
-class SavedModelPredictor:
+class SavedModelPredictor(LazyPredictor):
     """A SavedModel directory through its "serving_default" signature."""
 
     runtime = "tensorflow"
+    accepts_directory = True
 
     def __init__(self, model_path: str | os.PathLike, threads: int | None = None):
-        self.model_path = Path(model_path)
-        if not self.model_path.exists():
-            raise ModelError(f"{self.model_path}: no such model file or directory")
+        super().__init__(model_path)
         self.threads = threads
         self._sig = None
 
@@ -53,11 +51,9 @@ class SavedModelPredictor:
     def signature(self):
         return self.load()._sig
 
-    def load(self):
-        if self._sig is None:
-            configure_threads(self.threads)
-            self._sig = load_savedmodel(self.model_path)
-        return self
+    def _load(self):
+        configure_threads(self.threads)
+        self._sig = load_savedmodel(self.model_path)
 
     def outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         return self.signature(np.asarray(pixels, dtype=np.float32))
@@ -68,16 +64,16 @@ class SavedModelPredictor:
         return np.asarray(out[name], dtype=np.float32)
 
 
-class KerasPredictor:
+class KerasPredictor(LazyPredictor):
     """A Keras .h5/.keras model, loaded through the safe loader."""
 
     runtime = "tensorflow"
+    # A directory is refused by the loader with its reason (not a Keras file), as before.
+    accepts_directory = True
 
     def __init__(self, model_path: str | os.PathLike, threads: int | None = None,
                  mode: str = "call", trust_model: bool = False):
-        self.model_path = Path(model_path)
-        if not self.model_path.exists():
-            raise ModelError(f"{self.model_path}: no such model file or directory")
+        super().__init__(model_path)
         if mode not in KERAS_MODES:
             raise ValueError(f"unknown Keras mode {mode!r}")
         self.threads = threads
@@ -85,9 +81,7 @@ class KerasPredictor:
         self.trust_model = trust_model
         self._fn = None
 
-    def load(self):
-        if self._fn is not None:
-            return self
+    def _load(self):
         tf = configure_threads(self.threads)
         model = load_keras_model(self.model_path, self.trust_model)
         if self.mode == "predict":
@@ -102,7 +96,6 @@ class KerasPredictor:
         else:
             self._fn = lambda x: np.asarray(model(x, training=False))
         self.model = model
-        return self
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         self.load()

@@ -27,8 +27,8 @@ def convention_note(path: str | os.PathLike, flags=None) -> str | None:
     adapted ONNX records in its metadata, or that it is not digitkit's contract. None for
     digitkit's own models (nothing to say)."""
     from digitkit.model.conventions import DECLARE_HINT, declared_convention
+    from digitkit.predictors.adapted import FOREIGN, contract_status, stated_input_shape
     from digitkit.predictors.runnable import describe_flags
-    from digitkit.predictors.sources import FOREIGN, contract_status, stated_input_shape
 
     model = identify(path)
     name = model.path.name

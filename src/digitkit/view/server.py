@@ -117,7 +117,7 @@ def _external_data(path: Path) -> list[str]:
     """The `location` of every tensor an ONNX model keeps in another file."""
     from onnx import TensorProto
 
-    from digitkit.predictors.sources import _read_onnx
+    from digitkit.predictors.adapted import _read_onnx
 
     def tensors(graph):
         yield from graph.initializer

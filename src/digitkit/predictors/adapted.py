@@ -1,6 +1,6 @@
 """Models made elsewhere, opened through the one loaders, and their adapted copies.
 
-The model layer says what a foreign model is (digitkit.model.sources.SourceModel), which input
+The model layer says what a foreign model is (digitkit.model.foreign.SourceModel), which input
 convention it was trained on (model.detect) and how to wrap it so that it honours digitkit's
 contract (model.adapters). This module opens every source kind through the one loaders
 (model.loading for Keras and SavedModels, predictors.ort.open_session for ONNX) and writes the
@@ -39,7 +39,7 @@ from digitkit.model.files import (
     ModelFile,
     identify,
 )
-from digitkit.model.sources import SourceModel
+from digitkit.model.foreign import SourceModel
 
 CONTRACT, ADAPTED, FOREIGN = "contract", "adapted", "foreign"
 #: Adapted copies live under digitkit's cache directory (digitkit.data.cache_dir, beside the
@@ -79,7 +79,7 @@ def load_source(path: str | os.PathLike, trust_model: bool = False) -> LoadedSou
     """Load a source model of any kind. Keras files go through the safe loader (code-carrying
     models refused unless `trust_model`), whatever their shapes; a SavedModel is loaded as a
     TensorFlow graph (no Python code is deserialised); ONNX through ONNX Runtime."""
-    from digitkit.model import sources
+    from digitkit.model.foreign import keras_source, onnx_source, savedmodel_source
 
     model = source_kind(path)
     p = model.path
@@ -93,12 +93,12 @@ def load_source(path: str | os.PathLike, trust_model: bool = False) -> LoadedSou
             proto = onnx.load(str(p))
         except Exception as err:  # noqa: BLE001 - onnx raises several types for bad files
             raise ModelError(f"{p}: not a usable ONNX model ({one_line(err)})") from err
-        return LoadedSource(model, sources.onnx_source(session, p.name), proto)
+        return LoadedSource(model, onnx_source(session, p.name), proto)
     if model.kind == SAVEDMODEL:
         from digitkit.model.loading import load_savedmodel
 
         signature = load_savedmodel(p)
-        return LoadedSource(model, sources.savedmodel_source(signature, p.name), signature)
+        return LoadedSource(model, savedmodel_source(signature, p.name), signature)
     import warnings
 
     from digitkit.model.loading import load_keras_model
@@ -108,7 +108,7 @@ def load_source(path: str | os.PathLike, trust_model: bool = False) -> LoadedSou
         # arguments: advice for the file's author, noise for its user.
         warnings.simplefilter("ignore", UserWarning)
         keras_model = load_keras_model(p, trust_model, check_contract=False)
-    return LoadedSource(model, sources.keras_source(keras_model, p.name), keras_model)
+    return LoadedSource(model, keras_source(keras_model, p.name), keras_model)
 
 
 def open_source(path: str | os.PathLike, trust_model: bool = False) -> SourceModel:
@@ -136,8 +136,8 @@ def contract_status(path: str | os.PathLike) -> tuple[str, InputConvention | Non
     if model.kind == SAVEDMODEL:
         if (model.path.parent / MANIFEST).is_file():
             return CONTRACT, None
+        from digitkit.model.foreign import savedmodel_source
         from digitkit.model.loading import load_savedmodel
-        from digitkit.model.sources import savedmodel_source
 
         source = savedmodel_source(load_savedmodel(model.path), model.path.name)
         return (CONTRACT if source.honours_contract else FOREIGN), None
@@ -230,7 +230,7 @@ def keras_ends(config: dict) -> tuple[str | None, str | None, tuple | None]:
 
 def source_sha256(path: str | os.PathLike) -> str:
     """A source's checksum: its file, or a SavedModel directory's tree."""
-    from digitkit.outputs import sha256_file, sha256_tree
+    from digitkit.artifacts import sha256_file, sha256_tree
 
     p = Path(path)
     return sha256_tree(p) if p.is_dir() else sha256_file(p)
@@ -251,7 +251,7 @@ def adapted_copy(loaded: LoadedSource, convention: InputConvention) -> Path:
     """The source wrapped in the adapter for `convention`, written once to the cache: an
     .onnx for an ONNX source (adapter nodes), a .keras for a Keras source (built-in layers
     only: it reloads under the safe loader), a SavedModel directory for a SavedModel."""
-    from digitkit.outputs import atomic_path
+    from digitkit.artifacts import atomic_path
 
     dest = adapted_path(loaded.file, convention)
     if dest.exists():

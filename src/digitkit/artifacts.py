@@ -1,4 +1,5 @@
-"""File-system helpers shared by every command: atomic writes and overwrite guards."""
+"""Files the user keeps, written safely by every command: atomic writes (temp name, then
+rename), overwrite guards, sha256 of files and trees."""
 
 from __future__ import annotations
 

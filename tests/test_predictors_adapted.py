@@ -1,4 +1,4 @@
-"""digitkit.predictors.sources and .runnable: every source kind opened through the one loaders,
+"""digitkit.predictors.adapted and .runnable: every source kind opened through the one loaders,
 its contract status read cheaply, its adapted copy cached, and what a command runs for a
 MODEL argument (the file itself when it honours the contract, else its adapted copy)."""
 
@@ -11,7 +11,7 @@ from _foreign_models import FIXTURES, LEGACY_H5
 from digitkit.errors import ModelError, UsageError
 from digitkit.model.conventions import ConventionFlags, InputConvention
 from digitkit.model.detect import predict_under
-from digitkit.predictors.sources import (
+from digitkit.predictors.adapted import (
     ADAPTED,
     CONTRACT,
     FOREIGN,
