@@ -4,11 +4,21 @@ folder, nothing committed.
 `make_corpus(root, x, y, indices)` writes:
 - good/<label>/: real MNIST digits in every supported container (PNG, JPEG, BMP, GIF, TIFF,
   WebP; gray, RGB, palette, alpha, 16-bit, upscaled), and the same digits under odd names:
-  commas, quotes, a newline, leading dashes, a backslash, spaces, non-ASCII and a name that
-  is not valid UTF-8;
+  commas, quotes, a newline, a carriage return, leading dashes, a backslash, spaces,
+  non-ASCII and a name that is not valid UTF-8;
 - damaged/: the good files with flipped, truncated, duplicated and zeroed byte runs;
 - lies/: PNG headers that lie about the size, a GIF of many frames, a multi-page TIFF;
 - blank/: all black, all white, fully transparent, a single pixel, a speck on a page;
+- unsupported/: the same digit in formats digitkit does not read (JPEG 2000, AVIF, TGA, QOI,
+  DDS, PCX, SGI, IM, ICO, PPM, ...), each named .png, and a PostScript file named x.png (with
+  a logging `gs` first on PATH, `fake_ghostscript`, a decoder that ran it would leave a log);
+- deep/: folders nested past the system's 4,096-byte path limit: a digit whose own path is
+  over the limit in a folder under it (read through the folder's handle, classified), and the
+  first folder that cannot be reached by its path (one row for it, "cannot list directory
+  (path too long ...)");
+- locked/ (only with `locked=True`, for a run that obeys permissions: `obey_permissions`): a
+  folder that cannot be listed (a row for the folder), and a folder without search permission
+  (a row for each file and subfolder in it: "permission denied");
 - special/: a FIFO, a UNIX socket, links to /dev/zero, /dev/null, /dev/urandom and a
   dangling one, a link loop, a sparse file over the size limit, an empty file, text named
   .png, and a folder named dir.png (holding one good digit, which must be found);
@@ -20,8 +30,11 @@ their true label, and the reason expected for the special ones.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +59,47 @@ CONTAINERS = {
 }
 #: Names that break naive CSV writers, shells and decoders; each holds a real digit.
 ODD_NAMES = ["a,b.png", 'quo"te.png', "new\nline.png", "-leading-dash.png", "--help.png",
-             "back\\slash.png", "sp ace .png", "ünïcødé.png", "tab\there.png"]
+             "back\\slash.png", "sp ace .png", "ünïcødé.png", "tab\there.png",
+             "carriage\rreturn.png", "cr-lf\r\n.png"]
 NOT_UTF8 = b"caf\xe9-\xff.png"
+#: Formats Pillow can write and digitkit must not decode: Pillow's name -> (the name the
+#: reason gives, the image mode to save).
+UNSUPPORTED = {"JPEG2000": ("JPEG2000", "L"), "AVIF": ("AVIF", "RGB"), "TGA": ("TGA", "L"),
+               "QOI": ("QOI", "RGB"), "DDS": ("DDS", "RGB"), "PCX": ("PCX", "L"),
+               "SGI": ("SGI", "L"), "IM": ("IM", "L"), "ICO": ("ICO", "L"), "PPM": ("PPM", "L"),
+               "EPS": ("EPS", "L"), "PDF": ("PDF", "L"), "MSP": ("MSP", "1"),
+               "XBM": ("XBM", "1"), "DIB": ("DIB", "L")}
+
+
+def unsupported_files(folder: Path, digit: np.ndarray) -> dict[Path, str]:
+    """The digit saved in every UNSUPPORTED format Pillow here can write, each named .png,
+    plus PostScript named x.png: path -> the reason's start."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for fmt, (name, mode) in UNSUPPORTED.items():
+        im = Image.fromarray(digit).convert(mode)
+        path = folder / f"{fmt.lower()}.png"
+        try:
+            im.save(path, format=fmt)
+        except (OSError, KeyError, ValueError):  # a Pillow built without that writer
+            path.unlink(missing_ok=True)
+            continue
+        out[path] = f"unsupported format ({name}"
+    ps = folder / "x.png"
+    ps.write_bytes(b"%!PS-Adobe-3.0\n%%BoundingBox: 0 0 28 28\n"
+                   b"newpath 4 4 moveto 24 24 lineto 10 setlinewidth stroke showpage\n")
+    out[ps] = "unsupported format (EPS"
+    return out
+
+
+def fake_ghostscript(bin_dir: Path, log: Path) -> Path:
+    """A `gs` that only records that it ran (its arguments, in `log`): put `bin_dir` first on
+    PATH, and any decoder that starts Ghostscript leaves the log behind."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    gs = bin_dir / "gs"
+    gs.write_text(f"#!/bin/sh\necho \"$@\" >> '{log}'\nexit 1\n")
+    gs.chmod(0o755)
+    return gs
 
 
 @dataclass
@@ -58,8 +110,97 @@ class Corpus:
     reasons: dict[str, str] = field(default_factory=dict)  # special file -> reason prefix
 
 
+#: The system's path limit (bytes, with the terminating NUL): a path this long or longer
+#: cannot be named whole.
+PATH_MAX = 4096
+#: Linux capabilities that let root ignore file permissions (linux/capability.h).
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH, _PR_CAPBSET_DROP = 1, 2, 24
+
+
+def obey_permissions() -> None:
+    """A `preexec_fn`: the command it starts obeys file permissions even when the tests run as
+    root (as here): CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH leave the bounding set, so the
+    program exec'd next holds neither. A no-op for any other user."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def permissions_can_be_obeyed(tmp: Path) -> bool:
+    """Whether `obey_permissions` works here (a container may refuse to drop capabilities):
+    a child started with it cannot list a folder of mode 000."""
+    locked = tmp / "probe-locked"
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        r = subprocess.run([sys.executable, "-c", "import os, sys; os.listdir(sys.argv[1])",
+                            str(locked)], preexec_fn=obey_permissions, capture_output=True)
+    except OSError:
+        return False
+    finally:
+        locked.chmod(0o755)
+    return r.returncode != 0 and b"PermissionError" in r.stderr
+
+
+def make_deep(root: Path, digit: np.ndarray) -> tuple[dict[str, str], dict[str, str]]:
+    """Folders nested past PATH_MAX, made through folder handles (no path that long can be
+    named whole): ({digit over the limit, read through its folder: its path}, {the first
+    folder past the limit: the reason's start})."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(digit).save(buf, format="PNG")
+    root.mkdir(parents=True, exist_ok=True)
+    path, fd = str(root), os.open(root, os.O_DIRECTORY)
+    good, unreachable, fname = {}, {}, "f" * 240 + ".png"
+    try:
+        for level in range(PATH_MAX):
+            if not good and len(os.fsencode(path + os.sep + fname)) >= PATH_MAX:
+                out = os.open(fname, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+                os.write(out, buf.getvalue())
+                os.close(out)
+                good[path + os.sep + fname] = path
+            name = f"{level:02d}-" + "d" * 200
+            os.mkdir(name, dir_fd=fd)
+            nfd = os.open(name, os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd, path = nfd, path + os.sep + name
+            if len(os.fsencode(path)) >= PATH_MAX:
+                os.mkdir("unseen", dir_fd=fd)  # one more level, never reached
+                unreachable[path] = "cannot list directory (path too long"
+                break
+    finally:
+        os.close(fd)
+    return good, unreachable
+
+
+def make_locked(root: Path, digit: np.ndarray) -> dict[str, str]:
+    """A folder that cannot be listed and one without search permission (with a digit and a
+    subfolder in each): entry -> the reason's start, for a run that `obey_permissions`.
+    `unlock(root)` gives the permissions back."""
+    unlistable, unsearchable = root / "unlistable", root / "unsearchable"
+    for d in (unlistable, unsearchable):
+        (d / "sub").mkdir(parents=True)
+        Image.fromarray(digit).save(d / "a.png")
+        Image.fromarray(digit).save(d / "sub" / "b.png")
+    unlistable.chmod(0o311)  # search, no read: its names cannot be listed
+    unsearchable.chmod(0o644)  # read, no search: listed, but nothing in it can be reached
+    return {str(unlistable): "cannot list directory (permission denied)",
+            str(unsearchable / "a.png"): "permission denied",
+            str(unsearchable / "sub"): "permission denied"}
+
+
+def unlock(root: Path) -> None:
+    for d in ("unlistable", "unsearchable"):
+        if (root / d).exists():
+            (root / d).chmod(0o755)
+
+
 def make_corpus(root: Path, x: np.ndarray, y: np.ndarray, indices: list[int],
-                faults: bool = False) -> Corpus:
+                faults: bool = False, locked: bool = False) -> Corpus:
     c = Corpus(root)
     rng = np.random.default_rng(11)
     good_pngs = []
@@ -87,6 +228,13 @@ def make_corpus(root: Path, x: np.ndarray, y: np.ndarray, indices: list[int],
     _lies(root / "lies", x[indices[0]], c)
     _blank(root / "blank", x[indices[0]], c)
     _special(root / "special", x[indices[0]], int(y[indices[0]]), c)
+    for path, reason in unsupported_files(root / "unsupported", x[indices[0]]).items():
+        c.reasons[str(path)] = reason
+    deep_good, deep_bad = make_deep(root / "deep", x[indices[0]])
+    c.labels.update(dict.fromkeys(deep_good, int(y[indices[0]])))
+    c.reasons.update(deep_bad)
+    if locked:
+        c.reasons.update(make_locked(root / "locked", x[indices[0]]))
     if faults:
         d = root / "faults"
         d.mkdir()

@@ -229,3 +229,46 @@ def test_multi_frame_files_give_their_first_frame(tmp_path, mnist_test):
     frames[0].save(tmp_path / "many.tiff", save_all=True, append_images=frames[1:50])
     for name in ("many.gif", "many.tiff"):
         assert np.array_equal(load_image(tmp_path / name), x[0]), name
+
+
+# -- the format allow-list (issue 19) --------------------------------------------------------
+
+
+def test_only_the_supported_formats_are_decoded(tmp_path, mnist_test):
+    """Every other format Pillow can write, named .png, is refused by name, not decoded."""
+    from _hostile import UNSUPPORTED, unsupported_files
+
+    files = unsupported_files(tmp_path, mnist_test[0][0])
+    assert len(files) >= len(UNSUPPORTED) - 2  # this Pillow writes (nearly) all of them
+    for path, reason in files.items():
+        with pytest.raises(ImageError) as e:
+            load_image(path)
+        assert e.value.reason.startswith(reason), (path.name, e.value.reason)
+        assert "digitkit reads PNG, JPEG, BMP, GIF, TIFF or WebP" in e.value.reason
+    _, reasons = load_images([str(p) for p in files])
+    assert [r.split(";")[0] + ";" for r in reasons] == \
+        [r.split(";")[0] + ";" for r in files.values()]
+    assert all(r.startswith("unsupported format (") for r in reasons)
+
+
+def test_a_postscript_file_never_starts_ghostscript(tmp_path, mnist_test):
+    """With a logging `gs` first on PATH (what Pillow would run for PostScript), decoding a
+    PostScript file named x.png leaves no log: no program is started."""
+    import subprocess
+    import sys
+
+    from _hostile import fake_ghostscript, unsupported_files
+
+    log = tmp_path / "gs.log"
+    fake_ghostscript(tmp_path / "bin", log)
+    ps = next(p for p in unsupported_files(tmp_path / "in", mnist_test[0][0]) if p.name == "x.png")
+    env = dict(os.environ, PATH=f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    code = ("import shutil, sys; from digitkit.errors import ImageError\n"
+            "from digitkit.images import load_image\n"
+            "assert shutil.which('gs') == sys.argv[2]  # the logging one is what a decoder finds\n"
+            "try:\n    load_image(sys.argv[1])\nexcept ImageError as e:\n    print(e.reason)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(ps), str(tmp_path / "bin" / "gs")],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("unsupported format (EPS"), r.stdout
+    assert not log.exists(), log.read_text()

@@ -73,8 +73,8 @@ def test_unlistable_directory_is_reported(tmp_path):
         got = list(find_images([tmp_path], on_error=lambda p, r: errors.append((p, r))))
     finally:
         locked.chmod(0o755)
-    assert [p.name for p in got] == ["1.png"]
-    assert errors and errors[0][0] == locked
+    # The folder is an entry of its own (its row says it cannot be listed), not a warning.
+    assert [p.name for p in got] == ["locked", "1.png"] and not errors
 
 
 def test_streams_without_listing_everything_first(tmp_path):
@@ -110,3 +110,53 @@ def test_special_entries_are_yielded_for_their_rows_and_odd_folders_walked(tmp_p
     got = [p.relative_to(tmp_path).as_posix() for p in find_images([tmp_path])]
     assert got == ["a.png", "b-fifo.png", "c-zero.png", "d-dangling.png", "e-loop.png",
                    "f-sock.png", "g-dir.png/inside.png", os.fsdecode(b"h-\xff.png")]
+
+
+# -- no silent gaps (issue 19) ---------------------------------------------------------------
+
+
+def test_a_folder_past_the_path_limit_is_an_entry_whose_row_says_why(tmp_path, mnist_test):
+    """Folders nested past 4,096 bytes: a digit whose own path is over the limit is still read
+    (through its folder), and the first folder that cannot be named whole is yielded itself,
+    so its row says why; nothing is skipped in silence."""
+    from _hostile import make_deep
+    from digitkit.images import iter_image_paths, load_images
+
+    good, unreachable = make_deep(tmp_path / "deep", mnist_test[0][0])
+    got = list(iter_image_paths([tmp_path]))
+    assert sorted(got) == sorted([*good, *unreachable])
+    pixels, reasons = load_images(got)
+    by_path = dict(zip(got, reasons, strict=True))
+    assert [by_path[p] for p in good] == [""] and len(pixels) == 1
+    for p, reason in unreachable.items():
+        assert by_path[p].startswith(reason), by_path[p]
+
+
+def test_unlistable_and_unsearchable_folders_get_rows(tmp_path, mnist_test):
+    """Under a process that obeys permissions (tests run as root here: the capabilities that
+    override them are dropped), a folder that cannot be listed is an entry of its own, and
+    every file and folder in a folder without search permission gets its entry; each row says
+    why. Before, they were skipped in silence."""
+    import json
+    import subprocess
+    import sys
+
+    from _hostile import make_locked, obey_permissions, permissions_can_be_obeyed, unlock
+
+    if not permissions_can_be_obeyed(tmp_path):
+        pytest.skip("cannot drop the capabilities that let root ignore permissions here")
+    _touch(tmp_path / "in" / "ok.png")
+    expected = make_locked(tmp_path / "in", mnist_test[0][0])
+    code = ("import json, sys\nfrom digitkit.images import iter_image_paths, load_images\n"
+            "paths = list(iter_image_paths([sys.argv[1]]))\n"
+            "print(json.dumps(dict(zip(paths, load_images(paths)[1]))))\n")
+    try:
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "in")], text=True,
+                           capture_output=True, preexec_fn=obey_permissions, timeout=120)
+    finally:
+        unlock(tmp_path / "in")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert sorted(rows) == sorted([str(tmp_path / "in" / "ok.png"), *expected])
+    for path, reason in expected.items():
+        assert rows[path].startswith(reason), (path, rows[path])

@@ -74,3 +74,67 @@ def test_read_file_through_a_folder_handle_is_the_same(tmp_path):
         read_file(str(tmp_path / "nope" / "c.png"), 10, Folder())
     with pytest.raises(ImageError, match="is a directory"):
         read_file(str(tmp_path), 10)
+
+
+@pytest.mark.parametrize("swap_to", ["/dev/zero", "fifo"])
+def test_a_file_swapped_after_the_size_check_is_refused_without_reading_on(tmp_path, swap_to,
+                                                                           monkeypatch):
+    """Issue 19: the file passes stat() as a small regular file, then is replaced (a real
+    rename) by a link to /dev/zero or a FIFO before it is opened. It is refused as what it
+    now is, having read at most one byte more than stat() said: never the whole limit, and
+    never a second copy of it in memory."""
+    import tracemalloc
+
+    from digitkit import inputs
+
+    path = tmp_path / "swap.png"
+    path.write_bytes(b"x" * 100)
+    other = tmp_path / "other"
+    if swap_to == "fifo":
+        os.mkfifo(other)
+    else:
+        os.symlink(swap_to, other)
+    real_stat, swapped = os.stat, []
+
+    def stat_then_swap(name, *args, **kwargs):  # the race, made to happen every time
+        st = real_stat(name, *args, **kwargs)
+        if not swapped:
+            swapped.append(os.replace(other, path))
+        return st
+
+    monkeypatch.setattr(inputs.os, "stat", stat_then_swap)
+    limit = 64 * 2**20
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageError) as e:
+            read_file(str(path), limit)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    kind = "character device" if swap_to == "/dev/zero" else "FIFO"
+    assert e.value.reason in (f"not a regular file ({kind})",
+                              "cannot read (Resource temporarily unavailable)")
+    assert peak < 2**20  # 64 MiB of zeros read, twice, before the fix
+
+
+def test_a_file_that_grew_after_the_size_check_is_read_on_within_the_limit(tmp_path,
+                                                                          monkeypatch):
+    """Bytes appended between stat() and the read are read too, never past the limit."""
+    from digitkit import inputs
+
+    path = tmp_path / "grow.png"
+    real_stat = os.stat
+
+    def stat_then_grow(name, *args, **kwargs):
+        st = real_stat(name, *args, **kwargs)
+        if st.st_size == 10:
+            with open(path, "ab") as f:
+                f.write(b"b" * 5)
+        return st
+
+    monkeypatch.setattr(inputs.os, "stat", stat_then_grow)
+    path.write_bytes(b"a" * 10)
+    assert bytes(read_file(str(path), 100)) == b"a" * 10 + b"b" * 5
+    path.write_bytes(b"a" * 10)
+    with pytest.raises(ImageError, match=r"file too large \(13 bytes, over the 12-byte"):
+        read_file(str(path), 12)

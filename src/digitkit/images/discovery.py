@@ -10,7 +10,7 @@ Rules:
   visited depth-first, which is the order of sorting the full paths component by component.
   Memory is one directory's listing at a time (plus the stack of open parents), never the
   whole tree: millions of files in nested folders cost little; one flat folder of a million
-  files costs its sorted listing (~100 MB of names).
+  image files costs its sorted names (figures: benchmarks/bench_discovery.py, BENCHMARKS.md).
 - Symbolic links to directories are followed, but every real directory is walked once, by
   (device, inode): a link loop, or two links to the same folder, never yields a file twice
   through it.
@@ -18,20 +18,23 @@ Rules:
   nodes, links to them, dangling links and link loops all get their row, and the decoder
   (`digitkit.images.decode`) refuses them before opening anything. Nothing here opens a
   file.
+- No silent gaps: a folder that cannot be listed (no read permission) or reached (no search
+  permission on its parent, a path longer than the system allows) is yielded itself, in its
+  place, so it gets an error row saying why ("cannot list directory (permission denied)",
+  "permission denied", "path too long ...") and the run ends with exit 3.
 """
 
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from operator import attrgetter
 from pathlib import Path
 
 from digitkit.errors import DataError
+from digitkit.images.formats import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 _EXT_SUFFIXES = tuple(sorted(IMAGE_EXTENSIONS))  # str.endswith takes a tuple
-_NAME = attrgetter("name")
 
 
 def is_image_name(name: str) -> bool:
@@ -44,7 +47,9 @@ def find_images(paths: Iterable[str | os.PathLike],
 
     Raises DataError for an argument that does not exist. The check happens for every
     argument before anything is yielded, so a typo fails fast instead of after hours.
-    A directory that cannot be listed is skipped and reported to `on_error(path, reason)`.
+    A directory that cannot be listed or reached is yielded as an entry of its own (its row
+    says why). `on_error(path, reason)` is the engines' hook for listing problems that have
+    no entry to carry them; a local walk has none.
     """
     return map(Path, iter_image_paths(paths, on_error))
 
@@ -75,39 +80,55 @@ def _walk(top: str, seen: set[tuple[int, int]], on_error) -> Iterator[str]:
     try:
         st = os.stat(top)
     except OSError:
+        # Not reachable (no search permission above it, a path over the system's limit):
+        # the folder is an entry of its own, and its row says why (digitkit.inputs).
+        yield top
         return
     key = (st.st_dev, st.st_ino)
     if key in seen:
         return
     seen.add(key)
-    try:
-        with os.scandir(top) as it:
-            entries = [e for e in it if e.name[0] != "."]
-    except OSError as e:
-        # The files we can see still get classified; the caller warns about this folder.
-        if on_error is not None:
-            on_error(Path(top), f"cannot list directory ({e.strerror or e})")
-        return
-    entries.sort(key=_NAME)
     # This loop runs once per file of a batch job (millions), in the main process that feeds
     # the workers: what it costs a file is paid that many times (BENCHMARKS.md, "Tasks of
-    # four batches").
-    # A run of files between subfolders goes out as one list (`yield from` a list costs
-    # a fraction of a generator step per file).
-    exts, files = _EXT_SUFFIXES, []
-    for entry in entries:
-        try:
-            is_dir = entry.is_dir()  # follows symlinks; d_type alone for plain files
-        except OSError:
-            is_dir = False  # a link loop, say: its row will say so
-        if is_dir:
-            yield from files
-            files = []
-            yield from _walk(entry.path, seen, on_error)
-        # os.path.splitext's extension: the same test for names that don't start with a dot
-        elif entry.name.lower().endswith(exts):
-            files.append(entry.path)
-    yield from files
+    # four batches"). Only the names of image files and of folders are kept (no DirEntry, no
+    # full path; BENCHMARKS.md, "Listing a flat folder"), and the full paths are made as
+    # they go out.
+    exts, files, dirs = _EXT_SUFFIXES, [], []
+    try:
+        with os.scandir(top) as it:
+            for entry in it:
+                name = entry.name
+                if name[0] == ".":
+                    continue
+                try:
+                    is_dir = entry.is_dir()  # follows symlinks; d_type alone for plain files
+                except OSError:
+                    is_dir = False  # a link loop, say: its row will say so
+                if is_dir:
+                    dirs.append(name)
+                # os.path.splitext's extension: the same test for names not starting with "."
+                elif name.lower().endswith(exts):
+                    files.append(name)
+    except OSError:
+        # Cannot be listed: a row for the folder itself ("cannot list directory (...)"),
+        # never a silent gap. What was listed before the error is dropped with it.
+        yield top
+        return
+    files.sort()
+    dirs.sort()
+    prefix = top if top.endswith(os.sep) else top + os.sep
+    join = prefix.__add__
+    # Depth-first in name order: the files that sort before each folder, then the folder.
+    # A run of files goes out as one map (`yield from` an iterator costs a fraction of a
+    # generator step per file).
+    start = 0
+    for d in dirs:
+        stop = bisect_left(files, d, start)
+        if stop > start:
+            yield from map(join, files[start:stop])
+            start = stop
+        yield from _walk(prefix + d, seen, on_error)
+    yield from map(join, files[start:] if start else files)
 
 
 def class_label_of(path: str | os.PathLike) -> int | None:

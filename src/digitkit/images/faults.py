@@ -11,7 +11,10 @@ file name) really does it in the decoding process:
 - sleep: an hour, as a decoder stuck in a loop would.
 
 The engines must then turn each into an error row for that file alone
-(`digitkit.infer.isolation`). Unset (always, outside the tests) it costs one test per file.
+(`digitkit.infer.pool.isolation`). Unset (always, outside the tests) it costs one test per file.
+
+With DIGITKIT_TEST_DECODER_FAULT_LOG naming a file, each fault appends a line to it
+("ACTION NAME") before it happens, so a test can count how often a file was tried.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import os
 
 ENV = "DIGITKIT_TEST_DECODER_FAULTS"
+LOG_ENV = "DIGITKIT_TEST_DECODER_FAULT_LOG"
 ACTIONS = ("segv", "abort", "kill", "sleep")
 
 
@@ -45,6 +49,10 @@ def inject_fault(path) -> None:
     name = os.path.basename(os.fsdecode(path))
     for action, pattern in FAULTS:
         if fnmatch.fnmatchcase(name, pattern):
+            log = os.environ.get(LOG_ENV)
+            if log:
+                with open(log, "a") as f:
+                    f.write(f"{action} {name}\n")
             if action == "sleep":
                 time.sleep(3600)
                 return

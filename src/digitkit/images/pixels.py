@@ -48,12 +48,12 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from digitkit.errors import DataError, ImageError, UsageError
 from digitkit.images.decode import MAX_PIXELS
 from digitkit.images.faults import FAULTS, inject_fault
+from digitkit.images.formats import PILLOW_FORMATS, unsupported_reason
 from digitkit.images.reading import MAX_FILE_SIZE, Folder, read_file
 from digitkit.images.resize import INTERPOLATIONS, RESIZE_MODES, draft_size, geometry, resize
 
-#: The formats decoded (Pillow's names), as the README lists them. Issue 19 puts the one
-#: allow-list in `digitkit.images.formats`; this becomes an import of it when that merges.
-FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+#: The formats decoded (Pillow's names): the one allow-list, `digitkit.images.formats`.
+FORMATS = PILLOW_FORMATS
 
 #: Largest model input side accepted by a policy: past it a "size" is a mistake (a model
 #: input of 8192x8192x3 float32 is already 800 MB per image).
@@ -317,7 +317,7 @@ def _pillow(path, data: bytes):
     except ImageError:
         raise
     except UnidentifiedImageError as err:
-        raise ImageError(path, "not an image (unrecognised format)") from err
+        raise ImageError(path, unsupported_reason(data)) from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError(path, f"decompression bomb: {err}") from err
     except OSError as err:

@@ -2,7 +2,10 @@
 
 `identify` is the one answer to "what is this model file" for every command (export, infer,
 bench, view): decided from the path and at most a few header bytes, so it is cheap and imports
-no runtime. `ModelCopies` / `read_export_dir` is the one reading of an export directory.
+no runtime. A model file must be a regular file of at most MAX_MODEL_SIZE bytes
+(`digitkit.inputs`, the one rule for what is read): a FIFO, a device or a link to /dev/zero
+is refused in one line before any runtime reads it. `ModelCopies` / `read_export_dir` is the
+one reading of an export directory.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from digitkit.errors import ModelError
+from digitkit.inputs import check_regular, open_regular
 
 ONNX = "onnx"
 SAVEDMODEL = "savedmodel"
@@ -38,6 +42,13 @@ INT8_FILE = "model.int8.onnx"
 TFLITE_FILE = "model.tflite"
 MANIFEST = "export.json"
 FAILED_SUFFIX = ".FAILED"
+
+#: Largest model file read, in bytes (2 GiB): an ONNX or LiteRT file cannot be larger (protobuf
+#: and FlatBuffers offsets are 32-bit; bigger ONNX weights live in external-data files), and a
+#: Keras digit classifier is megabytes.
+MAX_MODEL_SIZE = 2 * 2**30
+#: Largest manifest (export.json) read: it lists a few files and numbers.
+MAX_MANIFEST_SIZE = 16 * 2**20
 
 _INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul",
              "MatMulInteger", "ConvInteger"}
@@ -75,10 +86,11 @@ def identify(path: str | os.PathLike) -> ModelFile:
     if kind is None:
         got = f"'{p.suffix}' files" if p.suffix else "files without an extension"
         raise ModelError(f"{p}: unknown model type ({got}); expected {EXPECTED}")
+    check_regular(p, MAX_MODEL_SIZE, _refused)
     if kind in (KERAS_H5, KERAS_V3):
         magic = HDF5_MAGIC if kind == KERAS_H5 else ZIP_MAGIC
         try:
-            with open(p, "rb") as f:
+            with open_regular(p, MAX_MODEL_SIZE, _refused) as f:
                 head = f.read(len(magic))
         except OSError as err:
             raise ModelError(f"{p}: cannot read ({err.strerror or err})") from err
@@ -87,6 +99,10 @@ def identify(path: str | os.PathLike) -> ModelFile:
             raise ModelError(f"{p}: not {what} (wrong signature); expected a Keras "
                              f"{p.suffix} model")
     return ModelFile(p, kind)
+
+
+def _refused(path, reason: str) -> ModelError:
+    return ModelError(f"{path}: {reason}")
 
 
 def is_int8_onnx(path: str | os.PathLike) -> bool:
@@ -158,8 +174,9 @@ def read_export_dir(path: str | os.PathLike) -> ModelCopies:
     manifest = p / MANIFEST
     if manifest.is_file():
         try:
-            m.manifest = json.loads(manifest.read_text())
-        except (OSError, ValueError):
+            with open_regular(manifest, MAX_MANIFEST_SIZE, _refused) as f:
+                m.manifest = json.loads(f.read())
+        except (OSError, ValueError, ModelError):
             m.manifest = {}
     if not m.any():
         raise ModelError(f"{p}: no model copy found (expected {SOURCE_COPY}, {SAVEDMODEL_DIR}/, "

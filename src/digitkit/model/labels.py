@@ -4,7 +4,7 @@ Two sources:
 
 - a labels file (``--labels FILE``): UTF-8 text, one name per line in output order, or a
   JSON list of strings (a file whose first non-blank character is ``[`` or ``{``). A regular file
-  only, at most MAX_LABELS_FILE bytes (`digitkit.images.reading.read_file`). Names are
+  only, at most MAX_LABELS_FILE bytes (`digitkit.inputs`, the one rule for what is read). Names are
   stripped of surrounding spaces; a blank name, a control character in a name (names go
   into CSV cells and model metadata), a repeated name, or a count that does not match the
   model's K outputs is refused in one line naming the file and the reason.
@@ -21,8 +21,8 @@ import json
 import os
 import unicodedata
 
-from digitkit.errors import DataError, ImageError
-from digitkit.images.reading import read_file
+from digitkit.errors import DataError
+from digitkit.inputs import read_regular
 
 #: Largest labels file read (4 MiB): ImageNet-21k's 21,843 names take ~0.5 MB.
 MAX_LABELS_FILE = 4 * 2**20
@@ -32,11 +32,7 @@ def read_labels(path: str | os.PathLike, k: int | None = None) -> tuple[str, ...
     """The class names in the labels file `path`, in output order; with `k`, exactly k of
     them. Raises DataError(path, reason)."""
     path = os.fspath(path)
-    try:
-        data = read_file(path, MAX_LABELS_FILE)
-    except ImageError as err:  # the reading rules are the images' rules; the file is not one
-        raise DataError(path, err.reason.replace("file too large", "labels file too large")) \
-            from err
+    data = read_regular(path, MAX_LABELS_FILE, error=_refused)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -46,6 +42,10 @@ def read_labels(path: str | os.PathLike, k: int | None = None) -> tuple[str, ...
     else:
         names, where = _line_names(text), "line"
     return check_names(path, names, k, where)
+
+
+def _refused(path, reason: str) -> DataError:
+    return DataError(path, reason.replace("file too large", "labels file too large"))
 
 
 def folder_class_names(root: str | os.PathLike, k: int | None = None) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 from _infer_folders import class_folders  # noqa: E402
 from digitkit.infer import InferSpec, run_infer  # noqa: E402
-from digitkit.infer.shards import MANIFEST, SHARD_RE, ShardOutput  # noqa: E402
+from digitkit.infer.storage.shards import MANIFEST, SHARD_RE, ShardOutput  # noqa: E402
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -36,18 +36,9 @@ NODE = {"num_cpus": 1, "object_store_memory": 100 << 20}
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    """A moto server; its environment is set before the cluster starts, so every node's
-    workers find the endpoint and the credentials the way a real deployment would."""
-    pytest.importorskip("moto", reason="needs moto[server] (dev extra)")
-    from _s3_server import s3_server_env
-
-    with s3_server_env() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture(scope="module")
-def cluster(s3_endpoint):
+def cluster(s3):
+    """Started after the S3 server (`s3`), so every node's workers find the endpoint and the
+    credentials in their environment, the way a real deployment would."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -118,7 +109,7 @@ def test_two_nodes_write_the_local_engines_rows(cluster, linear_onnx, inputs, lo
     assert (m["files"], m["failed"], len(m["shards"])) == (10_003, 3, 21)
 
 
-def test_object_store_on_the_cluster(cluster, s3_endpoint, linear_onnx, png_test_dir,
+def test_object_store_on_the_cluster(cluster, s3, linear_onnx, png_test_dir,
                                      tmp_path):
     """Listing (driver), image reads and shard writes (actors on both nodes) all
     against the S3 server, credentials and endpoint from the environment."""
@@ -127,10 +118,10 @@ def test_object_store_on_the_cluster(cluster, s3_endpoint, linear_onnx, png_test
     from _s3_server import s3_fs, upload_tree
 
     folder = class_folders(png_test_dir, tmp_path / "imgs", per_class=20, bad=True)
-    upload_tree(s3_endpoint, folder, "cluster", "in")
+    upload_tree(s3, folder, "cluster", "in")
     s = _run(linear_onnx, ["s3://cluster/in/"], "s3://cluster/out/", shard_size=50)
     assert (s.written, s.failed) == (203, 3)
-    fs = s3_fs(s3_endpoint)
+    fs = s3_fs(s3)
     names = [i.base_name for i in fs.get_file_info(pafs.FileSelector("cluster/out"))]
     assert MANIFEST in names and sum(bool(SHARD_RE.match(n)) for n in names) == 5
     paths = []

@@ -1,4 +1,4 @@
-"""The worker side of `digitkit.infer.isolation`: what runs inside each worker process.
+"""The worker side of `digitkit.infer.pool.isolation`: what runs inside each worker process.
 
 A worker prepares itself (`_prepare_worker`: ignore Ctrl-C, which the main process handles;
 leave SIGALRM at its default action, which the per-file time limit relies on; exit with the
@@ -9,6 +9,7 @@ workers that only decode; `start_forkserver` starts the server workers are forke
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import pickle
@@ -18,6 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from digitkit.errors import DigitkitError, one_line
 
@@ -30,15 +32,23 @@ class FileTimer:
     a small file (BENCHMARKS.md, "`digitkit infer`: what each stage costs"), so it is re-armed
     only when `slack` seconds have passed since it last was, with `seconds + slack` on the
     clock. A file is thus stopped between `seconds` and `seconds + slack` after it started,
-    never sooner, for one clock read per file (slack: a tenth of the limit, at most 1 s)."""
+    never sooner, for one clock read per file (slack: a tenth of the limit, at most 1 s).
 
-    def __init__(self, seconds: float | None):
+    `started` (shared with the main process) counts the files begun in the current task, so
+    when the timer ends the worker the main process knows which file overran: the one begun
+    last (a file stopped by the timer has run at least `seconds`, so it is the file it was
+    on). That file gets its row at once, instead of hanging a second time when retried alone.
+    """
+
+    def __init__(self, seconds: float | None, started=None):
         self.seconds = seconds
         self.slack = min(1.0, seconds / 10) if seconds else 0.0
         self.armed_at = -1e9
+        self.started = started if started is not None else ctypes.c_long()
         self.on_file = self._arm if seconds else None
 
     def _arm(self) -> None:
+        self.started.value += 1
         now = time.monotonic()
         if now - self.armed_at >= self.slack:
             signal.setitimer(signal.ITIMER_REAL, self.seconds + self.slack)
@@ -53,11 +63,27 @@ class FileTimer:
 def start_forkserver(preload: list[str]) -> None:
     """Start this process's forkserver now, with `preload` imported once for every worker,
     without waiting for it: its imports then overlap the caller's own start-up."""
-    from multiprocessing import forkserver
+    from multiprocessing import forkserver, resource_tracker
 
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(preload)
-    forkserver.ensure_running()
+    resource_tracker.ensure_running()  # first: starting it unblocks SIGINT when it is done
+    with sigint_held():
+        forkserver.ensure_running()
+
+
+@contextmanager
+def sigint_held():
+    """Start processes inside this with SIGINT blocked: they inherit the mask (through exec
+    too), so a Ctrl-C while they start up and import (the forkserver's preload, a forked
+    worker before `_prepare_worker`) stays pending until they ignore it, instead of printing
+    their KeyboardInterrupt traceback; multiprocessing starts its resource tracker the same
+    way. Here a Ctrl-C meanwhile is held, then raised as usual."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def decode_worker(max_file_size: int) -> Callable:
@@ -72,7 +98,7 @@ def decode_worker(max_file_size: int) -> Callable:
 
 
 def worker_main(tasks, results, main_pid: int, setup: Callable, setup_args: tuple,
-                file_timeout: float | None, inherited: tuple = ()) -> None:
+                file_timeout: float | None, inherited: tuple = (), started=None) -> None:
     for conn in inherited:  # the main process's ends, when this worker was forked from it
         conn.close()
     _prepare_worker(main_pid)
@@ -84,7 +110,7 @@ def worker_main(tasks, results, main_pid: int, setup: Callable, setup_args: tupl
         except OSError:
             pass
         return
-    timer = FileTimer(file_timeout)
+    timer = FileTimer(file_timeout, started)
     try:
         results.send(("ready", ("ok", os.getpid())))
         while True:
@@ -92,6 +118,7 @@ def worker_main(tasks, results, main_pid: int, setup: Callable, setup_args: tupl
                 key, paths = pickle.loads(tasks.recv_bytes())
             except EOFError:
                 return  # the main process closed the pipe: stop
+            timer.started.value = 0
             try:
                 out = ("ok", work(paths, timer))
             except Exception as e:

@@ -20,41 +20,21 @@ import pytest
 
 pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'digitkit[ray]'")
 
-from _infer_folders import class_folders  # noqa: E402
-from conftest import run_cli  # noqa: E402
+from _cli import run_cli  # noqa: E402
 from digitkit.errors import DataError  # noqa: E402
 from digitkit.images import find_images  # noqa: E402
 from digitkit.infer import InferSpec, get_engine, run_infer  # noqa: E402
-from digitkit.infer.ray_engine import ENGINE, find_inputs, ray_engine  # noqa: E402
-from digitkit.infer.rows import COLUMNS  # noqa: E402
-from digitkit.infer.spec import EncodedRows  # noqa: E402
+from digitkit.infer.engines.ray import ENGINE, find_inputs, ray_engine  # noqa: E402
+from digitkit.infer.results.rows import (
+    COLUMNS,  # noqa: E402
+    EncodedRows,  # noqa: E402
+)
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 #: Confidences are written with 6 decimals; allow for ULP-level differences between batchings.
 TOL = 2e-6
 _PROBS = {"confidence", "top_k_probs"}
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from digitkit.infer.ray_engine import connect
-
-    assert not ray.is_initialized()
-    ray.init(num_cpus=2, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
-    try:
-        with connect() as r:  # joins the running instance, quietens Ray's loggers
-            yield r
-    finally:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def mixed_folder(tmp_path_factory, png_test_dir) -> Path:
-    """30 real PNGs per class in class folders, plus bad files the engines must report."""
-    return class_folders(png_test_dir, tmp_path_factory.mktemp("mixed"), bad=True)
 
 
 def _local(model, inputs, out: Path):
@@ -119,7 +99,7 @@ def test_engine_yields_encoded_rows_in_order(ray_local, linear_onnx, mixed_folde
     batches = list(ray_engine(spec, files))
     assert all(isinstance(b, EncodedRows) for b in batches)
     assert [b.count for b in batches] == [33]  # one batch: fewer files than batch_size
-    rows = [json.loads(line) for line in batches[0].text.splitlines()]
+    rows = [json.loads(line) for line in batches[0].data.splitlines()]
     assert [r["path"] for r in rows] == files
     assert [Path(p).name for p in files[:3]] == ["empty.png", "text.png", "truncated.png"]
     assert [e[0] for e in batches[0].errors] == files[:3]
@@ -206,7 +186,7 @@ def test_local_engine_never_imports_ray(linear_onnx, mixed_folder, tmp_path):
                                      "-o", {str(tmp_path / "out.csv")!r}, "--workers", "0"])
         assert r.exit_code == 0, r.output
         print(sorted(m for m in sys.modules if m == "ray" or m.startswith("ray.")
-                     or m == "digitkit.infer.ray_engine"))
+                     or m == "digitkit.infer.engines.ray"))
     """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

@@ -15,33 +15,31 @@ backslash as `\\\\`; every other character, commas, quotes and newlines included
 as is (CSV quoting and JSON escapes carry those). Only names holding a backslash or such a
 byte look different; CSV, JSON Lines and resume all use the escaped text.
 
-Engines turn probabilities into text with `encode_predictions` (no `Row` object per file on
-the hot path); `Row` is for the general encoder and for reading a file back (resume). A
-Row's path is the column's (escaped) text.
+Engines turn probabilities into a format's rows with
+`digitkit.infer.results.formats.encode_predictions` (`Classified`, then the format's
+encoder: no `Row` object per file on the CSV hot path); `Row` is for the general encoders and
+for reading a file back (resume). A Row's path is the column's (escaped) text.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from digitkit.images import class_label_of
-from digitkit.infer.spec import EncodedRows
 
 COLUMNS = ("path", "label", "confidence", "top_k_labels", "top_k_probs", "error")
 CSV_HEADER = ",".join(COLUMNS) + "\n"
 #: Probabilities are written with 6 decimals: float32 carries ~7 significant digits, and
 #: 1e-6 resolves any confidence a human or a threshold cares about.
 PROB_DECIMALS = 6
-#: Characters that make csv.writer quote a field (QUOTE_MINIMAL, "\\n" line terminator).
+#: Characters that make a CSV field quoted: csv.writer's QUOTE_MINIMAL with a "\\n" line
+#: terminator, and a carriage return (which standard readers take as a line end).
 _CSV_SPECIAL = re.compile(r'[,"\r\n]')
 #: What escape_path changes: a backslash, or a byte os.fsdecode could not decode.
 _TO_ESCAPE = re.compile("[\\\\\udc80-\udcff]")
@@ -56,16 +54,6 @@ class Row:
     top_k_labels: tuple = field(default_factory=tuple)
     top_k_probs: tuple = field(default_factory=tuple)
     error: str = ""
-
-
-def format_for(path: str | os.PathLike | None) -> str:
-    """CSV unless the output file's name ends in .jsonl or .ndjson (or .parquet)."""
-    if path is None:
-        return "csv"
-    suffix = Path(path).suffix.lower()
-    if suffix == ".parquet":
-        return "parquet"
-    return "jsonl" if suffix in (".jsonl", ".ndjson") else "csv"
 
 
 def escape_path(path: str) -> str:
@@ -107,6 +95,29 @@ def _escape_all(paths: list) -> list[str]:
     return [escape_path(p) for p in paths]
 
 
+# -- what a chunk of rows carries -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RowCounts:
+    """What the summary needs of some rows: how many, the failed files (path, reason) in
+    order, and the confusion counts (10, 10) [true, predicted] over files in class folders
+    (None: no such file)."""
+
+    count: int
+    errors: list
+    confusion: np.ndarray | None
+
+
+@dataclass(slots=True)
+class EncodedRows(RowCounts):
+    """A chunk of rows in its result format's encoding, with its counts: the batch type every
+    engine yields. `data` is what that format's writer takes (`digitkit.infer.results.formats`:
+    text for CSV and JSON Lines, a pyarrow Table for Parquet)."""
+
+    data: object
+
+
 # -- rows -> text ---------------------------------------------------------------------------
 
 
@@ -129,19 +140,29 @@ def make_rows(paths: list, reasons: list[str], probs: np.ndarray | None, top_k: 
     return rows
 
 
-def encode_rows(rows: Iterable[Row], fmt: str) -> str:
-    if fmt == "jsonl":
-        return "".join(json.dumps(_row_dict(r), ensure_ascii=False) + "\n" for r in rows)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+def csv_text(rows: Iterable[Row]) -> str:
+    """Rows as CSV records (no header): csv.writer's quoting, carriage returns quoted too
+    (`_csv_field`)."""
     d = PROB_DECIMALS
-    w.writerows(
-        (r.path, r.label, f"{r.confidence:.{d}f}", " ".join(map(str, r.top_k_labels)),
-         " ".join(f"{p:.{d}f}" for p in r.top_k_probs), r.error)
-        if r.label is not None else (r.path, "", "", "", "", r.error)
-        for r in rows
-    )
-    return buf.getvalue()
+    return "".join(
+        ",".join(map(_csv_field, (r.path, str(r.label), f"{r.confidence:.{d}f}",
+                                  " ".join(map(str, r.top_k_labels)),
+                                  " ".join(f"{p:.{d}f}" for p in r.top_k_probs), r.error)
+                     if r.label is not None else (r.path, "", "", "", "", r.error))) + "\n"
+        for r in rows)
+
+
+def _csv_field(text: str) -> str:
+    """csv.writer's QUOTE_MINIMAL, and a carriage return quoted too: csv.writer with a "\\n"
+    terminator leaves a bare "\\r" unquoted, and standard readers then split the row."""
+    if _CSV_SPECIAL.search(text):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def jsonl_text(rows: Iterable[Row]) -> str:
+    """Rows as JSON Lines, one object per line."""
+    return "".join(json.dumps(_row_dict(r), ensure_ascii=False) + "\n" for r in rows)
 
 
 def _row_dict(r: Row) -> dict:
@@ -156,57 +177,67 @@ def _row_dict(r: Row) -> dict:
     }
 
 
-def encode_predictions(paths: list, reasons: list[str], probs: np.ndarray | None, top_k: int,
-                       fmt: str) -> EncodedRows:
-    """`encode_rows(make_rows(...), fmt)` plus the summary's counts, without a Row object
-    per file: CSV rows are %-formatted straight from the top-k arrays (the same text
-    csv.writer gives: paths that csv would quote take csv's way). Paths are escaped here
-    (`escape_path`), so every format, and the warnings, get the same text."""
-    paths = _escape_all(paths)
-    errors = [(p, r) for p, r in zip(paths, reasons, strict=True) if r]
+@dataclass(frozen=True)
+class Classified:
+    """A chunk of classified files, ready for a format's encoder: `paths` escaped
+    (`escape_path`), `reasons` ("" for a good file), and for the good files in order their
+    probabilities (n, 10) and top-k labels / probabilities (`order`, `top`, both (n, k))."""
+
+    paths: list[str]
+    reasons: list[str]
+    probs: np.ndarray
+    order: np.ndarray
+    top: np.ndarray
+
+    @property
+    def k(self) -> int:
+        return self.order.shape[1]
+
+    def rows(self) -> list[Row]:
+        return make_rows(self.paths, self.reasons, self.probs, self.k)
+
+
+def classified(paths: list, reasons: list[str], probs: np.ndarray | None,
+               top_k: int) -> Classified:
+    """`Classified` for `paths` (as os functions give them); `probs` holds one (10,) row per
+    good path, in order (None: none is good)."""
     if probs is None or not len(probs):
         probs = np.zeros((0, 10), np.float32)
     k = min(top_k, probs.shape[1])
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    top = np.take_along_axis(probs, order, axis=1)
-    good = [p for p, r in zip(paths, reasons, strict=True) if not r]
-    confusion = confusion_of(good, order[:, 0])
-    if fmt == "parquet":  # columns, not text: the one schema of digitkit.infer.columns
-        from digitkit.infer.columns import table_of
+    return Classified(_escape_all(paths), reasons, probs, order,
+                      np.take_along_axis(probs, order, axis=1))
 
-        return EncodedRows("", len(paths), errors, confusion, table_of(paths, reasons, order,
-                                                                       top))
-    if fmt != "csv" or errors:
-        # JSON Lines, and chunks holding failures: the general (slower) encoder.
-        text = encode_rows(make_rows(paths, reasons, probs, top_k), fmt)
-        return EncodedRows(text, len(paths), errors, confusion)
-    d = PROB_DECIMALS
+
+def encode_csv(chunk: Classified) -> str:
+    """`csv_text(chunk.rows())` without a Row object per file: rows are %-formatted straight
+    from the top-k arrays (the same text `csv_text` gives: paths that need quoting take its
+    way)."""
+    if any(chunk.reasons):  # chunks holding failures: the general (slower) encoder
+        return csv_text(chunk.rows())
+    d, k = PROB_DECIMALS, chunk.k
     template = (f"%s,%d,%.{d}f," + " ".join(["%d"] * k) + ","
                 + " ".join([f"%.{d}f"] * k) + ",\n")
+    good = chunk.paths
     lines = [template % (p, o[0], t[0], *o, *t)
-             for p, o, t in zip(good, order.tolist(), top.tolist(), strict=True)]
+             for p, o, t in zip(good, chunk.order.tolist(), chunk.top.tolist(), strict=True)]
     if _CSV_SPECIAL.search("".join(good)):  # one scan of the chunk; rarely true
         for i, p in enumerate(good):
             if _CSV_SPECIAL.search(p):
-                lines[i] = encode_rows(make_rows([p], [""], probs[i:i + 1], top_k), "csv")
-    return EncodedRows("".join(lines), len(paths), errors, confusion)
+                lines[i] = csv_text(make_rows([p], [""], chunk.probs[i:i + 1], k))
+    return "".join(lines)
 
 
-def join_encoded(parts: list[EncodedRows]) -> EncodedRows:
-    """One chunk's rows from its parts in order (a chunk whose files were retried one by one
-    after a worker crash): the same text, counts and confusion as one encoding of them."""
-    if len(parts) == 1:
-        return parts[0]
-    confusions = [p.confusion for p in parts if p.confusion is not None]
-    tables = [p.table for p in parts if getattr(p, "table", None) is not None]
-    joined = EncodedRows("".join(p.text for p in parts), sum(p.count for p in parts),
-                         [e for p in parts for e in p.errors],
-                         sum(confusions[1:], confusions[0].copy()) if confusions else None)
-    if tables:  # Parquet: the parts' tables, in order
-        import pyarrow as pa
+def encode_jsonl(chunk: Classified) -> str:
+    return jsonl_text(chunk.rows())
 
-        joined.table = pa.concat_tables(tables)
-    return joined
+
+def counts_of(chunk: Classified) -> RowCounts:
+    """The summary's counts of a chunk."""
+    pairs = list(zip(chunk.paths, chunk.reasons, strict=True))
+    good = [p for p, r in pairs if not r]
+    return RowCounts(len(chunk.paths), [(p, r) for p, r in pairs if r],
+                     confusion_of(good, chunk.order[:, 0]))
 
 
 def confusion_of(good_paths: list[str], predicted: np.ndarray) -> np.ndarray | None:
@@ -246,8 +277,16 @@ def parse_csv_record(rec: list[str]) -> Row:
 
 
 def parse_json_line(line: str) -> Row:
+    """The Row of one JSON Lines line; ValueError naming what is wrong with one that is not a
+    result row (resume refuses the file with it: never a traceback)."""
     d = json.loads(line)
-    if not isinstance(d, dict) or "path" not in d:
-        raise ValueError("not a result row")
-    return Row(d["path"], d.get("label"), d.get("confidence"), tuple(d.get("top_k_labels") or ()),
-               tuple(d.get("top_k_probs") or ()), d.get("error") or "")
+    if not isinstance(d, dict) or not isinstance(d.get("path"), str):
+        raise ValueError("not a result row (no path text)")
+    label, confidence, error = d.get("label"), d.get("confidence"), d.get("error") or ""
+    labels, probs = d.get("top_k_labels") or (), d.get("top_k_probs") or ()
+    if label is not None and (type(label) is not int or not 0 <= label <= 9):
+        raise ValueError(f"label {label!r} is not a digit")
+    if not (confidence is None or type(confidence) in (int, float)) or not isinstance(error, str) \
+            or not isinstance(labels, (list, tuple)) or not isinstance(probs, (list, tuple)):
+        raise ValueError("not a result row (a field of the wrong type)")
+    return Row(d["path"], label, confidence, tuple(labels), tuple(probs), error)

@@ -1,5 +1,5 @@
-"""digitkit.infer.columns and digitkit.infer.parquet: the one Parquet schema, and the local
-engine's streamed `.parquet` result file (row groups, atomic, resumable)."""
+"""digitkit.infer.results.columns and digitkit.infer.results.parquet: the one Parquet schema,
+and the local engine's streamed `.parquet` result file (row groups, atomic, resumable)."""
 
 from __future__ import annotations
 
@@ -12,20 +12,15 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from _infer_folders import class_folders, numpy_answers  # noqa: E402
-from conftest import run_cli  # noqa: E402
+from _cli import run_cli  # noqa: E402
+from _infer_folders import numpy_answers  # noqa: E402
 from digitkit.errors import DataError, OutputExistsError, UsageError  # noqa: E402
 from digitkit.infer import InferSpec, run_infer  # noqa: E402
-from digitkit.infer import parquet as parquet_module  # noqa: E402
-from digitkit.infer.columns import schema, table_of  # noqa: E402
-from digitkit.infer.parquet import ParquetRowWriter, scan_parquet  # noqa: E402
-from digitkit.infer.rows import COLUMNS, encode_predictions, format_for  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def mixed_folder(tmp_path_factory, png_test_dir):
-    """30 real PNGs per class in class folders, plus three files no decoder takes."""
-    return class_folders(png_test_dir, tmp_path_factory.mktemp("mixed"), bad=True)
+from digitkit.infer.results import parquet as parquet_module  # noqa: E402
+from digitkit.infer.results.columns import schema, table_of  # noqa: E402
+from digitkit.infer.results.formats import encode_predictions, format_for  # noqa: E402
+from digitkit.infer.results.parquet import ParquetRowWriter, scan_parquet  # noqa: E402
+from digitkit.infer.results.rows import COLUMNS  # noqa: E402
 
 
 def _run(model, inputs, out, **kw):
@@ -36,8 +31,8 @@ def test_schema_and_columns_of_a_chunk():
     probs = np.array([[0.1, 0.7, 0.2] + [0.0] * 7, [0.0] * 9 + [1.0]], np.float32)
     enc = encode_predictions(["a/1.png", "bad.png", "b/2.png"], ["", "empty file", ""],
                              probs, 2, "parquet")
-    assert enc.text == "" and enc.count == 3 and enc.errors == [("bad.png", "empty file")]
-    t = enc.table
+    assert enc.count == 3 and enc.errors == [("bad.png", "empty file")]
+    t = enc.data
     assert t.schema.equals(schema()) and t.column_names == list(COLUMNS)
     assert t.to_pylist()[1] == {"path": "bad.png", "label": None, "confidence": None,
                                 "top_k_labels": [], "top_k_probs": [], "error": "empty file"}
@@ -125,7 +120,7 @@ def test_stopped_run_keeps_a_complete_file_and_resume_finishes_it(linear_onnx, m
     enc = encode_predictions(["x.png"], ["empty file"], None, 3, "parquet")
     with pytest.raises(KeyboardInterrupt), ParquetRowWriter(out) as writer:
         for _ in range(5):
-            writer.write_table(enc.table)
+            writer.write(enc.data)
         raise KeyboardInterrupt
     assert pq.read_table(out).num_rows == 5
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -140,7 +135,7 @@ def test_stopped_run_keeps_a_complete_file_and_resume_finishes_it(linear_onnx, m
     assert sorted(paths) == sorted(pq.read_table(tmp_path / "whole.parquet")
                                    .column("path").to_pylist())
     rows = []
-    assert scan_parquet(out, "parquet", rows.append) == 303
+    assert scan_parquet(out, rows.append) == 303
     assert sum(bool(r.error) for r in rows) == 3
 
 

@@ -1,7 +1,7 @@
 """Inputs on object stores (s3://, gs://, abfs://, hdfs://, file://): listing them in the
 order local folders are walked, and fetching them, through pyarrow's file systems.
 
-Credentials and endpoints are pyarrow's (see `digitkit.infer.stores`). Listing runs on the
+Credentials and endpoints are pyarrow's (see `digitkit.infer.storage.stores`). Listing runs on the
 driver; fetching runs in the Ray actors, each into a scratch file that the local decoder then
 reads, so the error reasons are exactly the local ones.
 """

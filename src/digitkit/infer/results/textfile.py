@@ -1,5 +1,5 @@
-"""The result file: created only when there is something to write, written crash-safely,
-and read back to resume.
+"""The text result file (CSV, JSON Lines): created only when there is something to write,
+written crash-safely, and read back to resume.
 
 Crash safety: every batch of rows is encoded first and handed to the kernel in one write()
 on an unbuffered file, so a killed process leaves whole rows (a partial last line can only
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from digitkit.errors import DataError, DigitkitError, OutputExistsError, UsageError
-from digitkit.infer.rows import CSV_HEADER, Row, escape_path, format_for, parse_json_line
-from digitkit.infer.spec import FORMATS
+from digitkit.errors import DataError, DigitkitError, OutputExistsError
+from digitkit.infer.results.rows import CSV_HEADER, Row, escape_path, parse_json_line
+from digitkit.inputs import check_regular, open_regular
 
 # -- resume ---------------------------------------------------------------------------------
 
@@ -42,25 +42,30 @@ _BLOCK = 1 << 20
 _MAX_ROW = 1 << 16
 
 
-def scan_existing(path: str | os.PathLike, fmt: str, on_row: Callable[[Row], None]) -> int:
-    """Call `on_row` for every complete row of an existing result file: a Row with the path
-    (the column's text), label and error, what resume and the summary need (CSV rows skip
-    parsing the probabilities).
+def scan_csv(path: str | os.PathLike, on_row: Callable[[Row], None]) -> int:
+    """Call `on_row` for every complete row of an existing CSV result file: a Row with the
+    path (the column's text), label and error, what resume and the summary need (the
+    probabilities are not parsed).
 
     Returns the byte offset where the complete rows end: a partial last row (a crash
     mid-write) lies beyond it and is to be cut off. A malformed row anywhere else means
     the file is not ours to append to: DataError.
     """
     p = Path(path)
-    with open(p, "rb") as f:
-        if fmt == "csv":
-            header = f.readline()
-            if not header.endswith(b"\n"):
-                return 0  # nothing (or a partial header): start afresh
-            if header.decode("utf-8", "replace") != CSV_HEADER:
-                raise DataError(p, "cannot resume: not a digitkit CSV result file "
-                                   f"(header {header[:80]!r})")
-            return _scan_csv(p, f, len(header), on_row)
+    with open_regular(p) as f:  # a FIFO or /dev/zero would block or never end
+        header = f.readline()
+        if not header.endswith(b"\n"):
+            return 0  # nothing (or a partial header): start afresh
+        if header.decode("utf-8", "replace") != CSV_HEADER:
+            raise DataError(p, "cannot resume: not a digitkit CSV result file "
+                               f"(header {header[:80]!r})")
+        return _scan_csv(p, f, len(header), on_row)
+
+
+def scan_jsonl(path: str | os.PathLike, on_row: Callable[[Row], None]) -> int:
+    """`scan_csv` for a JSON Lines result file."""
+    p = Path(path)
+    with open_regular(p) as f:  # a FIFO or /dev/zero would block or never end
         return _scan_jsonl(p, f, on_row)
 
 
@@ -103,7 +108,7 @@ def _scan_csv(p: Path, f, start: int, on_row) -> int:
         for rec in records:
             if bad is not None:
                 raise DataError(p, f"cannot resume: malformed row at byte {bad[0]} ({bad[1]})")
-            if len(rec) == 6 and (not rec[1] or (len(rec[1]) == 1 and rec[1].isdigit())):
+            if len(rec) == 6 and (not rec[1] or (len(rec[1]) == 1 and "0" <= rec[1] <= "9")):
                 on_row(Row(rec[0], int(rec[1]) if rec[1] else None, error=rec[5]))
             else:
                 # Only the very last record may be cut off: find where it starts.
@@ -207,19 +212,20 @@ def check_new_output(path: str | os.PathLike, force: bool = False) -> None:
         raise OutputExistsError(path, "pass --resume to finish it, or --force to overwrite it")
     if path.parent and not path.parent.is_dir():
         raise DataError(path.parent, "output directory does not exist")
+    if force and path.exists():
+        check_regular(path)  # overwriting a FIFO would wait for a reader forever
 
 
 class RowWriter:
     """Streams encoded rows to a file (or stdout), one write() per batch."""
 
-    def __init__(self, path: str | os.PathLike | None, fmt: str | None = None, *,
+    def __init__(self, path: str | os.PathLike | None, header: str = "", *,
                  append_at: int | None = None, force: bool = False):
         """Open `path` for writing: a new file (refusing an existing one unless `force`),
-        or, with `append_at`, an existing one cut to that offset (see `scan_existing`).
-        `path` None or "-" writes to stdout."""
-        self.fmt = fmt or format_for(None if path in (None, "-") else path)
-        if self.fmt not in FORMATS:
-            raise UsageError(f"unknown output format {self.fmt!r}")
+        or, with `append_at`, an existing one cut to that offset (see `scan_csv`). `header`
+        starts every new file (CSV's column names; "" for JSON Lines). `path` None or "-"
+        writes to stdout."""
+        self.header = header
         self.path = None if path in (None, "-") else Path(path)
         self._fd = None
         self._close_fd = False
@@ -227,26 +233,25 @@ class RowWriter:
         if self.path is None:
             sys.stdout.flush()
             self._fd = sys.stdout.fileno() if _has_fileno(sys.stdout) else None
-            if self.fmt == "csv":
-                self._write_str(CSV_HEADER)
+            self.write(header)
             return
         if append_at is not None:
-            self._fd = os.open(self.path, os.O_WRONLY)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)  # never wait on a FIFO
             self._close_fd = True
             os.ftruncate(self._fd, append_at)
             self._end = os.lseek(self._fd, 0, os.SEEK_END)
-            if append_at == 0 and self.fmt == "csv":
-                self._write_str(CSV_HEADER)
+            if append_at == 0:
+                self.write(header)
             return
         check_new_output(self.path, force)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK,
+                           0o666)
         self._close_fd = True
-        if self.fmt == "csv":
-            self._write_str(CSV_HEADER)
+        self.write(header)
 
-    def write_text(self, text: str) -> None:
-        """Write rows already encoded in this writer's format (`EncodedRows.text`, or
-        `encode_rows`), in one write()."""
+    def write(self, text: str) -> None:
+        """Write rows already encoded in this writer's format (`EncodedRows.data`, or
+        `csv_text` / `jsonl_text`), in one write()."""
         if text:
             self._write_str(text)
 

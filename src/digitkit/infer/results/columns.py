@@ -1,5 +1,5 @@
 """Result rows as columns: the one Parquet schema of both engines, for result files
-(`digitkit.infer.parquet`) and shard directories (`digitkit.infer.shards`).
+(`digitkit.infer.results.parquet`) and shard directories (`digitkit.infer.storage.shards`).
 
     path          string
     label         int32, null on error
@@ -12,7 +12,7 @@ The columns are the CSV / JSON Lines ones with their natural types, so pandas, D
 and pyarrow read the files directly. Probabilities are the model's own float32 values: the
 text formats round them to 6 decimals, a binary format has no reason to.
 
-A leaf module (numpy and, inside functions, pyarrow): `rows.encode_predictions` turns a
+A leaf module (numpy and, inside functions, pyarrow): `formats.encode_predictions` turns a
 chunk into a table here, so the local workers and the Ray actors build the same columns.
 """
 

@@ -1,4 +1,4 @@
-"""digitkit.infer.local: the process-pool engine, called through the engine contract."""
+"""digitkit.infer.engines.local: the process-pool engine, called through the engine contract."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from _infer_folders import class_folders, numpy_answers
 from digitkit.errors import ModelError, UsageError
 from digitkit.images import iter_image_paths, load_images
 from digitkit.infer import InferSpec, get_engine
-from digitkit.infer.local import (
+from digitkit.infer.engines.local import (
     _WORKER_PRELOAD,
     ENGINE,
     TASK_BATCHES,
@@ -20,7 +20,7 @@ from digitkit.infer.local import (
     local_engine,
     predict_batches,
 )
-from digitkit.infer.spec import EncodedRows
+from digitkit.infer.results.rows import EncodedRows
 from digitkit.predictors import OnnxPredictor
 
 
@@ -47,7 +47,7 @@ def test_check_fails_before_any_work(linear_onnx, tmp_path):
 def test_forkserver_preloads_modules_that_exist():
     # A stale name here would not fail a run: the forkserver only warns and every worker
     # then pays the imports itself.
-    assert "digitkit.infer.local" in _WORKER_PRELOAD
+    assert "digitkit.infer.engines.local" in _WORKER_PRELOAD
     for name in _WORKER_PRELOAD:
         assert importlib.util.find_spec(name) is not None, name
 
@@ -60,7 +60,7 @@ def test_classify_in_this_process_with_an_error_row(linear_model, small_folder, 
     pixels, reasons = load_images(files)
     assert pixels.shape == (5, 28, 28) and reasons == [""] * 5 + ["no such file"]
     enc = classify_encoded(OnnxPredictor(path), files, 2, "jsonl")
-    rows = [json.loads(line) for line in enc.text.splitlines()]
+    rows = [json.loads(line) for line in enc.data.splitlines()]
     predicted, truth = numpy_answers(files[:5], mnist_test, w, b)
     assert [r["label"] for r in rows[:5]] == predicted.tolist()
     assert all(len(r["top_k_labels"]) == 2 for r in rows[:5])
@@ -80,7 +80,7 @@ def test_workers_and_batch_size_do_not_change_results(linear_onnx, small_folder)
         assert all(isinstance(b, EncodedRows) for b in batches)
         task = batch if workers == 0 else batch * TASK_BATCHES  # rows come back per task
         assert [b.count for b in batches] == [len(c) for c in _chunked(paths, task)]
-        texts.append("".join(b.text for b in batches))
+        texts.append("".join(b.data for b in batches))
     assert texts[0] == texts[1] == texts[2]
     first = json.loads(texts[0].splitlines()[0])
     assert set(first) == {"path", "label", "confidence", "top_k_labels", "top_k_probs", "error"}

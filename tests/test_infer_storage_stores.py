@@ -1,4 +1,4 @@
-"""digitkit.infer.stores: a shard directory's file system, files published whole."""
+"""digitkit.infer.storage.stores: a shard directory's file system, files published whole."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("pyarrow")
 
 from digitkit.errors import DataError  # noqa: E402
-from digitkit.infer.stores import Destination, is_uri  # noqa: E402
+from digitkit.infer.storage.stores import Destination, is_uri  # noqa: E402
 
 
 def test_destination_publishes_whole_files_only(tmp_path, monkeypatch):

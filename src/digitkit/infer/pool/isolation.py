@@ -12,7 +12,9 @@ whole and cannot say which task a dead worker held):
   and is simply sent again.
 - The chunk it was running is retried with each file isolated (one file per task, on any
   worker). A file that kills a worker on its own is the culprit: it gets an error row naming
-  what happened ("crashed: ..." or "timed out: ..."); every other file is classified.
+  what happened ("crashed: ..." or "timed out: ..."); every other file is classified. A
+  worker stopped by the time limit names its culprit itself (`FileTimer.started`: the file it
+  was on), which gets its row at once: a hang costs one time limit, not two.
 - The dead worker is replaced by a fresh one; the others never stop.
 - Per-file time limit: before each file a worker arms a real-time timer (setitimer) whose
   signal, SIGALRM, keeps its default action, so the kernel ends the worker when one decode
@@ -25,7 +27,7 @@ whole and cannot say which task a dead worker held):
   forkserver exits by itself when the main process does.
 
 The worker processes' own side (the per-file timer, their main loop) is
-`digitkit.infer.workers`.
+`digitkit.infer.pool.workers`.
 """
 
 from __future__ import annotations
@@ -44,7 +46,13 @@ from multiprocessing.connection import wait
 import numpy as np
 
 from digitkit.errors import DigitkitError
-from digitkit.infer.workers import FileTimer, decode_worker, start_forkserver, worker_main
+from digitkit.infer.pool.workers import (
+    FileTimer,
+    decode_worker,
+    sigint_held,
+    start_forkserver,
+    worker_main,
+)
 
 #: Chunks a worker holds at once: the one it runs and the next.
 DEPTH = 2
@@ -86,10 +94,11 @@ class _Job:
 
 
 class _Worker:
-    __slots__ = ("proc", "tasks", "results", "held", "ready", "capacity")
+    __slots__ = ("proc", "tasks", "results", "held", "ready", "capacity", "started")
 
-    def __init__(self, proc, tasks, results, capacity: int):
+    def __init__(self, proc, tasks, results, capacity: int, started):
         self.proc, self.tasks, self.results, self.capacity = proc, tasks, results, capacity
+        self.started = started  # files begun in its current task (FileTimer.started)
         self.held: deque = deque()  # (key, (job, lo, hi)) sent, no result yet, oldest first
         self.ready = False
 
@@ -120,12 +129,15 @@ class WorkerPool:
         # A forked worker inherits this process's ends of its own pipes: it must close them,
         # or its task pipe would never reach end-of-file.
         inherited = (task_w, result_r) if self._ctx.get_start_method() == "fork" else ()
+        started = self._ctx.RawValue("l", 0)
         proc = self._ctx.Process(target=worker_main,
-                                 args=(task_r, result_w, *self._args, inherited), daemon=True)
-        proc.start()
+                                 args=(task_r, result_w, *self._args, inherited, started),
+                                 daemon=True)
+        with sigint_held():  # a Ctrl-C now is the main process's, not a traceback of the worker's
+            proc.start()
         task_r.close()
         result_w.close()  # the worker holds the only write end: its death reads as EOF
-        return _Worker(proc, task_w, result_r, capacity)
+        return _Worker(proc, task_w, result_r, capacity, started)
 
     def map(self, chunks: Iterable[list], window: int) -> Iterator[tuple[list, Parts]]:
         """(chunk, parts) for each chunk, in order, at most `window` chunks in flight."""
@@ -221,7 +233,14 @@ class WorkerPool:
         retry = [task for _, task in w.held]
         if retry:
             job, lo, hi = retry[0]  # the chunk it was running; the rest never started
-            if hi - lo > 1:
+            culprit = (lo + w.started.value - 1
+                       if code == -signal.SIGALRM and 0 < w.started.value <= hi - lo else None)
+            if hi - lo > 1 and culprit is not None:  # timed out: the file it was on, now
+                job.parts[culprit] = (culprit + 1,
+                                      Crash(crash_reason(code, self.file_timeout)))
+                job.left += hi - lo - 2
+                retry[:1] = [(job, i, i + 1) for i in range(lo, hi) if i != culprit]
+            elif hi - lo > 1:
                 job.left += hi - lo - 1
                 retry[:1] = [(job, i, i + 1) for i in range(lo, hi)]
             else:

@@ -3,7 +3,7 @@ manifest written last by the driver.
 
 `-o DIR/` or `-o s3://bucket/prefix/` (a trailing slash names a directory) asks for this.
 The driver lists the inputs, cuts the list into shards of `shard_size` files, and hands each
-shard to the engine (`Engine.write_shards`); a worker classifies the shard's files and writes
+shard to the engine (`BatchEngine.write_shards`); a worker classifies the shard's files and writes
 its rows as one file. Only per-shard counts come back (rows, failed files, the confusion
 counts): no row passes through the driver, whose work per file is listing and planning
 (BENCHMARKS.md, "The driver's own CPU time"), not formatting and writing rows.
@@ -20,7 +20,7 @@ Layout of a directory:
   the same name with the same rows, so reading the directory never gives a file twice; and
   `--resume` skips exactly the shards whose file exists (same inputs, same model), redoing
   the rest. Shard files of another plan (other inputs or model) are deleted at the end.
-- Each shard appears whole or not at all (`digitkit.infer.stores`: a temporary name and a
+- Each shard appears whole or not at all (`digitkit.infer.storage.stores`: a temporary name and a
   rename on file systems, one upload on object stores).
 - Hidden names (`.part-...tmp`) and `_manifest.json` are what pyarrow, pandas, DuckDB and
   Spark skip when they read the directory as a dataset. A directory without a manifest is a
@@ -29,29 +29,22 @@ Layout of a directory:
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
 
 import numpy as np
 
 from digitkit.errors import DigitkitError, OutputExistsError, UsageError
-from digitkit.infer.rows import (
-    COLUMNS,
-    CSV_HEADER,
-    confusion_of,
-    parse_csv_record,
-    parse_json_line,
-)
-from digitkit.infer.spec import EncodedRows, InferSpec
-from digitkit.infer.stores import Destination, is_uri
+from digitkit.infer.results.formats import RESULT_FORMATS, result_format
+from digitkit.infer.results.rows import COLUMNS, EncodedRows, RowCounts, confusion_of
+from digitkit.infer.spec import InferSpec
+from digitkit.infer.storage.stores import Destination, is_uri
 from digitkit.infer.summary import InferSummary
 
 #: Files per shard: ~2,000 files are a fraction of a second of one worker's work and a small
@@ -63,7 +56,8 @@ DEFAULT_SHARD_SIZE = 2048
 #: and query engine reads without parsing.
 DEFAULT_SHARD_FORMAT = "parquet"
 MANIFEST = "_manifest.json"
-SHARD_RE = re.compile(r"^part-(\d{6,})-([0-9a-f]{12})\.(parquet|csv|jsonl)$")
+_SHARD_SUFFIXES = "|".join(re.escape(f.suffix) for f in RESULT_FORMATS.values())
+SHARD_RE = re.compile(rf"^part-(\d{{6,}})-([0-9a-f]{{12}})({_SHARD_SUFFIXES})$")
 TEMP_RE = re.compile(r"^\.part-.*\.tmp$")
 #: Failed files named in the manifest: 10,000 keep it under ~1 MB. A run with more failures
 #: has a systematic problem that the first ones show, and every error row is in the shards.
@@ -103,11 +97,11 @@ class ShardJob:
 
 
 @dataclass(slots=True)
-class ShardDone:
-    """One shard finished by a worker: its counts (an `EncodedRows` without rows)."""
+class ShardDone(RowCounts):
+    """One shard finished by a worker: its number, its counts, and whether its file was there
+    already (resume: the worker only read its counts back)."""
 
     index: int
-    rows: EncodedRows
     resumed: bool
 
 
@@ -120,36 +114,17 @@ def is_shard_output(output) -> bool:
 
 
 def shard_bytes(rows: EncodedRows, fmt: str) -> bytes:
-    if fmt == "parquet":
-        from digitkit.infer.columns import table_bytes
-
-        return table_bytes(rows.table)
-    return ((CSV_HEADER if fmt == "csv" else "") + rows.text).encode("utf-8")
+    """One shard file's bytes: the rows of its files, in format `fmt`."""
+    return result_format(fmt).shard_bytes(rows.data)
 
 
-def shard_counts(data: bytes, fmt: str) -> EncodedRows:
+def shard_counts(data: bytes, fmt: str) -> RowCounts:
     """The counts of a shard file already written (resume), as its writer reported them."""
-    if fmt == "parquet":
-        from digitkit.infer.columns import read_columns
-
-        cols = read_columns(data, ["path", "label", "error"])
-        paths, labels, errors = cols["path"], cols["label"], cols["error"]
-    else:
-        text = data.decode("utf-8")
-        if fmt == "csv":
-            records = list(csv.reader(io.StringIO(text)))
-            if not records or records[0] != list(COLUMNS):
-                raise ValueError("not a digitkit CSV shard")
-            rows = [parse_csv_record(r) for r in records[1:]]
-        else:
-            rows = [parse_json_line(line) for line in text.splitlines() if line]
-        paths = [r.path for r in rows]
-        labels = [r.label for r in rows]
-        errors = [r.error for r in rows]
+    paths, labels, errors = result_format(fmt).shard_rows(data)
     failed = [(p, e) for p, e in zip(paths, errors, strict=True) if e]
     good = [(p, lab) for p, lab, e in zip(paths, labels, errors, strict=True) if not e]
     confusion = confusion_of([p for p, _ in good], np.array([lab for _, lab in good], np.int64))
-    return EncodedRows("", len(paths), failed, confusion)
+    return RowCounts(len(paths), failed, confusion)
 
 
 # -- the plan -------------------------------------------------------------------------------
@@ -164,7 +139,7 @@ def plan_shards(paths: Iterable[str], size: int, key: str, fmt: str,
         joined = "\0".join(chunk).encode("utf-8", "surrogateescape")
         h = hashlib.blake2b(key.encode() + b"\0", digest_size=6)
         h.update(joined)
-        name = f"part-{k:06d}-{h.hexdigest()}.{fmt}"
+        name = f"part-{k:06d}-{h.hexdigest()}{result_format(fmt).suffix}"
         shards.append(Shard(k, name, joined, name in existing))
         k += 1
     return shards
@@ -176,53 +151,58 @@ def _model_sha256(model) -> str:
     return sha256_tree(model) if os.path.isdir(model) else sha256_file(model)
 
 
-# -- the driver -----------------------------------------------------------------------------
+# -- one run ------------------------------------------------------------------------------
 
 
-def write_shard_dir(eng, spec: InferSpec, inputs: list, output, *, resume: bool, force: bool,
-                    bar, warn: Callable[[str], None]) -> InferSummary:
-    """`run_infer` for a shard directory: list, plan, let the engine's workers write the
-    shards, check that every shard came back once, tidy up, write the manifest."""
-    if eng.write_shards is None:
-        raise UsageError(f"the {eng.name} engine writes one result file; a shard directory "
-                         "(-o DIR/) is written by the workers of --engine ray")
-    out = output if isinstance(output, ShardOutput) else ShardOutput(str(output))
-    spec = replace(spec, fmt=spec.fmt or DEFAULT_SHARD_FORMAT)
-    dest = Destination(out.dest)
-    found = dest.names()
-    ours = {n for n in found if SHARD_RE.match(n) or TEMP_RE.match(n) or n == MANIFEST}
-    if ours and not (resume or force):
-        raise OutputExistsError(out.dest, "pass --resume to finish it, or --force to "
-                                          "overwrite it")
-    sha = _model_sha256(spec.model)
-    key = f"{sha}\0{spec.top_k}\0{spec.fmt}"
-    t0 = time.monotonic()
-    paths = eng.find(inputs, lambda path, reason: warn(f"warning: {path}: {reason}"))
-    shards = plan_shards(paths, out.shard_size, key, spec.fmt, found if resume else set())
-    if not shards:
-        raise DigitkitError(f"no images found in {', '.join(map(str, inputs))}")
-    dest.prepare()
-    if MANIFEST in found:  # no longer a finished directory until this run finishes
-        dest.delete(MANIFEST)
-    tally = _Tally(InferSummary(output=out.dest))
-    start = time.monotonic()
-    results = eng.write_shards(spec, ShardJob(_worker_dest(dest), spec.fmt, shards))
-    try:
-        for done in results:
-            tally.add(done, warn)
-            bar.update(done.rows.count)
-    finally:
-        results.close()  # stops the engine's workers now, also on Ctrl-C or an error
-        tally.summary.seconds = time.monotonic() - start
-        bar.close()
-    missing = [s.name for s in shards if s.index not in tally.rows]
-    if missing:
-        raise DigitkitError(f"{len(missing)} shard(s) were not written (first: {missing[0]}); "
-                            "rerun with --resume")
-    _tidy(dest, found, {s.name for s in shards})
-    manifest = _manifest(spec, inputs, out, shards, tally, sha, time.monotonic() - t0)
-    dest.write(MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
-    return tally.summary
+class ShardRun:
+    """`run_infer` for a shard directory, around the engine's `write_shards`: opening it
+    lists the inputs, plans the shards and prepares the directory; `add` counts each
+    `ShardDone`; `finish` checks that every shard came back once, tidies up and writes the
+    manifest, last."""
+
+    def __init__(self, spec: InferSpec, inputs: list, output, *, resume: bool, force: bool,
+                 find: Callable[[list], Iterator[str]]):
+        self.out = output if isinstance(output, ShardOutput) else ShardOutput(str(output))
+        self.spec = replace(spec, fmt=spec.fmt or DEFAULT_SHARD_FORMAT)
+        self.inputs = inputs
+        self.dest = Destination(self.out.dest)
+        self.found = self.dest.names()
+        ours = {n for n in self.found
+                if SHARD_RE.match(n) or TEMP_RE.match(n) or n == MANIFEST}
+        if ours and not (resume or force):
+            raise OutputExistsError(self.out.dest, "pass --resume to finish it, or --force to "
+                                                   "overwrite it")
+        self.sha = _model_sha256(self.spec.model)
+        key = f"{self.sha}\0{self.spec.top_k}\0{self.spec.fmt}"
+        self.t0 = time.monotonic()
+        self.shards = plan_shards(find(inputs), self.out.shard_size, key, self.spec.fmt,
+                                  self.found if resume else set())
+        if not self.shards:
+            raise DigitkitError(f"no images found in {', '.join(map(str, inputs))}")
+        self.dest.prepare()
+        if MANIFEST in self.found:  # no longer a finished directory until this run finishes
+            self.dest.delete(MANIFEST)
+        self.tally = _Tally(InferSummary(output=self.out.dest))
+        self.job = ShardJob(_worker_dest(self.dest), self.spec.fmt, self.shards)
+
+    @property
+    def summary(self) -> InferSummary:
+        return self.tally.summary
+
+    def add(self, done: ShardDone, warn: Callable[[str], None]) -> int:
+        """Count one finished shard; returns its files (for the progress line)."""
+        self.tally.add(done, warn)
+        return done.count
+
+    def finish(self) -> InferSummary:
+        missing = [s.name for s in self.shards if s.index not in self.tally.rows]
+        if missing:
+            raise DigitkitError(f"{len(missing)} shard(s) were not written (first: "
+                                f"{missing[0]}); rerun with --resume")
+        _tidy(self.dest, self.found, {s.name for s in self.shards})
+        manifest = _manifest(self, time.monotonic() - self.t0)
+        self.dest.write(MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+        return self.summary
 
 
 def _worker_dest(dest: Destination) -> str:
@@ -240,18 +220,18 @@ class _Tally:
     def add(self, done: ShardDone, warn) -> None:
         if done.index in self.rows:
             return  # reported twice (a retried task): the same file, counted once
-        self.rows[done.index] = done.rows.count
-        if done.rows.errors:
-            self.errors[done.index] = done.rows.errors
+        self.rows[done.index] = done.count
+        if done.errors:
+            self.errors[done.index] = done.errors
         if not done.resumed:
-            self.summary.add_batch(done.rows)
-            for path, reason in done.rows.errors:
+            self.summary.add_batch(done)
+            for path, reason in done.errors:
                 warn(f"warning: {path}: {reason}")
             return
-        self.summary.resumed += done.rows.count
-        self.summary.failed += len(done.rows.errors)
-        if done.rows.confusion is not None:
-            self.summary.confusion += done.rows.confusion
+        self.summary.resumed += done.count
+        self.summary.failed += len(done.errors)
+        if done.confusion is not None:
+            self.summary.confusion += done.confusion
 
 
 def _tidy(dest: Destination, found: set[str], keep: set[str]) -> None:
@@ -264,9 +244,10 @@ def _tidy(dest: Destination, found: set[str], keep: set[str]) -> None:
                 pass
 
 
-def _manifest(spec, inputs, out, shards, tally: _Tally, sha, seconds) -> dict:
+def _manifest(run: ShardRun, seconds: float) -> dict:
     from digitkit.environment import RECORDED_PACKAGES, library_versions
 
+    spec, inputs, out, shards, tally = run.spec, run.inputs, run.out, run.shards, run.tally
     summary = tally.summary
     failed = [e for i in sorted(tally.errors) for e in tally.errors[i]]  # input order
     return {
@@ -281,7 +262,7 @@ def _manifest(spec, inputs, out, shards, tally: _Tally, sha, seconds) -> dict:
         "failed_files_truncated": len(failed) > MANIFEST_FAILED_LIMIT,
         "shard_size": out.shard_size,
         "shards": [{"name": s.name, "files": tally.rows[s.index]} for s in shards],
-        "model": {"path": str(spec.model), "sha256": sha},
+        "model": {"path": str(spec.model), "sha256": run.sha},
         "arguments": {"inputs": [str(i) for i in inputs], "output": out.dest,
                       "engine": spec.engine, "runtime": spec.runtime,
                       "batch_size": spec.batch_size, "workers": spec.workers,

@@ -1,13 +1,14 @@
-"""digitkit.infer.output: crash-safe writing of result files, and resume scanning."""
+"""digitkit.infer.results.textfile: crash-safe writing of result files, and resume scanning."""
 
 from __future__ import annotations
 
 import pytest
 
 from digitkit.errors import DataError, OutputExistsError
-from digitkit.infer.local import TASK_BATCHES
-from digitkit.infer.output import RowWriter, check_new_output, scan_existing
-from digitkit.infer.rows import Row, encode_rows
+from digitkit.infer.engines.local import TASK_BATCHES
+from digitkit.infer.results.formats import format_for, result_format
+from digitkit.infer.results.rows import Row, csv_text, jsonl_text
+from digitkit.infer.results.textfile import RowWriter, check_new_output
 
 ROWS = [
     Row("a/7/1.png", 7, 0.9, (7, 1, 2), (0.9, 0.05, 0.01)),
@@ -17,14 +18,19 @@ ROWS = [
 ]
 
 
+def _open(path, **kw) -> RowWriter:
+    """The writer the format table opens for `path` (CSV unless .jsonl)."""
+    return result_format(format_for(None if path == "-" else path)).open(path, **kw)
+
+
 def _write(w: RowWriter, rows) -> None:
-    w.write_text(encode_rows(rows, w.fmt))
+    w.write(csv_text(rows) if w.header else jsonl_text(rows))  # only CSV has a header
 
 
 def _scan(path, fmt):
     """(path, label, error) of each row, as resume reads them, and where whole rows end."""
     rows = []
-    end = scan_existing(path, fmt, lambda r: rows.append((r.path, r.label, r.error)))
+    end = result_format(fmt).scan(path, lambda r: rows.append((r.path, r.label, r.error)))
     return rows, end
 
 
@@ -35,8 +41,8 @@ def _key(rows):
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_round_trip(tmp_path, fmt):
     out = tmp_path / f"r.{fmt}"
-    with RowWriter(out) as w:
-        assert w.fmt == fmt
+    with _open(out) as w:
+        assert bool(w.header) == (fmt == "csv")
         _write(w, ROWS[:2])
         _write(w, ROWS[2:])
     rows, end = _scan(out, fmt)
@@ -47,14 +53,14 @@ def test_round_trip(tmp_path, fmt):
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_partial_last_line_is_cut_and_resume_appends(tmp_path, fmt):
     out = tmp_path / f"r.{fmt}"
-    with RowWriter(out) as w:
+    with _open(out) as w:
         _write(w, ROWS[:2])
     whole = out.stat().st_size
     with open(out, "ab") as f:
         f.write(b'"bad.png",,,' if fmt == "csv" else b'{"path": "bad.p')  # killed mid-write
     rows, end = _scan(out, fmt)
     assert end == whole and len(rows) == 2
-    with RowWriter(out, append_at=end) as w:
+    with _open(out, append_at=end) as w:
         _write(w, ROWS[2:])
     rows, end = _scan(out, fmt)
     assert rows == _key(ROWS)
@@ -66,7 +72,7 @@ def test_partial_header_starts_afresh(tmp_path):
     out.write_bytes(b"path,lab")
     rows, end = _scan(out, "csv")
     assert (rows, end) == ([], 0)
-    with RowWriter(out, append_at=0) as w:
+    with _open(out, append_at=0) as w:
         _write(w, ROWS[:1])
     assert out.read_text().startswith("path,label,confidence,top_k_labels,top_k_probs,error\n")
 
@@ -88,9 +94,9 @@ def test_existing_output_is_not_overwritten(tmp_path):
     with pytest.raises(OutputExistsError, match="--resume"):
         check_new_output(out)
     with pytest.raises(OutputExistsError, match="--resume"):
-        RowWriter(out)
+        _open(out)
     assert out.read_text() == "precious"
-    with RowWriter(out, force=True) as w:
+    with _open(out, force=True) as w:
         _write(w, ROWS[:1])
     assert "precious" not in out.read_text()
     with pytest.raises(DataError, match="output directory does not exist"):
@@ -98,7 +104,7 @@ def test_existing_output_is_not_overwritten(tmp_path):
 
 
 def test_stdout_gets_the_header_and_rows(capsys):
-    with RowWriter("-") as w:
+    with _open("-") as w:
         _write(w, ROWS[:1])
     assert capsys.readouterr().out == (
         "path,label,confidence,top_k_labels,top_k_probs,error\n"
@@ -152,7 +158,7 @@ def test_a_full_output_leaves_whole_rows_and_resume_finishes_it_identically(
 
 
 def test_done_set_is_compact_exact_and_keeps_order():
-    from digitkit.infer.output import DoneSet
+    from digitkit.infer.results.textfile import DoneSet
 
     done = DoneSet()
     for i in range(0, 20000, 2):
@@ -172,12 +178,12 @@ def test_done_set_is_compact_exact_and_keeps_order():
 
 @pytest.mark.parametrize("block", [7, 64, 1 << 22])
 def test_csv_scan_in_blocks_keeps_quoted_newlines_whole(tmp_path, monkeypatch, block):
-    from digitkit.infer import output
+    from digitkit.infer.results import textfile as output
 
     rows = [Row(f'x{i}\n"y",{i}.png' if i % 3 == 0 else f"/d/{i % 10}/{i}.png", i % 10, 0.5,
                 (i % 10, 1, 2), (0.5, 0.2, 0.1)) for i in range(300)]
     out = tmp_path / "r.csv"
-    with RowWriter(out) as w:
+    with _open(out) as w:
         _write(w, rows)
     monkeypatch.setattr(output, "_BLOCK", block)
     got, end = _scan(out, "csv")
@@ -193,7 +199,7 @@ def test_csv_scan_in_blocks_keeps_quoted_newlines_whole(tmp_path, monkeypatch, b
 
 def test_damage_is_not_cut_off_silently(tmp_path):
     out = tmp_path / "r.csv"
-    with RowWriter(out) as w:
+    with _open(out) as w:
         _write(w, ROWS)
     whole = out.read_bytes()
     out.write_bytes(whole + b"garbage,without,enough,fields\n")  # a complete bad last line
@@ -211,8 +217,8 @@ def test_stdout_with_a_real_file_descriptor():
     import subprocess
     import sys
 
-    code = ("from digitkit.infer.output import RowWriter\n"
-            "with RowWriter('-') as w:\n    w.write_text('a.png,1,0.5,1,0.5,\\n')\n")
+    code = ("from digitkit.infer.results.formats import result_format\n"
+            "with result_format('csv').open('-') as w:\n    w.write('a.png,1,0.5,1,0.5,\\n')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr

@@ -2,11 +2,11 @@
 
 The dataset has one record per shard (its number, file name and NUL-joined paths), one block
 each. `map_batches` hands each record to an actor of the pool: the actor decodes and
-classifies the shard's files in batches of `batch_size` with the Ray engine's own worker code
-(`ray_engine.worker_class`: same decoder, same error reasons, same predictor), encodes the
-rows as the local engine does (`rows.encode_predictions`), writes them as one file
-(`shards.Destination.write`: whole or not at all) and returns only the counts. The driver
-iterates those counts in completion order (no order to keep: a slow shard holds up nothing).
+classifies the shard's files in batches of `batch_size` with the Ray engine's own actor code
+(`ray_actors.classifier_class`: same decoder, same error reasons, same predictor), encodes
+the rows as the local engine does (`formats.encode_predictions`), writes them as one file
+(`stores.Destination.write`: whole or not at all) and returns only its `ShardDone`. The
+driver takes those in completion order (no order to keep: a slow shard holds up nothing).
 
 Why it cannot hang or double-count on a small or shrinking cluster:
 - No read stage: the records are built by the driver (`from_items`), so no Ray Data read
@@ -19,29 +19,29 @@ Why it cannot hang or double-count on a small or shrinking cluster:
   same file name with the same rows, so nothing is counted or stored twice; the driver also
   counts a shard once whatever reports it. A restarted actor needs a free CPU: with none, it
   starts once the surviving actors have done the other shards and Ray Data releases them
-  (tests/test_infer_ray_cluster.py kills one of two 1-CPU nodes: the run completes).
+  (tests/test_infer_engines_ray_cluster.py kills one of two 1-CPU nodes: the run completes).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from digitkit.infer.ray_engine import (
+from digitkit.infer.engines.ray_actors import (
+    actor_count,
+    classifier_class,
     connect,
     data_context,
-    encode_batch,
-    onnx_predictor,
-    worker_class,
+    encode_classified,
+    model_payload,
 )
-from digitkit.infer.shards import ShardDone, ShardJob, shard_bytes, shard_counts
-from digitkit.infer.spec import EncodedRows, InferSpec
-from digitkit.infer.stores import Destination
+from digitkit.infer.results.rows import EncodedRows
+from digitkit.infer.spec import InferSpec
+from digitkit.infer.storage.shards import ShardDone, ShardJob, shard_bytes, shard_counts
+from digitkit.infer.storage.stores import Destination
 
 #: Shards queued on one actor: one running and one waiting, so an actor never idles between
 #: shards, and the last shards of a run go to whichever actor is free.
@@ -63,43 +63,37 @@ class _Task:
 
 
 def _shard_worker_class(model_bytes: bytes, model_name: str, task: _Task, limits):
-    Base = worker_class(model_bytes, model_name, limits)
-
-    class ShardWorker(Base):
+    class ShardWorker(classifier_class(model_bytes, model_name, limits)):
         def __init__(self):
             super().__init__()
             self._dest = Destination(task.dest)
 
         def __call__(self, batch: dict) -> dict:
-            out = {"shard": [], "count": [], "errors": [], "confusion": [], "resumed": []}
-            for k, name, joined, done in zip(batch["shard"], batch["name"], batch["paths"],
-                                             batch["done"], strict=True):
-                paths = bytes(joined).decode("utf-8", "surrogateescape").split("\0")
-                rows = self._read_back(str(name), len(paths)) if done else None
-                out["resumed"].append(rows is not None)
-                if rows is None:
-                    rows = self._classify(paths)
-                    self._publish(str(name), shard_bytes(rows, task.fmt))
-                out["shard"].append(int(k))
-                out["count"].append(rows.count)
-                out["errors"].append(json.dumps(rows.errors))
-                cm = rows.confusion if rows.confusion is not None else np.zeros((10, 10))
-                out["confusion"].append(np.asarray(cm, np.int64).ravel())
-            return {"shard": np.array(out["shard"], np.int64),
-                    "count": np.array(out["count"], np.int64),
-                    "errors": np.array(out["errors"], dtype=object),
-                    "confusion": np.stack(out["confusion"]),
-                    "resumed": np.array(out["resumed"], bool)}
+            return {"done": np.array(
+                [self._shard(int(k), str(name), bytes(joined), bool(done))
+                 for k, name, joined, done in zip(batch["shard"], batch["name"],
+                                                  batch["paths"], batch["done"], strict=True)],
+                dtype=object)}
+
+        def _shard(self, index: int, name: str, joined: bytes, done: bool) -> ShardDone:
+            paths = joined.decode("utf-8", "surrogateescape").split("\0")
+            counts = self._read_back(name, len(paths)) if done else None
+            if counts is None:
+                rows = self._classify(paths)
+                self._publish(name, shard_bytes(rows, task.fmt))
+            else:
+                rows = counts
+            return ShardDone(rows.count, rows.errors, rows.confusion, index=index,
+                             resumed=counts is not None)
 
         def _classify(self, paths: list[str]) -> EncodedRows:
             reasons, probs = [], []
             for i in range(0, len(paths), task.batch_size):
-                part = np.array(paths[i:i + task.batch_size], dtype=object)
-                res = super().__call__({"i": np.arange(len(part)), "path": part})
-                reasons.extend(str(r) for r in res["reason"])
-                probs.append(res["probs"])
-            merged = {"path": paths, "reason": reasons, "probs": np.concatenate(probs)}
-            return encode_batch(merged, task.top_k, task.fmt)
+                r, p = self.classify(paths[i:i + task.batch_size])
+                reasons.extend(r)
+                probs.append(p)
+            return encode_classified(paths, reasons, np.concatenate(probs), task.top_k,
+                                     task.fmt)
 
         def _publish(self, name: str, data: bytes) -> None:
             for attempt in range(_WRITE_TRIES):
@@ -110,22 +104,22 @@ def _shard_worker_class(model_bytes: bytes, model_name: str, task: _Task, limits
                         raise
                     time.sleep(0.5 * 2 ** attempt)
 
-        def _read_back(self, name: str, expected: int) -> EncodedRows | None:
+        def _read_back(self, name: str, expected: int):
             """The counts of a shard written before (resume); None: redo it (gone, or not
             what this plan expects)."""
             try:
-                rows = shard_counts(self._dest.read(name), task.fmt)
+                counts = shard_counts(self._dest.read(name), task.fmt)
             except Exception:  # missing, unreadable, not ours: classify the files again
                 return None
-            return rows if rows.count == expected else None
+            return counts if counts.count == expected else None
 
     return ShardWorker
 
 
 def write_shards(spec: InferSpec, job: ShardJob) -> Iterator[ShardDone]:
-    """Have the actors write every shard of `job`; yield each one's counts as it finishes."""
-    predictor = onnx_predictor(spec).load()  # a bad model fails here, before cluster work
-    model_path = Path(predictor.model_path)
+    """Have the actors write every shard of `job`; yield each one's `ShardDone` as it
+    finishes."""
+    model_bytes, model_name = model_payload(spec)
     items = [{"shard": s.index, "name": s.name, "paths": s.paths, "done": s.done}
              for s in job.shards]
     if not items:
@@ -134,19 +128,13 @@ def write_shards(spec: InferSpec, job: ShardJob) -> Iterator[ShardDone]:
     # Completion order: the driver only adds counts up, and nothing waits behind a slow shard.
     with connect(spec.address, num_cpus=spec.workers) as ray, \
             data_context(ray, preserve_order=False):
-        n_workers = spec.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        n_workers = min(n_workers, len(items))  # an actor without a shard only costs start-up
+        n_workers = actor_count(ray, spec.workers, len(items))
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         del items
         ds = ds.map_batches(
-            _shard_worker_class(model_path.read_bytes(), model_path.name, task, spec.limits),
+            _shard_worker_class(model_bytes, model_name, task, spec.limits),
             compute=ray.data.ActorPoolStrategy(size=n_workers,
                                                max_tasks_in_flight_per_actor=_IN_FLIGHT),
             batch_size=1, batch_format="numpy", num_cpus=1)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for i in range(len(batch["shard"])):
-                errors = [tuple(e) for e in json.loads(batch["errors"][i])]
-                cm = np.asarray(batch["confusion"][i], np.int64).reshape(10, 10)
-                rows = EncodedRows("", int(batch["count"][i]), errors,
-                                   cm if cm.any() else None)
-                yield ShardDone(int(batch["shard"][i]), rows, bool(batch["resumed"][i]))
+            yield from batch["done"]

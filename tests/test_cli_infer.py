@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _cli import run_cli
 from _infer_folders import class_folders, numpy_answers
-from conftest import run_cli
 
 
 @pytest.fixture(scope="module")

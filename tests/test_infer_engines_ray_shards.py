@@ -1,6 +1,7 @@
-"""digitkit.infer.shards and digitkit.infer.ray_shards: shard directories written by the Ray
-engine's workers (local Ray instance, 2 CPUs), on a local directory and on a real
-S3-compatible server (moto's server mode on 127.0.0.1, started here).
+"""digitkit.infer.engines.ray_shards: shard directories written by the Ray engine's workers
+(local Ray instance, 2 CPUs), on a local directory and on a real S3-compatible server (moto's
+server mode on 127.0.0.1, started here). The plan and a shard's bytes without Ray:
+tests/test_infer_storage_shards.py.
 
 Every directory is read back as a whole and compared with the local engine on the same
 files: exactly one row per input, the same labels and error rows.
@@ -20,53 +21,24 @@ import pytest
 pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'digitkit[ray]'")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from _infer_folders import class_folders  # noqa: E402
-from conftest import run_cli  # noqa: E402
+from _cli import run_cli  # noqa: E402
 from digitkit.errors import OutputExistsError  # noqa: E402
 from digitkit.infer import InferSpec, run_infer  # noqa: E402
-from digitkit.infer.rows import COLUMNS, encode_predictions  # noqa: E402
-from digitkit.infer.shards import (  # noqa: E402
+from digitkit.infer.results.rows import COLUMNS  # noqa: E402
+from digitkit.infer.storage.shards import (  # noqa: E402
     MANIFEST,
     SHARD_RE,
     ShardOutput,
-    plan_shards,
-    shard_bytes,
-    shard_counts,
-    write_shard_dir,
+    ShardRun,
 )
 
 SHARD = 50  # 303 files -> 7 shards, several per actor
 
 
 @pytest.fixture(scope="module")
-def mixed_folder(tmp_path_factory, png_test_dir) -> Path:
-    return class_folders(png_test_dir, tmp_path_factory.mktemp("mixed"), bad=True)
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """The endpoint of a moto server, its environment set for this module (pyarrow reads it;
-    Ray workers started after this inherit it)."""
-    pytest.importorskip("moto", reason="the S3 tests need moto[server] (dev extra)")
-    from _s3_server import s3_server_env
-
-    with s3_server_env() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture(scope="module")
-def ray_local(s3):
-    import ray
-
-    from digitkit.infer.ray_engine import connect
-
-    assert not ray.is_initialized()
-    ray.init(num_cpus=2, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
-    try:
-        with connect() as r:
-            yield r
-    finally:
-        ray.shutdown()
+def ray_runtime_env(s3) -> dict:
+    """The S3 server first: `ray_local`'s workers inherit its environment."""
+    return {}
 
 
 @pytest.fixture(scope="module")
@@ -116,37 +88,6 @@ def _assert_same_as_local(rows: list[dict], local: dict, path_map=lambda p: p):
             int(r["label"]) == want["label"]
         if isinstance(r["top_k_probs"], list):  # Parquet / JSON Lines
             assert r["top_k_probs"] == pytest.approx(want["top_k_probs"], abs=1e-6)
-
-
-# -- without Ray ----------------------------------------------------------------------------
-
-
-def test_plan_names_are_deterministic_and_content_addressed():
-    files = [f"/d/{i}.png" for i in range(10)]
-    a = plan_shards(files, 4, "sha\0" + "3", "parquet", set())
-    assert [s.index for s in a] == [0, 1, 2]
-    assert [s.paths.split(b"\0") for s in a][2] == [b"/d/8.png", b"/d/9.png"]
-    assert [s.name for s in a] == [s.name for s in plan_shards(files, 4, "sha\0" + "3",
-                                                                "parquet", set())]
-    assert all(SHARD_RE.match(s.name) for s in a)
-    other_model = plan_shards(files, 4, "sha2\0" + "3", "parquet", set())
-    assert not {s.name for s in a} & {s.name for s in other_model}
-    moved = plan_shards(files[1:], 4, "sha\0" + "3", "parquet", set())
-    assert a[0].name != moved[0].name
-    done = plan_shards(files, 4, "sha\0" + "3", "parquet", {a[1].name})
-    assert [s.done for s in done] == [False, True, False]
-
-
-@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
-def test_shard_bytes_read_back_as_counts(fmt):
-    import numpy as np
-
-    probs = np.eye(10, dtype=np.float32)[[3, 5]]
-    rows = encode_predictions(["/d/3/a.png", "/d/bad.png", "/d/5/b.png"],
-                              ["", "empty file", ""], probs, 3, fmt)
-    back = shard_counts(shard_bytes(rows, fmt), fmt)
-    assert back.count == 3 and back.errors == [("/d/bad.png", "empty file")]
-    assert back.confusion[3, 3] == back.confusion[5, 5] == 1 and back.confusion.sum() == 2
 
 
 # -- on Ray ---------------------------------------------------------------------------------
@@ -206,6 +147,7 @@ def test_interrupted_run_leaves_whole_shards_and_no_manifest(ray_local, linear_o
                                                               mixed_folder, local_rows,
                                                               tmp_path):
     from digitkit.infer import get_engine
+    from digitkit.infer.run import drive
 
     class StopAfterTwo:  # Ctrl-C after two shards are counted
         n = 0
@@ -220,9 +162,12 @@ def test_interrupted_run_leaves_whole_shards_and_no_manifest(ray_local, linear_o
 
     out = tmp_path / "out"
     spec = InferSpec(linear_onnx, engine="ray", workers=1)
+    engine = get_engine("ray")
+    shard_run = ShardRun(spec, [mixed_folder], ShardOutput(str(out), SHARD), resume=False,
+                         force=False, find=engine.find)
     with pytest.raises(KeyboardInterrupt):
-        write_shard_dir(get_engine("ray"), spec, [mixed_folder], ShardOutput(str(out), SHARD),
-                        resume=False, force=False, bar=StopAfterTwo(), warn=lambda m: None)
+        drive(engine.write_shards(shard_run.spec, shard_run.job),
+              lambda done: shard_run.add(done, lambda m: None), StopAfterTwo())
     names = os.listdir(out)
     assert MANIFEST not in names and not [n for n in names if n.startswith(".")]
     assert 2 <= len(names) < 7 and all(SHARD_RE.match(n) for n in names)

@@ -1,4 +1,5 @@
-"""digitkit.infer.rows: rows, their CSV / JSON Lines text, and the fast encoder engines use."""
+"""digitkit.infer.results.rows: rows, their CSV / JSON Lines text, and the fast encoder
+engines use."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ import json
 
 import numpy as np
 
-from digitkit.infer.rows import (
+from digitkit.infer.results.formats import encode_predictions
+from digitkit.infer.results.rows import (
     COLUMNS,
     CSV_HEADER,
     Row,
-    encode_predictions,
-    encode_rows,
-    format_for,
+    csv_text,
+    jsonl_text,
     make_rows,
     parse_csv_record,
     parse_json_line,
 )
+
+#: The general (Row by Row) encoder of each text format.
+TEXT = {"csv": csv_text, "jsonl": jsonl_text}
 
 ROWS = [
     Row("a/7/1.png", 7, 0.9, (7, 1, 2), (0.9, 0.05, 0.01)),
@@ -29,7 +33,7 @@ ROWS = [
 
 
 def test_csv_is_plain_csv_with_the_agreed_columns():
-    recs = list(csv.DictReader(io.StringIO(CSV_HEADER + encode_rows(ROWS, "csv"))))
+    recs = list(csv.DictReader(io.StringIO(CSV_HEADER + csv_text(ROWS))))
     assert tuple(recs[0]) == COLUMNS
     assert recs[0] == {"path": "a/7/1.png", "label": "7", "confidence": "0.900000",
                        "top_k_labels": "7 1 2", "top_k_probs": "0.900000 0.050000 0.010000",
@@ -39,7 +43,7 @@ def test_csv_is_plain_csv_with_the_agreed_columns():
 
 
 def test_jsonl_rows():
-    lines = encode_rows(ROWS, "jsonl").splitlines()
+    lines = jsonl_text(ROWS).splitlines()
     assert len(lines) == len(ROWS)
     assert json.loads(lines[2]) == {"path": "bad.png", "label": None, "confidence": None,
                                     "top_k_labels": [], "top_k_probs": [],
@@ -48,19 +52,13 @@ def test_jsonl_rows():
 
 
 def test_text_parses_back_to_the_rows():
-    back = list(csv.reader(io.StringIO(encode_rows(ROWS, "csv"))))
+    back = list(csv.reader(io.StringIO(csv_text(ROWS))))
     assert back == [[r.path, "" if r.label is None else str(r.label),
                      "" if r.confidence is None else f"{r.confidence:.6f}",
                      " ".join(map(str, r.top_k_labels)),
                      " ".join(f"{p:.6f}" for p in r.top_k_probs), r.error] for r in ROWS]
     assert [parse_csv_record(r) for r in back] == ROWS
-    assert [parse_json_line(line) for line in encode_rows(ROWS, "jsonl").splitlines()] == ROWS
-
-
-def test_format_for():
-    assert format_for(None) == "csv"
-    assert format_for("x.csv") == format_for("x.txt") == "csv"
-    assert format_for("x.JSONL") == format_for("x.ndjson") == "jsonl"
+    assert [parse_json_line(line) for line in jsonl_text(ROWS).splitlines()] == ROWS
 
 
 def test_make_rows_orders_top_k_stably():
@@ -87,7 +85,7 @@ def test_encoded_rows_are_the_row_encoders_text():
                 good = [i for i in sel if not reasons[i]]
                 pr = probs[good] if good else None
                 enc = encode_predictions(p, r, pr, k, fmt)
-                assert enc.text == encode_rows(make_rows(p, r, pr, k), fmt), (fmt, k, sel)
+                assert enc.data == TEXT[fmt](make_rows(p, r, pr, k)), (fmt, k, sel)
                 assert enc.count == len(p)
                 assert enc.errors == [(x, y) for x, y in zip(p, r, strict=True) if y]
     enc = encode_predictions([paths[0], paths[-1]], ["", ""], probs[[0, -1]], 3, "csv")
@@ -100,7 +98,7 @@ def test_encoded_rows_are_the_row_encoders_text():
 def test_path_escape_is_reversible_for_any_name():
     import os
 
-    from digitkit.infer.rows import escape_path, path_bytes, unescape_path
+    from digitkit.infer.results.rows import escape_path, path_bytes, unescape_path
 
     rng = np.random.default_rng(11)
     names = [b"plain.png", b"caf\xc3\xa9.png", b"caf\xe9.png", b"\xff\xfe\xfd", b"a\\b.png",
@@ -125,8 +123,8 @@ def test_rows_carry_the_escaped_text_in_every_format():
     probs = np.eye(10, dtype=np.float32)[[7]]
     for fmt in ("csv", "jsonl"):
         enc = encode_predictions([raw, "/d/x/bad.png"], ["", "empty file"], probs, 3, fmt)
-        enc.text.encode("utf-8")
-        assert "/d/7/caf\\xe9\\\\.png" in (enc.text if fmt == "csv" else
-                                           json.loads(enc.text.splitlines()[0])["path"])
+        enc.data.encode("utf-8")
+        assert "/d/7/caf\\xe9\\\\.png" in (enc.data if fmt == "csv" else
+                                           json.loads(enc.data.splitlines()[0])["path"])
         assert enc.confusion[7, 7] == 1
         assert enc.errors == [("/d/x/bad.png", "empty file")]

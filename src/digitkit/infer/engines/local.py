@@ -13,7 +13,7 @@ Design, for throughput at bounded memory:
   so larger tasks spread it over more images.
 - At most 2 x workers + 2 tasks are in flight: enough to keep every worker busy while the
   main process writes, and memory stays constant however many files there are.
-- No file can take the run down: the pool (`digitkit.infer.isolation`) survives a worker
+- No file can take the run down: the pool (`digitkit.infer.pool.isolation`) survives a worker
   that crashes, is killed or overruns the per-file time limit, retries that worker's chunk
   one file at a time, and gives the file that did it an error row. A run that fits in one
   chunk gets one worker, isolated all the same; only `workers=0` decodes in this process
@@ -36,7 +36,7 @@ import numpy as np
 from digitkit.environment import usable_cpus
 from digitkit.errors import UsageError
 from digitkit.images import MAX_FILE_SIZE, iter_image_paths, load_images
-from digitkit.infer.isolation import (
+from digitkit.infer.pool.isolation import (
     Crash,
     FileTimer,
     WorkerPool,
@@ -44,14 +44,14 @@ from digitkit.infer.isolation import (
     join_decoded,
     start_forkserver,
 )
-from digitkit.infer.rows import encode_predictions, join_encoded
-from digitkit.infer.spec import DEFAULT_BATCH_SIZE, EncodedRows, Engine, InferSpec
+from digitkit.infer.results.formats import DEFAULT_FORMAT, encode_predictions, join_encoded
+from digitkit.infer.spec import DEFAULT_BATCH_SIZE, BatchEngine, EncodedRows, InferSpec
 from digitkit.predictors import OnnxPredictor, open_predictor, regime_settings
 
 #: What the forkserver imports once for every worker: the worker code, the decoder (with
 #: OpenCV) and ONNX Runtime (imports paid once instead of once per worker).
-_WORKER_PRELOAD = ["digitkit.infer.local", "digitkit.infer.isolation", "digitkit.images",
-                   "digitkit.predictors.ort", "cv2", "onnxruntime"]
+_WORKER_PRELOAD = ["digitkit.infer.engines.local", "digitkit.infer.pool.isolation",
+                   "digitkit.images", "digitkit.predictors.ort", "cv2", "onnxruntime"]
 #: Inference batches per worker task. Four (1,024 images at the default batch): the main
 #: process's per-task cost is spread over four times the images, a task still outlasts the
 #: main process's longest pause (sorting a large folder's names) so the task queued behind
@@ -98,7 +98,7 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
     """Yield each task's encoded rows, in input order. workers=0 does everything in this
     process; otherwise ONNX models run in the workers, other runtimes here."""
     workers = usable_cpus() if spec.workers is None else spec.workers
-    fmt, top_k, limits = spec.fmt or "csv", spec.top_k, spec.limits
+    fmt, top_k, limits = spec.fmt or DEFAULT_FORMAT, spec.top_k, spec.limits
     # The same rule `bench` measures: every core, spinning only for small batches (at chunk
     # sizes the decoders' cores are not spun on).
     predictor = open_predictor(spec.model, spec.runtime,
@@ -142,7 +142,7 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
         def finish(chunk, parts):
             return join_encoded([
                 encode_predictions(chunk[lo:hi], [v.reason] * (hi - lo), None, top_k, fmt)
-                if isinstance(v, Crash) else v for lo, hi, v in parts])
+                if isinstance(v, Crash) else v for lo, hi, v in parts], fmt)
     else:
         setup, finish = (decode_worker, (limits.max_file_size,)), predict_here
 
@@ -178,4 +178,13 @@ def _classify_worker(model_path: str, top_k: int, fmt: str, max_file_size: int,
     return work
 
 
-ENGINE = Engine("local", check=check, find=iter_image_paths, run=local_engine)
+class LocalEngine(BatchEngine):
+    """Worker processes on this machine."""
+
+    name = "local"
+    check = staticmethod(check)
+    find = staticmethod(iter_image_paths)
+    run = staticmethod(local_engine)
+
+
+ENGINE = LocalEngine()

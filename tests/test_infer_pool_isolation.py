@@ -1,4 +1,4 @@
-"""digitkit.infer.isolation (and its worker side, digitkit.infer.workers): real worker
+"""digitkit.infer.pool.isolation (and its worker side, digitkit.infer.pool.workers): real worker
 processes that really crash (SIGSEGV, SIGABRT, SIGKILL), really hang, and a real run killed
 with SIGKILL that must leave no process behind. No mocks."""
 
@@ -16,7 +16,8 @@ import pytest
 
 from _pool_work import dying_setup, echo_worker, failing_setup, raising_worker
 from digitkit.errors import DigitkitError, ModelError
-from digitkit.infer.isolation import (
+from digitkit.infer.engines.local import TASK_BATCHES
+from digitkit.infer.pool.isolation import (
     Crash,
     FileTimer,
     WorkerPool,
@@ -24,7 +25,6 @@ from digitkit.infer.isolation import (
     decode_worker,
     join_decoded,
 )
-from digitkit.infer.local import TASK_BATCHES
 
 
 def _parts_text(parts):
@@ -45,8 +45,8 @@ def _no_core_files():
 def _forkserver():
     # What the local engine preloads, plus the test's work functions: every (re)started
     # worker then forks ready instead of importing them (unless a forkserver runs already).
-    from digitkit.infer.isolation import start_forkserver
-    from digitkit.infer.local import _WORKER_PRELOAD
+    from digitkit.infer.engines.local import _WORKER_PRELOAD
+    from digitkit.infer.pool.isolation import start_forkserver
 
     start_forkserver([*_WORKER_PRELOAD, "_pool_work"])
 

@@ -19,7 +19,7 @@ import os
 import uuid
 
 from digitkit.errors import DataError, one_line
-from digitkit.infer.uri_inputs import is_uri
+from digitkit.infer.storage.uri_inputs import is_uri
 
 #: The file systems whose uploads appear whole (so a file is written in place).
 OBJECT_STORES = ("s3", "gcs", "abfs")

@@ -1,5 +1,5 @@
 """Parquet result files: written in row groups at bounded memory, in the one schema of
-`digitkit.infer.columns` (both engines; a shard directory's Parquet shards use it too).
+`digitkit.infer.results.columns` (both engines; a shard directory's Parquet shards use it too).
 
 A result file is written under a hidden temporary name and renamed into place when it is
 closed: a reader never sees a file without its footer. Closing also happens when the run
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from digitkit.errors import DataError, UsageError, one_line
-from digitkit.infer.columns import schema
-from digitkit.infer.rows import Row
+from digitkit.infer.results.columns import schema
+from digitkit.infer.results.rows import Row
 
 #: Rows per row group of a result file: ~65,000 rows of ~100 bytes is ~6 MB held in memory
 #: before each write, large enough for columnar encoding and for readers that skip or split
@@ -33,6 +33,9 @@ def _open_existing(path: Path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from digitkit.inputs import check_regular
+
+    check_regular(path)  # a FIFO or /dev/zero would block or never end
     try:
         f = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as err:
@@ -44,9 +47,9 @@ def _open_existing(path: Path):
     return f
 
 
-def scan_parquet(path: str | os.PathLike, fmt: str, on_row: Callable[[Row], None]) -> int:
+def scan_parquet(path: str | os.PathLike, on_row: Callable[[Row], None]) -> int:
     """Call `on_row` for every row of an existing result file (resume); returns the count.
-    The signature is `output.scan_existing`'s, so `run_infer` treats both alike."""
+    The signature is `textfile.scan_csv`'s, so `run_infer` treats every format alike."""
     f = _open_existing(Path(path))
     n = 0
     for b in f.iter_batches(columns=["path", "label", "error"]):
@@ -59,15 +62,15 @@ def scan_parquet(path: str | os.PathLike, fmt: str, on_row: Callable[[Row], None
 class ParquetRowWriter:
     """Streams result tables to a Parquet file in row groups of `ROW_GROUP_ROWS`.
 
-    Same constructor as `output.RowWriter`: `append_at` not None keeps the rows of the
-    existing file (resume); otherwise an existing file is refused unless `force`.
+    Like `textfile.RowWriter`: `append_at` not None keeps the rows of the existing file
+    (resume); otherwise an existing file is refused unless `force`.
     """
 
-    def __init__(self, path: str | os.PathLike | None, fmt: str | None = "parquet", *,
-                 append_at: int | None = None, force: bool = False):
+    def __init__(self, path: str | os.PathLike | None, *, append_at: int | None = None,
+                 force: bool = False):
         import pyarrow.parquet as pq
 
-        from digitkit.infer.output import check_new_output
+        from digitkit.infer.results.textfile import check_new_output
 
         if path in (None, "-"):
             raise UsageError(STDOUT_REFUSED)
@@ -86,7 +89,7 @@ class ParquetRowWriter:
             for batch in existing.iter_batches(batch_size=ROW_GROUP_ROWS):
                 self._writer.write_batch(batch)
 
-    def write_table(self, table) -> None:
+    def write(self, table) -> None:
         if table is None or not table.num_rows:
             return
         self._pending.append(table)
