@@ -82,7 +82,7 @@ def validate_savedmodel_copy(ctx, path):
     from digitkit.export.validate import validate_savedmodel
 
     return validate_savedmodel(path, ctx.cases, ctx.config.atol, ctx.config.rtol,
-                               contract=ctx.contract)
+                               ctx.config.trust_model, contract=ctx.contract)
 
 
 # --------------------------------------------------------------------------- ONNX

@@ -51,7 +51,8 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
     from digitkit.predictors.runnable import runnable_path
 
     spec = replace(spec, model=runnable_path(spec.model, spec.convention, spec.data,
-                                             say=lambda line: warn(f"digitkit: {line}")))
+                                             say=lambda line: warn(f"digitkit: {line}"),
+                                             trust_model=spec.trust_model))
     eng = get_engine(spec.engine)
     eng.check(spec)  # a missing extra or a bad model fails before any work
 
