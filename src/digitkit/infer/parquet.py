@@ -67,7 +67,9 @@ class ParquetRowWriter:
     """
 
     def __init__(self, path: str | os.PathLike | None, fmt: str | None = "parquet", *,
-                 append_at: int | None = None, force: bool = False):
+                 append_at: int | None = None, force: bool = False,
+                 metadata: dict[bytes, bytes] | None = None):
+        """`metadata`: the file's key-value metadata (`digitkit.infer.provenance`)."""
         import pyarrow.parquet as pq
 
         from digitkit.infer.output import check_new_output
@@ -82,7 +84,7 @@ class ParquetRowWriter:
                                    dir=self.path.parent)
         os.close(fd)
         self._tmp = Path(tmp)
-        self._writer = pq.ParquetWriter(self._tmp, schema())
+        self._writer = pq.ParquetWriter(self._tmp, schema().with_metadata(metadata or {}))
         self._pending: list = []
         self._rows = 0
         if existing is not None:

@@ -21,6 +21,13 @@ from pathlib import Path
 from digitkit.errors import DigitkitError, UsageError
 from digitkit.infer.output import DoneSet, RowWriter, check_new_output, scan_existing
 from digitkit.infer.parquet import STDOUT_REFUSED, ParquetRowWriter, scan_parquet
+from digitkit.infer.provenance import (
+    check_resume,
+    parquet_metadata,
+    read_record,
+    record_for,
+    write_sidecar,
+)
 from digitkit.infer.rows import format_for
 from digitkit.infer.shards import is_shard_output, write_shard_dir
 from digitkit.infer.spec import InferSpec, get_engine
@@ -44,10 +51,14 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
     # A model made elsewhere never runs on pixels it was not trained for: its convention is
     # resolved once, here, and every engine and worker runs the adapted copy.
-    from digitkit.predictors.runnable import runnable_path
+    from digitkit.predictors.runnable import runnable_model
 
-    spec = replace(spec, model=runnable_path(spec.model, spec.convention, spec.data,
-                                             say=lambda line: warn(f"digitkit: {line}")))
+    runnable = runnable_model(spec.model, spec.convention, spec.data)
+    if runnable.line():
+        warn(f"digitkit: {runnable.line()}")
+    # What the rows are made with, recorded with them; a resume must match it.
+    record = record_for(spec.model, runnable.convention, spec.top_k, spec.limits.max_file_size)
+    spec = replace(spec, model=runnable.path)
     eng = get_engine(spec.engine)
     eng.check(spec)  # a missing extra or a bad model fails before any work
     if is_shard_output(output):  # a directory: the engine's workers write the rows there
@@ -66,7 +77,11 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
         def _seen(row):
             done.add(row.path)
             summary.add_resumed(row)
+        found = read_record(out, spec.fmt)
+        if found is not None:  # a mismatch is refused before the (long) scan
+            check_resume(out, found, record, has_rows=True)
         append_at = (scan_parquet if parquet else scan_existing)(out, spec.fmt, _seen)
+        check_resume(out, found, record, has_rows=bool(summary.total))
 
     paths = eng.find(inputs, lambda path, reason: warn(f"warning: {path}: {reason}"))
     first = next(paths, None)  # fail before touching the output if there is nothing to do
@@ -87,8 +102,14 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
             # The output file is created once the first chunk is classified: a model that
             # cannot load (it loads in the workers) leaves no file behind.
             first_batch = next(batches, None)
-            writer_class = ParquetRowWriter if parquet else RowWriter
-            with writer_class(out, spec.fmt, append_at=append_at, force=force) as writer:
+            if parquet:
+                writer = ParquetRowWriter(out, spec.fmt, append_at=append_at, force=force,
+                                          metadata=parquet_metadata(record))
+            else:
+                if out is not None:
+                    write_sidecar(out, record)  # before the file: never a file without it
+                writer = RowWriter(out, spec.fmt, append_at=append_at, force=force)
+            with writer:
                 rest = batches if first_batch is None else chain((first_batch,), batches)
                 for batch in rest:
                     if parquet:
