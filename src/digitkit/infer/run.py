@@ -19,8 +19,14 @@ from itertools import chain
 from pathlib import Path
 
 from digitkit.errors import DigitkitError, UsageError
+from digitkit.infer.lock import lock_for
 from digitkit.infer.output import DoneSet, RowWriter, check_new_output, scan_existing
-from digitkit.infer.parquet import STDOUT_REFUSED, ParquetRowWriter, scan_parquet
+from digitkit.infer.parquet import (
+    STDOUT_REFUSED,
+    ParquetRowWriter,
+    remove_stale_temporaries,
+    scan_parquet,
+)
 from digitkit.infer.provenance import (
     check_resume,
     parquet_metadata,
@@ -48,7 +54,12 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
     inputs = list(inputs)
     if resume and output in (None, "-"):
         raise UsageError("--resume needs an output file (-o)")
-    warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    with lock_for(output):  # one writer per output, for the whole run
+        return _run_infer(spec, inputs, output, resume=resume, force=force, progress=progress,
+                          warn=warn or (lambda msg: print(msg, file=sys.stderr)))
+
+
+def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferSummary:
     # A model made elsewhere never runs on pixels it was not trained for: its convention is
     # resolved once, here, and every engine and worker runs the adapted copy.
     from digitkit.predictors.runnable import runnable_model
@@ -94,6 +105,8 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
 
     if append_at is None and out is not None:
         check_new_output(out, force)  # refuse before any work; the file comes later
+    if parquet:
+        remove_stale_temporaries(out)  # a killed run's; this run holds the output's lock
     bar = _Progress(progress)
     start = time.monotonic()
     batches = eng.run(spec, paths)
