@@ -143,3 +143,46 @@ def write_sidecar(path: str | os.PathLike, record: Record) -> None:
 
 def parquet_metadata(record: Record) -> dict[bytes, bytes]:
     return {PARQUET_KEY: json.dumps(record.to_json()).encode()}
+
+
+# -- shard directories ----------------------------------------------------------------------
+
+#: A shard directory's record, written before its first shard.
+SHARD_RECORD = "_provenance.json"
+
+
+def check_shard_dir(dest, names: set[str], shard_names: set[str], record: Record,
+                    resume: bool) -> None:
+    """Refuse to resume the shard directory `dest` (a `stores.Destination` holding `names`)
+    with shards made another way (its record differs) or of another plan (shard files
+    this run's plan does not name: other inputs). `shard_names`: the names in the directory
+    that are shards. Nothing is deleted: a refusal leaves the directory as it was."""
+    if not resume:
+        return
+    found = None
+    if SHARD_RECORD in names:
+        try:
+            found = Record.from_json(json.loads(dest.read(SHARD_RECORD)[:_MAX_RECORD]))
+        except ValueError:
+            found = None
+    if found is None and shard_names:
+        raise DataError(dest.dest, "cannot resume: no record of the model and options its "
+                                   f"shards were made with ({SHARD_RECORD}); --force starts "
+                                   "it over")
+    if found is not None:
+        check_resume(dest.dest, found, record, has_rows=True)
+
+
+def check_shard_plan(dest: str, stray: set[str]) -> None:
+    """Refuse a resume whose plan does not name every shard already there (other inputs, or
+    a file added or removed since): those shards would give rows twice or of files no
+    longer asked for, and they are not this run's to delete."""
+    if stray:
+        raise DataError(dest, f"cannot resume: {len(stray)} shard file(s) here are not of this "
+                              f"run's plan (first: {min(stray)}): the inputs differ from the "
+                              "run that wrote them; give the same PATHs, or --force to start "
+                              "it over")
+
+
+def write_shard_record(dest, record: Record) -> None:
+    dest.write(SHARD_RECORD, (json.dumps(record.to_json(), indent=1) + "\n").encode())

@@ -75,7 +75,7 @@ def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferS
     if is_shard_output(output):  # a directory: the engine's workers write the rows there
         with _sigterm_as_interrupt():
             return write_shard_dir(eng, spec, inputs, output, resume=resume, force=force,
-                                   bar=_Progress(progress), warn=warn)
+                                   bar=_Progress(progress), warn=warn, record=record)
     out = None if output in (None, "-") else Path(output)
     spec = replace(spec, fmt=spec.fmt or format_for(out))
     if spec.fmt == "parquet" and out is None:

@@ -19,7 +19,9 @@ Layout of a directory:
   paths, the model's sha256, top-k, format). A retried shard (a node lost mid-run) rewrites
   the same name with the same rows, so reading the directory never gives a file twice; and
   `--resume` skips exactly the shards whose file exists (same inputs, same model), redoing
-  the rest. Shard files of another plan (other inputs or model) are deleted at the end.
+  the rest. A resume refuses a directory holding shard files of another plan (other inputs
+  or model) or made another way (`_provenance.json`, `digitkit.infer.provenance`), and
+  deletes nothing; `--force` starts over and deletes them at the end.
 - Each shard appears whole or not at all (`digitkit.infer.stores`: a temporary name and a
   rename on file systems, one upload on object stores).
 - Hidden names (`.part-...tmp`) and `_manifest.json` are what pyarrow, pandas, DuckDB and
@@ -43,6 +45,7 @@ from itertools import islice
 import numpy as np
 
 from digitkit.errors import DigitkitError, OutputExistsError, UsageError
+from digitkit.infer import provenance
 from digitkit.infer.rows import (
     COLUMNS,
     CSV_HEADER,
@@ -180,7 +183,7 @@ def _model_sha256(model) -> str:
 
 
 def write_shard_dir(eng, spec: InferSpec, inputs: list, output, *, resume: bool, force: bool,
-                    bar, warn: Callable[[str], None]) -> InferSummary:
+                    bar, warn: Callable[[str], None], record=None) -> InferSummary:
     """`run_infer` for a shard directory: list, plan, let the engine's workers write the
     shards, check that every shard came back once, tidy up, write the manifest."""
     if eng.write_shards is None:
@@ -190,10 +193,14 @@ def write_shard_dir(eng, spec: InferSpec, inputs: list, output, *, resume: bool,
     spec = replace(spec, fmt=spec.fmt or DEFAULT_SHARD_FORMAT)
     dest = Destination(out.dest)
     found = dest.names()
-    ours = {n for n in found if SHARD_RE.match(n) or TEMP_RE.match(n) or n == MANIFEST}
+    ours = {n for n in found if SHARD_RE.match(n) or TEMP_RE.match(n) or n == MANIFEST
+            or n == provenance.SHARD_RECORD}
     if ours and not (resume or force):
         raise OutputExistsError(out.dest, "pass --resume to finish it, or --force to "
                                           "overwrite it")
+    if record is not None:  # made another way: refused before any listing or work
+        provenance.check_shard_dir(dest, found, {n for n in found if SHARD_RE.match(n)},
+                                   record, resume and not force)
     sha = _model_sha256(spec.model)
     key = f"{sha}\0{spec.top_k}\0{spec.fmt}"
     t0 = time.monotonic()
@@ -201,9 +208,14 @@ def write_shard_dir(eng, spec: InferSpec, inputs: list, output, *, resume: bool,
     shards = plan_shards(paths, out.shard_size, key, spec.fmt, found if resume else set())
     if not shards:
         raise DigitkitError(f"no images found in {', '.join(map(str, inputs))}")
+    if resume and not force:
+        provenance.check_shard_plan(out.dest, {n for n in found if SHARD_RE.match(n)}
+                                    - {s.name for s in shards})
     dest.prepare()
     if MANIFEST in found:  # no longer a finished directory until this run finishes
         dest.delete(MANIFEST)
+    if record is not None:
+        provenance.write_shard_record(dest, record)
     tally = _Tally(InferSummary(output=out.dest))
     start = time.monotonic()
     results = eng.write_shards(spec, ShardJob(_worker_dest(dest), spec.fmt, shards))
@@ -219,7 +231,7 @@ def write_shard_dir(eng, spec: InferSpec, inputs: list, output, *, resume: bool,
     if missing:
         raise DigitkitError(f"{len(missing)} shard(s) were not written (first: {missing[0]}); "
                             "rerun with --resume")
-    _tidy(dest, found, {s.name for s in shards})
+    _tidy(dest, found, {s.name for s in shards}, shards_too=force)
     manifest = _manifest(spec, inputs, out, shards, tally, sha, time.monotonic() - t0)
     dest.write(MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
     return tally.summary
@@ -254,10 +266,11 @@ class _Tally:
             self.summary.confusion += done.rows.confusion
 
 
-def _tidy(dest: Destination, found: set[str], keep: set[str]) -> None:
-    """Delete shard files of another plan and temporary files of interrupted writes."""
+def _tidy(dest: Destination, found: set[str], keep: set[str], shards_too: bool) -> None:
+    """Delete temporary files of interrupted writes and, under --force only, shard files of
+    another plan (a resume refuses those: `provenance.check_shard_plan`)."""
     for name in sorted(found):
-        if (SHARD_RE.match(name) and name not in keep) or TEMP_RE.match(name):
+        if (shards_too and SHARD_RE.match(name) and name not in keep) or TEMP_RE.match(name):
             try:
                 dest.delete(name)
             except FileNotFoundError:
