@@ -109,7 +109,7 @@ STAGES_SCRIPT = textwrap.dedent("""
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     from digitkit.images import find_images, load_images
     from digitkit.images.mnist_convention import follows_convention, ink_counts
-    from digitkit.infer.rows import encode_predictions
+    from digitkit.infer.results.formats import encode_predictions
     from digitkit.predictors.ort import OnnxPredictor, regime_settings
     folder, model, batch, passes = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     paths = [str(p) for p in find_images([folder])]
@@ -134,7 +134,7 @@ STAGES_SCRIPT = textwrap.dedent("""
                 t3 = time.perf_counter()
                 probs = predictor.predict(x.astype(np.float32))
                 t4 = time.perf_counter()
-                sink.write(encode_predictions(chunk, [""] * len(chunk), probs, 3, "csv").text)
+                sink.write(encode_predictions(chunk, [""] * len(chunk), probs, 3, "csv").data)
                 t5 = time.perf_counter()
                 load_images(chunk)
                 t6 = time.perf_counter()
@@ -409,7 +409,7 @@ def main():
                            "digitkit") for _ in range(3)), key=lambda v: v["wall"])
     # --batch-size 1 and TASK_BATCHES copies of that file: they fill one worker task, so the
     # worker pool starts as in a big run.
-    from digitkit.infer.local import TASK_BATCHES
+    from digitkit.infer.engines.local import TASK_BATCHES
 
     one_task = work / "one_task"
     one_task.mkdir(exist_ok=True)

@@ -69,8 +69,9 @@ def _quiet(msg: str) -> None:
 def driver_child(model: str, copies: list[str], work: str, workers: int) -> dict:
     """Driver CPU and wall time for 1 copy and for all copies, shards vs rows to the driver."""
     from digitkit.infer import InferSpec, run_infer
-    from digitkit.infer.ray_engine import connect, find_inputs
-    from digitkit.infer.shards import DEFAULT_SHARD_SIZE, ShardOutput, plan_shards
+    from digitkit.infer.engines.ray_actors import connect
+    from digitkit.infer.storage.shards import DEFAULT_SHARD_SIZE, ShardOutput, plan_shards
+    from digitkit.infer.storage.uri_inputs import find_inputs
 
     spec = InferSpec(model, engine="ray", workers=workers)
     res = {}
@@ -105,8 +106,9 @@ def throughput_child(model: str, copies: list[str], work: str, workers: int) -> 
     the steady rate. The first small run minus its work is the cold start-up."""
     t0 = time.perf_counter()
     from digitkit.infer import InferSpec, run_infer
-    from digitkit.infer.ray_engine import connect, find_inputs
-    from digitkit.infer.shards import ShardOutput
+    from digitkit.infer.engines.ray_actors import connect
+    from digitkit.infer.storage.shards import ShardOutput
+    from digitkit.infer.storage.uri_inputs import find_inputs
 
     spec = InferSpec(model, engine="ray", workers=workers)
     files = list(find_inputs(copies))

@@ -1,4 +1,4 @@
-"""Work functions for the WorkerPool tests (tests/test_infer_isolation.py), in a module of
+"""Work functions for the WorkerPool tests (tests/test_infer_pool_isolation.py), in a module of
 their own with nothing but the standard library to import: every worker the pool starts (and
 restarts after each crash) imports it, and that should cost nothing."""
 

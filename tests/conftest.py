@@ -138,3 +138,50 @@ def image_set(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, str(REPO / "scripts" / "make_image_set.py"), str(out)],
                    check=True, capture_output=True, timeout=300)
     return out
+
+
+# -- batch inference (tests/test_infer_*.py) --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory, png_test_dir) -> Path:
+    """30 real PNGs per class in class folders, plus three files no decoder takes (`bad/`)."""
+    from _infer_folders import class_folders
+
+    return class_folders(png_test_dir, tmp_path_factory.mktemp("mixed"), bad=True)
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """The endpoint of a moto S3 server, its environment (endpoint, credentials) set for this
+    module: pyarrow reads it, and Ray workers started after it inherit it."""
+    pytest.importorskip("moto", reason="the S3 tests need moto[server] (dev extra)")
+    from _s3_server import s3_server_env
+
+    with s3_server_env() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def ray_runtime_env() -> dict:
+    """The runtime_env of `ray_local`'s instance. A module overrides this fixture to give the
+    actors an environment, or to start something first (`s3`) whose environment they
+    inherit."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def ray_local(ray_runtime_env):
+    """A local Ray instance of 2 CPUs for one module, joined the way digitkit joins one."""
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install "
+                                            "'digitkit[ray]'")
+    from digitkit.infer.engines.ray_actors import connect
+
+    assert not ray.is_initialized()
+    ray.init(num_cpus=2, logging_level="ERROR", log_to_driver=False, include_dashboard=False,
+             runtime_env=ray_runtime_env or None)
+    try:
+        with connect() as r:  # joins the running instance, quietens Ray's loggers
+            yield r
+    finally:
+        ray.shutdown()

@@ -11,9 +11,9 @@ import os
 import numpy as np
 import pytest
 
+from _cli import run_cli
 from _foreign_models import FIXTURES
 from _infer_folders import FIRST_TEST_INDEX, class_folders
-from conftest import run_cli
 from digitkit.model.conventions import InputConvention
 from digitkit.model.detect import predict_under
 

@@ -34,8 +34,8 @@ from _hostile import (
     unlock,
 )
 from _onnx_model import predict_numpy
-from digitkit.infer.provenance import sidecar
-from digitkit.infer.rows import COLUMNS, path_bytes, unescape_path
+from digitkit.infer.results.provenance import sidecar
+from digitkit.infer.results.rows import COLUMNS, path_bytes, unescape_path
 
 FAULTS = "segv=crash-segv*,abort=crash-abort*,kill=crash-kill*,sleep=hang*"
 #: The per-file time limit of these runs: the hang costs this, not an hour.
@@ -216,23 +216,12 @@ def test_new_options_are_checked(linear_onnx, corpus, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def ray_with_faults():
-    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install "
-                                            "'digitkit[ray]'")
-    from digitkit.infer.ray_engine import connect
-
-    assert not ray.is_initialized()
-    # The actors (and their decoding processes) get the decoder hook through the job's env.
-    ray.init(num_cpus=2, logging_level="ERROR", log_to_driver=False, include_dashboard=False,
-             runtime_env={"env_vars": {"DIGITKIT_TEST_DECODER_FAULTS": FAULTS}})
-    try:
-        with connect() as r:
-            yield r
-    finally:
-        ray.shutdown()
+def ray_runtime_env() -> dict:
+    """The actors (and their decoding processes) get the decoder hook through the job's env."""
+    return {"env_vars": {"DIGITKIT_TEST_DECODER_FAULTS": FAULTS}}
 
 
-def test_ray_engine_gives_the_same_rows(ray_with_faults, local_run, corpus, linear_onnx,
+def test_ray_engine_gives_the_same_rows(ray_local, local_run, corpus, linear_onnx,
                                         tmp_path):
     from digitkit.infer import InferSpec, run_infer
     from digitkit.infer.spec import InputLimits
@@ -296,7 +285,7 @@ def digit_png(tmp_path, mnist_test):
 ])
 def test_a_resumed_row_of_the_wrong_types_refuses_the_resume_in_one_line(suffix, bad, tmp_path,
                                                                         digit_png, linear_onnx):
-    from conftest import run_cli
+    from _cli import run_cli
 
     out = tmp_path / f"out{suffix}"
     good = (json.dumps({"path": "q", "label": 1, "confidence": 0.9, "top_k_labels": [1],
@@ -317,7 +306,7 @@ def test_a_resumed_row_of_the_wrong_types_refuses_the_resume_in_one_line(suffix,
 def test_limits_beyond_any_meaning_are_usage_errors(option, value, digit_png, linear_onnx):
     """"No limit" is spelled --file-timeout 0; a size has none. inf, nan or absurd values:
     exit 2, one line."""
-    from conftest import run_cli
+    from _cli import run_cli
 
     r = run_cli("infer", linear_onnx, digit_png, option, value, "--workers", "0", "-q")
     assert r.exit_code == 2 and isinstance(r.exception, SystemExit), (r.exception, r.output)

@@ -8,29 +8,23 @@ import json
 import numpy as np
 import pytest
 
-from _infer_folders import class_folders, numpy_answers
+from _infer_folders import numpy_answers
 from digitkit.errors import DataError, DigitkitError, UsageError
 from digitkit.infer import InferSpec, run_infer
 from digitkit.infer.run import _Progress
 
 
-@pytest.fixture(scope="module")
-def folder(png_test_dir, tmp_path_factory):
-    """30 real PNGs per class, plus three files no decoder takes."""
-    return class_folders(png_test_dir, tmp_path_factory.mktemp("pngs") / "test", bad=True)
-
-
-def test_run_infer_library_call(linear_model, folder, tmp_path, mnist_test):
+def test_run_infer_library_call(linear_model, mixed_folder, tmp_path, mnist_test):
     model, w, b = linear_model
     warnings = []
     out = tmp_path / "o.jsonl"
-    s = run_infer(InferSpec(model, workers=0), [folder], out, warn=warnings.append)
+    s = run_infer(InferSpec(model, workers=0), [mixed_folder], out, warn=warnings.append)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert (s.written, s.resumed, s.total, s.failed) == (303, 0, 303, 3)
     assert s.output == str(out) and s.seconds > 0
     assert [w_.split(":")[0] for w_ in warnings] == ["warning"] * 3
     assert {r["path"] for r in rows if r["error"]} == \
-        {str(folder / "bad" / n) for n in ("empty.png", "text.png", "truncated.png")}
+        {str(mixed_folder / "bad" / n) for n in ("empty.png", "text.png", "truncated.png")}
     # The accuracy the linear model gets on these files, computed with numpy from w and b.
     good = [r["path"] for r in rows if not r["error"]]
     predicted, truth = numpy_answers(good, mnist_test, w, b)
@@ -41,8 +35,8 @@ def test_run_infer_library_call(linear_model, folder, tmp_path, mnist_test):
     assert (s.confusion == expected).all()
 
 
-def test_fmt_comes_from_the_output_name_unless_given(linear_onnx, folder, tmp_path):
-    one = [folder / "5"]
+def test_fmt_comes_from_the_output_name_unless_given(linear_onnx, mixed_folder, tmp_path):
+    one = [mixed_folder / "5"]
     run_infer(InferSpec(linear_onnx, workers=0), one, tmp_path / "a.ndjson")
     run_infer(InferSpec(linear_onnx, workers=0, fmt="jsonl"), one, tmp_path / "b.csv")
     run_infer(InferSpec(linear_onnx, workers=0), one, tmp_path / "c.csv")
@@ -50,23 +44,23 @@ def test_fmt_comes_from_the_output_name_unless_given(linear_onnx, folder, tmp_pa
     assert (tmp_path / "c.csv").read_text().startswith("path,label,")
 
 
-def test_resume_counts_the_rows_already_written(linear_onnx, folder, tmp_path):
+def test_resume_counts_the_rows_already_written(linear_onnx, mixed_folder, tmp_path):
     out = tmp_path / "o.csv"
-    full = run_infer(InferSpec(linear_onnx, workers=0), [folder], out, warn=lambda m: None)
+    full = run_infer(InferSpec(linear_onnx, workers=0), [mixed_folder], out, warn=lambda m: None)
     data = out.read_bytes()
     lines = data.splitlines(keepends=True)
     out.write_bytes(b"".join(lines[:1 + 150]))  # the header and 150 rows
-    again = run_infer(InferSpec(linear_onnx, workers=0), [folder], out, resume=True,
+    again = run_infer(InferSpec(linear_onnx, workers=0), [mixed_folder], out, resume=True,
                       warn=lambda m: None)
     assert out.read_bytes() == data
     assert (again.resumed, again.written, again.failed) == (150, 153, 3)
     assert (again.confusion == full.confusion).all()
 
 
-def test_runs_that_cannot_start(linear_onnx, folder, tmp_path):
+def test_runs_that_cannot_start(linear_onnx, mixed_folder, tmp_path):
     spec = InferSpec(linear_onnx, workers=0)
     with pytest.raises(UsageError, match="--resume needs an output file"):
-        run_infer(spec, [folder], None, resume=True)
+        run_infer(spec, [mixed_folder], None, resume=True)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DigitkitError, match="no images found in"):

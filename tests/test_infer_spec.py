@@ -9,11 +9,11 @@ import pytest
 
 from digitkit.errors import UsageError
 from digitkit.infer.spec import (
+    BATCH_ENGINES,
     DEFAULT_BATCH_SIZE,
     DEFAULT_ENGINE,
     DEFAULT_TOP_K,
-    ENGINES,
-    Engine,
+    BatchEngine,
     InferSpec,
     get_engine,
 )
@@ -43,12 +43,13 @@ def test_spec_refuses_what_no_engine_can_run(options, message):
 
 
 def test_registry_has_every_engine_with_one_signature():
-    assert ENGINES == ("local", "ray")
+    assert tuple(BATCH_ENGINES) == ("local", "ray")
     with pytest.raises(UsageError, match="unknown engine"):
         get_engine("spark")
     local, ray = get_engine("local"), get_engine("ray")  # the Ray engine without Ray itself
-    assert isinstance(local, Engine) and isinstance(ray, Engine)
-    assert (local.name, ray.name) == ENGINES
+    assert isinstance(local, BatchEngine) and isinstance(ray, BatchEngine)
+    assert (local.name, ray.name) == tuple(BATCH_ENGINES)
+    assert (local.writes_shards, ray.writes_shards) == (False, True)
     for part in ("check", "find", "run"):
         assert inspect.signature(getattr(local, part)).parameters.keys() == \
             inspect.signature(getattr(ray, part)).parameters.keys(), part

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from digitkit.errors import OutputExistsError
-from digitkit.infer.rows import Row
-from digitkit.infer.spec import EncodedRows
+from digitkit.infer.results.rows import Row, RowCounts
 from digitkit.infer.summary import InferSummary, format_summary, save_confusion
 
 
@@ -15,7 +14,7 @@ def _summary() -> InferSummary:
     s = InferSummary(seconds=2.0)
     cm = np.zeros((10, 10), np.int64)
     cm[3, 3], cm[3, 5], cm[7, 7] = 6, 2, 2
-    s.add_batch(EncodedRows("", 12, [("x.png", "empty file"), ("y.png", "empty file")], cm))
+    s.add_batch(RowCounts(12, [("x.png", "empty file"), ("y.png", "empty file")], cm))
     s.add_resumed(Row("/d/7/a.png", 1, 0.9, (1,), (0.9,)))
     s.add_resumed(Row("/d/b.png", 1, 0.9, (1,), (0.9,)))
     s.add_resumed(Row("/d/7/c.png", error="truncated"))

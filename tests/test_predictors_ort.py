@@ -24,7 +24,7 @@ def test_regime_is_what_was_measured():
 def test_infer_and_bench_take_ort_settings_from_one_function(linear_onnx, monkeypatch):
     """Whatever regime_settings says is what a bench runtime and infer's sessions run with:
     a changed rule changes both."""
-    from digitkit.infer import local
+    from digitkit.infer.engines import local
     from digitkit.infer.spec import DEFAULT_BATCH_SIZE
 
     # infer: each worker runs batch-sized chunks on one core.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-from importlib import metadata
 
 from digitkit import __version__
 
@@ -27,6 +26,8 @@ def usable_cpus() -> int:
 
 def library_versions(packages=RECORDED_PACKAGES) -> dict[str, str]:
     """Python, digitkit and every installed package of `packages` (absent ones are left out)."""
+    from importlib import metadata  # here: `infer`'s main process needs only usable_cpus
+
     found = {"python": platform.python_version(), "digitkit": __version__}
     for dist in packages:
         try:

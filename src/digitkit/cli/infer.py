@@ -9,9 +9,17 @@ import click
 
 from digitkit.cli.conventions import convention_options, take_convention_flags
 from digitkit.images import MAX_FILE_SIZE
-from digitkit.infer import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE, DEFAULT_TOP_K, ENGINES
-from digitkit.infer.shards import DEFAULT_SHARD_FORMAT, DEFAULT_SHARD_SIZE
-from digitkit.infer.spec import DEFAULT_FILE_TIMEOUT, FORMATS, MAX_FILE_TIMEOUT
+from digitkit.infer.results.formats import RESULT_FORMATS
+from digitkit.infer.spec import (
+    BATCH_ENGINES,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_ENGINE,
+    DEFAULT_FILE_TIMEOUT,
+    DEFAULT_TOP_K,
+    MAX_FILE_TIMEOUT,
+)
+from digitkit.infer.storage.shards import DEFAULT_SHARD_FORMAT, DEFAULT_SHARD_SIZE
+from digitkit.predictors import NATURAL_RUNTIMES
 
 
 class _ByteSize(click.ParamType):
@@ -44,12 +52,12 @@ class _ByteSize(click.ParamType):
                    "in .parquet. Ending in '/': a shard directory (local, or an object-store "
                    "prefix like s3://bucket/results/) written by the workers of --engine ray: "
                    "one file per shard plus _manifest.json. Default: stdout.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+@click.option("--format", "fmt", type=click.Choice(list(RESULT_FORMATS)), default=None,
               help="Result format. Default: from the -o file's name; "
                    f"{DEFAULT_SHARD_FORMAT} for a shard directory.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=None,
               help=f"Files per shard of a shard directory. Default: {DEFAULT_SHARD_SIZE}.")
-@click.option("--runtime", type=click.Choice(["onnxruntime", "tensorflow"]), default=None,
+@click.option("--runtime", type=click.Choice(NATURAL_RUNTIMES), default=None,
               help="Default: onnxruntime for .onnx, tensorflow for a SavedModel dir or .h5.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE,
               show_default=True,
@@ -75,7 +83,7 @@ class _ByteSize(click.ParamType):
 @click.option("--confusion-matrix", "confusion", type=click.Path(dir_okay=False, path_type=str),
               default=None, help="Also write the confusion matrix of files in class folders "
                                  "(0..9): .png figure or .csv counts.")
-@click.option("--engine", type=click.Choice(list(ENGINES)), default=DEFAULT_ENGINE,
+@click.option("--engine", type=click.Choice(list(BATCH_ENGINES)), default=DEFAULT_ENGINE,
               show_default=True,
               help="Where the work runs: local processes, or a Ray cluster "
                    "(pip install 'digitkit[ray]').")
@@ -109,7 +117,7 @@ def command(paths, output, resume, force, confusion, quiet, num_workers, shard_s
     """
     from digitkit.errors import PartialFailure, UsageError
     from digitkit.infer import InferSpec, format_summary, run_infer, save_confusion
-    from digitkit.infer.shards import ShardOutput, is_shard_output
+    from digitkit.infer.storage.shards import ShardOutput, is_shard_output
 
     # **spec: the options that are InferSpec fields (model, runtime, batch_size, workers,
     # top_k, engine, address); the named ones are about the output and the report.

@@ -11,7 +11,7 @@ file name) really does it in the decoding process:
 - sleep: an hour, as a decoder stuck in a loop would.
 
 The engines must then turn each into an error row for that file alone
-(`digitkit.infer.isolation`). Unset (always, outside the tests) it costs one test per file.
+(`digitkit.infer.pool.isolation`). Unset (always, outside the tests) it costs one test per file.
 
 With DIGITKIT_TEST_DECODER_FAULT_LOG naming a file, each fault appends a line to it
 ("ACTION NAME") before it happens, so a test can count how often a file was tried.

@@ -1,6 +1,8 @@
 """One batch-inference run around an engine: discovery, resume, the output file, warnings,
 progress and the summary. What runs the files is the engine's business (`InferSpec.engine`);
-everything here is the same for every engine.
+everything here is the same for every engine. Rows going to one result file and shards
+written by the workers into a directory (`digitkit.infer.storage.shards.ShardRun`) both pass
+through `drive`, the one driver loop.
 
 Nothing is written before the first chunk is classified: a model that does not load fails
 before the output file exists.
@@ -13,31 +15,22 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import replace
 from itertools import chain
 from pathlib import Path
+from typing import TypeVar
 
 from digitkit.errors import DigitkitError, UsageError
-from digitkit.infer.lock import lock_for
-from digitkit.infer.output import DoneSet, RowWriter, check_new_output, scan_existing
-from digitkit.infer.parquet import (
-    STDOUT_REFUSED,
-    ParquetRowWriter,
-    remove_stale_temporaries,
-    scan_parquet,
-)
-from digitkit.infer.provenance import (
-    check_resume,
-    parquet_metadata,
-    read_record,
-    record_for,
-    write_sidecar,
-)
-from digitkit.infer.rows import format_for
-from digitkit.infer.shards import is_shard_output, write_shard_dir
+from digitkit.infer.results.formats import format_for, result_format
+from digitkit.infer.results.provenance import check_resume, open_recorded, read_record, record_for
+from digitkit.infer.results.textfile import DoneSet, check_new_output
 from digitkit.infer.spec import InferSpec, get_engine
+from digitkit.infer.storage.lock import lock_for
+from digitkit.infer.storage.shards import ShardRun, is_shard_output
 from digitkit.infer.summary import InferSummary
+
+T = TypeVar("T")
 
 
 def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
@@ -72,15 +65,28 @@ def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferS
     spec = replace(spec, model=runnable.path)
     eng = get_engine(spec.engine)
     eng.check(spec)  # a missing extra or a bad model fails before any work
+
+    def find(paths):
+        return eng.find(paths, lambda path, reason: warn(f"warning: {path}: {reason}"))
+
     if is_shard_output(output):  # a directory: the engine's workers write the rows there
+        if not eng.writes_shards:
+            raise UsageError(f"the {eng.name} engine writes one result file; a shard "
+                             "directory (-o DIR/) is written by the workers of --engine ray")
+        bar = _Progress(progress)
         with _sigterm_as_interrupt():
-            return write_shard_dir(eng, spec, inputs, output, resume=resume, force=force,
-                                   bar=_Progress(progress), warn=warn, record=record)
+            shard_run = ShardRun(spec, inputs, output, resume=resume, force=force, find=find,
+                                 record=record)
+            shard_run.summary.seconds = drive(
+                eng.write_shards(shard_run.spec, shard_run.job),
+                lambda done: shard_run.add(done, warn), bar)
+            return shard_run.finish()
+
     out = None if output in (None, "-") else Path(output)
-    spec = replace(spec, fmt=spec.fmt or format_for(out))
-    if spec.fmt == "parquet" and out is None:
-        raise UsageError(STDOUT_REFUSED)
-    parquet = spec.fmt == "parquet"
+    fmt = result_format(spec.fmt or format_for(out))
+    spec = replace(spec, fmt=fmt.name)
+    if fmt.stdout_refused and out is None:
+        raise UsageError(fmt.stdout_refused)
     summary = InferSummary(output=None if out is None else str(out))
     done = DoneSet()  # 16 bytes a row: resume over millions of rows stays small
     append_at = None
@@ -88,13 +94,13 @@ def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferS
         def _seen(row):
             done.add(row.path)
             summary.add_resumed(row)
-        found = read_record(out, spec.fmt)
+        found = read_record(out, fmt.name)
         if found is not None:  # a mismatch is refused before the (long) scan
             check_resume(out, found, record, has_rows=True)
-        append_at = (scan_parquet if parquet else scan_existing)(out, spec.fmt, _seen)
+        append_at = fmt.scan(out, _seen)
         check_resume(out, found, record, has_rows=bool(summary.total))
 
-    paths = eng.find(inputs, lambda path, reason: warn(f"warning: {path}: {reason}"))
+    paths = find(inputs)
     first = next(paths, None)  # fail before touching the output if there is nothing to do
     if first is None and not summary.total:
         raise DigitkitError(f"no images found in {', '.join(map(str, inputs))}")
@@ -105,39 +111,61 @@ def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferS
 
     if append_at is None and out is not None:
         check_new_output(out, force)  # refuse before any work; the file comes later
-    if parquet:
-        remove_stale_temporaries(out)  # a killed run's; this run holds the output's lock
+    # The output file is created once the first chunk is classified: a model that cannot
+    # load (it loads in the workers) leaves no file behind.
     bar = _Progress(progress)
-    start = time.monotonic()
-    batches = eng.run(spec, paths)
-    with _sigterm_as_interrupt():
-        try:
-            # The output file is created once the first chunk is classified: a model that
-            # cannot load (it loads in the workers) leaves no file behind.
-            first_batch = next(batches, None)
-            if parquet:
-                writer = ParquetRowWriter(out, spec.fmt, append_at=append_at, force=force,
-                                          metadata=parquet_metadata(record))
-            else:
-                if out is not None:
-                    write_sidecar(out, record)  # before the file: never a file without it
-                writer = RowWriter(out, spec.fmt, append_at=append_at, force=force)
-            with writer:
-                rest = batches if first_batch is None else chain((first_batch,), batches)
-                for batch in rest:
-                    if parquet:
-                        writer.write_table(batch.table)
-                    else:
-                        writer.write_text(batch.text)
-                    summary.add_batch(batch)
-                    for path, reason in batch.errors:
-                        warn(f"warning: {path}: {reason}")
-                    bar.update(batch.count)
-        finally:
-            batches.close()  # stops the engine's workers now, also on Ctrl-C or an error
-            summary.seconds = time.monotonic() - start
-            bar.close()
+    sink = _ResultFile(lambda: open_recorded(fmt, out, record, append_at=append_at,
+                                             force=force))
+
+    def take(batch) -> int:
+        sink.write(batch.data)
+        summary.add_batch(batch)
+        for path, reason in batch.errors:
+            warn(f"warning: {path}: {reason}")
+        return batch.count
+
+    with _sigterm_as_interrupt(), sink:
+        summary.seconds = drive(eng.run(spec, paths), take, bar)
+        sink.open()  # no rows at all (all resumed): the file is still made whole
     return summary
+
+
+def drive(results: Generator[T, None, None], take: Callable[[T], int], bar) -> float:
+    """The one driver loop: hand each result of an engine (a chunk of rows, or a finished
+    shard) to `take`, which returns its files for the progress line; the engine's workers
+    are stopped when it ends, also on Ctrl-C or an error. Returns the seconds it took."""
+    start = time.monotonic()
+    try:
+        for item in results:
+            bar.update(take(item))
+    finally:
+        results.close()  # stops the engine's workers now
+        bar.close()
+    return time.monotonic() - start
+
+
+class _ResultFile:
+    """The result file's writer, opened when the first rows arrive (`open`: a writer of
+    the format), closed at the end, also on Ctrl-C or an error: the rows so far are whole."""
+
+    def __init__(self, open_writer: Callable):
+        self._open_writer = open_writer
+        self._writer = None
+
+    def open(self):
+        if self._writer is None:
+            self._writer = self._open_writer()
+        return self._writer
+
+    def write(self, data) -> None:
+        self.open().write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._writer is not None:
+            self._writer.close()
 
 
 class _Progress:

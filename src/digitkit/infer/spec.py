@@ -1,39 +1,32 @@
-"""The one contract of batch inference: what a run asks for (`InferSpec`), what an engine is
-(`Engine`), what it yields (`EncodedRows`), and the registry that opens one by name.
+"""The one contract of batch inference: what a run asks for (`InferSpec`), what a batch
+engine is (`BatchEngine`), what it yields (`EncodedRows`), and the registry that opens one by
+name (`BATCH_ENGINES`, `get_engine`).
 
-Every engine is the same three functions, so `run_infer` never asks which one it holds:
-- `check(spec)`: everything that can fail before any work (a missing extra, a model of the
-  wrong kind, an option the engine does not take), so it fails before discovery and long
-  before the output file exists.
-- `find(inputs, on_error)`: the input files as path strings, in output order.
-- `run(spec, paths)`: a generator of `EncodedRows` (the output file's text of a chunk of
-  rows, plus what the summary needs), in input order. Nothing runs before the first `next`;
-  closing the generator stops the engine's workers.
-- optionally `write_shards(spec, job)`: the engine's workers write the rows into a shard
-  directory themselves (`digitkit.infer.shards`) and yield one `ShardDone` per shard: counts,
-  failed files and confusion, never a row.
-
-Engines live in their own modules, imported only when asked for (`get_engine(name)`): the
-Ray engine's optional dependency is never imported by a local run.
+Engines live in their own modules (`digitkit.infer.engines`), imported only when asked for:
+the Ray engine's optional dependency is never imported by a local run.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING, ClassVar
 
 from digitkit.errors import UsageError
 from digitkit.images import MAX_FILE_SIZE
+from digitkit.infer.results.formats import result_format
+from digitkit.infer.results.rows import EncodedRows
 from digitkit.model.conventions import NO_FLAGS, ConventionFlags
 
-#: Engine name -> the module defining its `ENGINE`.
-_ENGINE_MODULES = {"local": "digitkit.infer.local", "ray": "digitkit.infer.ray_engine"}
-ENGINES = tuple(_ENGINE_MODULES)
+if TYPE_CHECKING:
+    from digitkit.infer.storage.shards import ShardDone, ShardJob
+
+#: Batch engine name -> the module defining its `ENGINE` (a `BatchEngine`), imported by
+#: `get_engine` only when a run asks for it.
+BATCH_ENGINES = {"local": "digitkit.infer.engines.local", "ray": "digitkit.infer.engines.ray"}
 #: Local processes: they need no extra and no cluster, and one machine's cores already
 #: decode tens of thousands of small images a second.
 DEFAULT_ENGINE = "local"
@@ -45,9 +38,6 @@ DEFAULT_ENGINE = "local"
 DEFAULT_BATCH_SIZE = 256
 #: Three labels show the runner-ups of a doubtful prediction without bloating every row.
 DEFAULT_TOP_K = 3
-#: Result formats: CSV or JSON Lines text (`digitkit.infer.rows`), or Parquet columns
-#: (`digitkit.infer.parquet`).
-FORMATS = ("csv", "jsonl", "parquet")
 
 #: Seconds one file may take to decode in a worker before the worker is stopped and the file
 #: gets a "timed out" row. A minute is far beyond what the slowest real image measured takes
@@ -87,8 +77,8 @@ class InferSpec:
 
     workers: local engine: worker processes (0: everything in this process; None: one per
         usable core). Ray engine: actors, one CPU each (None: one per CPU of the cluster).
-    fmt: "csv", "jsonl" or "parquet"; None takes it from the output file's name
-        (`format_for`), Parquet for a shard directory.
+    fmt: a result format's name (`digitkit.infer.results.formats.RESULT_FORMATS`); None
+        takes it from the output file's name (`format_for`), Parquet for a shard directory.
     address: the Ray cluster (ray engine only; None: a local Ray instance).
     limits: what one input file may cost (size read, decode time): `InputLimits`.
     convention: the --input-* flags declaring how a model made elsewhere expects its pixels
@@ -109,8 +99,9 @@ class InferSpec:
     data: str | os.PathLike | None = None
 
     def __post_init__(self):
-        if self.engine not in ENGINES:
-            raise UsageError(f"unknown engine {self.engine!r}; choose from {', '.join(ENGINES)}")
+        if self.engine not in BATCH_ENGINES:
+            raise UsageError(f"unknown engine {self.engine!r}; choose from "
+                             f"{', '.join(BATCH_ENGINES)}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.top_k < 1 or self.top_k > 10:
@@ -118,50 +109,49 @@ class InferSpec:
         if self.workers is not None and self.workers < 0:
             raise UsageError(f"--workers must be 0 (decode in-process) or more, "
                              f"got {self.workers}")
-        if self.fmt is not None and self.fmt not in FORMATS:
-            raise UsageError(f"unknown output format {self.fmt!r}")
-        if self.fmt == "parquet":
-            from digitkit.infer.columns import require_pyarrow
-
-            require_pyarrow()
+        if self.fmt is not None:
+            result_format(self.fmt).require()  # an unknown name or a missing extra: now
 
 
-@dataclass(slots=True)
-class EncodedRows:
-    """A chunk of rows as the output file's text, with what the summary needs from them:
-    the batch type every engine yields."""
+class BatchEngine(ABC):
+    """One place the work can run. `run_infer` never asks which one it holds:
 
-    text: str
-    count: int
-    errors: list  # (path, reason) of each failed file, in order
-    confusion: np.ndarray | None  # (10, 10) [true, predicted] over files in class folders
-    table: object = None  # Parquet: the rows as a pyarrow Table (text is then "")
+    - `check(spec)`: everything that can fail before any work (a missing extra, a model of
+      the wrong kind, an option the engine does not take), so it fails before discovery and
+      long before the output file exists.
+    - `find(inputs, on_error)`: the input files as path strings, in output order.
+    - `run(spec, paths)`: a generator of `EncodedRows` (a chunk of rows in `spec.fmt`, with
+      what the summary needs), in input order. Nothing runs before the first `next`;
+      closing the generator stops the engine's workers.
+    - `write_shards(spec, job)`, offered when `writes_shards`: the engine's workers write
+      the rows into a shard directory themselves (`digitkit.infer.storage.shards`) and it
+      yields one `ShardDone` per shard: counts, failed files and confusion, never a row.
+    """
 
+    name: ClassVar[str]
+    writes_shards: ClassVar[bool] = False
 
-#: `run(spec, paths)`: the contract both engines implement.
-EngineRun = Callable[[InferSpec, Iterable[str]], Iterator[EncodedRows]]
+    @abstractmethod
+    def check(self, spec: InferSpec) -> None: ...
 
+    @abstractmethod
+    def find(self, inputs: Iterable[str | os.PathLike],
+             on_error: Callable[[os.PathLike, str], None] | None = None) -> Iterator[str]: ...
 
-@dataclass(frozen=True)
-class Engine:
-    """One place the work can run (see the module docstring for the contract)."""
+    @abstractmethod
+    def run(self, spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]: ...
 
-    name: str
-    check: Callable[[InferSpec], None]
-    find: Callable[[Iterable[str | os.PathLike], Callable[[Path, str], None] | None],
-                   Iterator[str]]
-    run: EngineRun
-    #: `write_shards(spec, ShardJob)` -> Iterator[ShardDone], or None: not offered.
-    write_shards: Callable | None = None
-
-
-def get_engine(name: str) -> Engine:
-    """The engine called `name`, its module imported now (not before)."""
-    if name not in _ENGINE_MODULES:
-        raise UsageError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
-    return importlib.import_module(_ENGINE_MODULES[name]).ENGINE
+    def write_shards(self, spec: InferSpec, job: ShardJob) -> Iterator[ShardDone]:
+        raise NotImplementedError(f"the {self.name} engine does not write shard directories")
 
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_ENGINE", "DEFAULT_FILE_TIMEOUT", "DEFAULT_TOP_K",
-           "ENGINES", "MAX_FILE_TIMEOUT", "EncodedRows", "Engine", "EngineRun", "FORMATS",
+def get_engine(name: str) -> BatchEngine:
+    """The batch engine called `name`, its module imported now (not before)."""
+    if name not in BATCH_ENGINES:
+        raise UsageError(f"unknown engine {name!r}; choose from {', '.join(BATCH_ENGINES)}")
+    return importlib.import_module(BATCH_ENGINES[name]).ENGINE
+
+
+__all__ = ["BATCH_ENGINES", "BatchEngine", "DEFAULT_BATCH_SIZE", "DEFAULT_ENGINE",
+           "DEFAULT_FILE_TIMEOUT", "DEFAULT_TOP_K", "MAX_FILE_TIMEOUT", "EncodedRows",
            "InferSpec", "InputLimits", "get_engine"]

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from digitkit.images import class_label_of
-from digitkit.infer.rows import Row
-from digitkit.infer.spec import EncodedRows
+from digitkit.infer.results.rows import Row, RowCounts
 
 
 @dataclass
@@ -42,7 +41,7 @@ class InferSummary:
     def images_per_second(self) -> float:
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
-    def add_batch(self, batch: EncodedRows) -> None:
+    def add_batch(self, batch: RowCounts) -> None:
         self.written += batch.count
         self.failed += len(batch.errors)
         if batch.confusion is not None:

@@ -181,7 +181,10 @@ def _dims(value_info) -> tuple:
 
 def _onnx_status(path: Path) -> tuple[str, InputConvention | None]:
     from digitkit.model.adapters import onnx_convention
+    from digitkit.model.onnx_ends import honours_contract
 
+    if honours_contract(path):  # digitkit's own model, proved without importing onnx
+        return CONTRACT, None
     proto = _read_onnx(path)
     recorded = onnx_convention(proto)
     if recorded is not None:

@@ -1,0 +1,201 @@
+"""What the Ray engine's two ways of running share (rows back to the driver: `ray`; shards
+written by the actors: `ray_shards`): connecting to Ray, Ray Data's settings for a run, the
+model shipped to the actors, the actor count, and the actors' own classifier. It imports
+neither of them.
+
+Ray is optional (`pip install 'digitkit[ray]'`): it is imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from digitkit.errors import DependencyError, UsageError
+from digitkit.infer.pool.isolation import (
+    WorkerPool,
+    decode_worker,
+    join_decoded,
+    start_forkserver,
+)
+from digitkit.infer.results.formats import encode_predictions
+from digitkit.infer.results.rows import EncodedRows
+from digitkit.infer.spec import DEFAULT_BATCH_SIZE, InferSpec, InputLimits
+from digitkit.infer.storage.uri_inputs import decode_uris, is_uri
+from digitkit.predictors import OnnxPredictor, open_predictor, regime_settings
+
+RAY_HINT = "the ray engine needs Ray: pip install 'digitkit[ray]'"
+#: One ONNX Runtime thread per actor (and for the driver's check of the model): each actor
+#: reserves one CPU from Ray's scheduler and decoding is its work; no spinning, the actor's
+#: core is its own.
+_ACTOR_ORT = regime_settings(DEFAULT_BATCH_SIZE, cores=1)
+#: Ray sets up its own logging and prints INFO lines for every dataset; the CLI wants only
+#: real problems on stderr.
+_QUIET_LOGGERS = ("ray", "ray.data", "ray.data._internal")
+#: What each actor's decoding process imports once (see `digitkit.infer.pool.isolation`).
+_DECODER_PRELOAD = ["digitkit.infer.pool.isolation", "digitkit.images", "cv2"]
+
+
+def import_ray():
+    """Import Ray and Ray Data, or raise DependencyError with the one-line install hint."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the [data] extra: pyarrow, pandas)
+    except ImportError as err:
+        raise DependencyError(RAY_HINT) from err
+    return ray
+
+
+def onnx_predictor(spec: InferSpec) -> OnnxPredictor:
+    predictor = open_predictor(spec.model, spec.runtime, _ACTOR_ORT)
+    if predictor.runtime != "onnxruntime":
+        raise UsageError("the ray engine runs .onnx models on ONNX Runtime; export the model "
+                         "with `digitkit export` first")
+    return predictor
+
+
+def model_payload(spec: InferSpec) -> tuple[bytes, str]:
+    """The model file's bytes and name, shipped to every actor; loaded here first, so a bad
+    model fails on the driver, before any cluster work."""
+    path = Path(onnx_predictor(spec).load().model_path)
+    return path.read_bytes(), path.name
+
+
+def actor_count(ray, workers: int | None, units: int) -> int:
+    """Actors for `units` of work (batches or shards): `workers`, or one per CPU of the
+    cluster, and never more than the units: an actor without work only costs its start-up."""
+    n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return min(n, units)
+
+
+@contextmanager
+def connect(address: str | None = None, num_cpus: int | None = None):
+    """Use the running Ray instance, or start/join one; shut down only what we started.
+
+    address None: the instance this process already has, else a new local one with
+    `num_cpus` CPUs (default: all). "auto" joins the cluster this machine belongs to;
+    "ray://host:port" connects through Ray Client.
+    """
+    ray = import_ray()
+    started = False
+    if not ray.is_initialized():
+        kwargs = dict(logging_level=logging.ERROR, log_to_driver=False,
+                      include_dashboard=False, configure_logging=True)
+        if address is None:
+            kwargs["num_cpus"] = num_cpus
+        try:
+            ray.init(address=address, **kwargs)
+        except ConnectionError as err:
+            raise UsageError(f"cannot connect to Ray at {address}: "
+                             f"{str(err).splitlines()[0]}") from err
+        started = True
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+@contextmanager
+def data_context(ray, preserve_order: bool = True):
+    """Ray Data's settings for one run, restored after it. Python objects in a batch's
+    columns (a finished shard's `ShardDone`) travel pickled, as Ray Data's own fallback does,
+    without its warning."""
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars,
+             ctx.enable_fallback_to_arrow_object_ext_type)
+    ctx.execution_options.preserve_order = preserve_order
+    # Ray's own bars only where a person watches; the CLI has its own progress line.
+    ctx.enable_progress_bars = sys.stderr.isatty()
+    ctx.enable_fallback_to_arrow_object_ext_type = True
+    try:
+        yield ctx
+    finally:
+        (ctx.execution_options.preserve_order, ctx.enable_progress_bars,
+         ctx.enable_fallback_to_arrow_object_ext_type) = saved
+
+
+def encode_classified(paths: list[str], reasons: list[str], probs: np.ndarray, top_k: int,
+                      fmt: str) -> EncodedRows:
+    """The rows of files an actor classified (`RayClassifier.classify`: probabilities of
+    failed files are NaN placeholders, left out here)."""
+    good = np.array([not r for r in reasons], dtype=bool)
+    return encode_predictions(paths, reasons, probs[good] if good.any() else None, top_k, fmt)
+
+
+def classifier_class(model_bytes: bytes, model_name: str, limits: InputLimits | None = None):
+    """The base of both engines' actor classes; the model bytes ride along in its closure.
+
+    Each actor decodes in a child process of its own (`digitkit.infer.pool.isolation`, one
+    worker): a file that crashes or hangs the decoder costs that file an error row, as in
+    the local engine, instead of killing the actor and, with it, the dataset."""
+    limits = limits or InputLimits()
+
+    class RayClassifier:
+        def __init__(self):
+            import tempfile
+
+            start_forkserver(_DECODER_PRELOAD)
+            self._decoder = WorkerPool(1, decode_worker, (limits.max_file_size,),
+                                       limits.file_timeout)
+
+            self._scratch = Path(tempfile.mkdtemp(prefix="digitkit-ray-"))
+            model = self._scratch / model_name
+            model.write_bytes(model_bytes)
+            self._predictor = OnnxPredictor(model, _ACTOR_ORT).load()
+            model.unlink()  # ONNX Runtime holds the graph in memory now
+            self._filesystems: dict = {}
+
+        def _decode(self, paths: list[str]):
+            _, parts = next(self._decoder.map([paths], 1))
+            return join_decoded(parts)
+
+        def classify(self, paths: list[str]) -> tuple[list[str], np.ndarray]:
+            """Each file's error reason ("" when good) and probabilities, (n, 10) float32,
+            NaN for a failed file."""
+            uris = [i for i, p in enumerate(paths) if is_uri(p)]
+            if uris:
+                pixels, reasons = _decode_mixed(paths, uris, self._scratch, self._filesystems,
+                                                self._decode, limits.max_file_size)
+            else:
+                pixels, reasons = self._decode(paths)
+            probs = np.full((len(paths), 10), np.nan, np.float32)
+            if len(pixels):
+                good = np.array([not r for r in reasons])
+                probs[good] = self._predictor.predict(pixels.astype(np.float32))
+            return reasons, probs
+
+    return RayClassifier
+
+
+def path_str(p) -> str:
+    """A path as os functions take it: the driver ships bytes (os.fsencode), because Arrow
+    strings cannot hold a file name that is not valid UTF-8."""
+    return os.fsdecode(p) if isinstance(p, (bytes, bytearray)) else str(p)
+
+
+def _decode_mixed(paths, uri_idx, scratch, filesystems, decode, max_file_size):
+    if len(uri_idx) == len(paths):
+        return decode_uris(paths, scratch, filesystems, decode, max_file_size)
+    # Rare (local and object-store inputs in one run): decode each kind, merge in order.
+    uri_set = set(uri_idx)
+    loc = [i for i in range(len(paths)) if i not in uri_set]
+    px_u, r_u = decode_uris([paths[i] for i in uri_idx], scratch, filesystems, decode,
+                             max_file_size)
+    px_l, r_l = decode([paths[i] for i in loc])
+    reasons = [""] * len(paths)
+    for i, r in zip(uri_idx, r_u, strict=True):
+        reasons[i] = r
+    for i, r in zip(loc, r_l, strict=True):
+        reasons[i] = r
+    it_u, it_l = iter(px_u), iter(px_l)
+    arrays = [next(it_u if i in uri_set else it_l) for i in range(len(paths)) if not reasons[i]]
+    pixels = np.stack(arrays) if arrays else np.zeros((0, 28, 28), np.uint8)
+    return pixels, reasons
