@@ -20,6 +20,7 @@ from _infer_folders import class_folders
 from _onnx_model import write_linear_onnx
 from conftest import run_cli
 from digitkit.images import MAX_FILE_SIZE
+from digitkit.infer.results.formats import result_format
 from digitkit.infer.results.provenance import PARQUET_KEY, Record, read_record, sidecar
 
 CODE = "import sys; from digitkit.cli import main; main(sys.argv[1:])"
@@ -55,7 +56,7 @@ def test_each_format_records_what_made_it(linear_onnx, folder, tmp_path, fmt):
 
     out = tmp_path / f"r.{fmt}"
     _partial(linear_onnx, folder, out)
-    rec = read_record(out, fmt)
+    rec = read_record(out, result_format(fmt))
     assert rec == Record(sha256_file(linear_onnx), "digitkit's contract", 3, rec.max_file_size,
                          __version__)
     if fmt == "parquet":
@@ -116,7 +117,7 @@ def test_a_file_without_a_record_is_refused_unless_forced(linear_onnx, folder, t
     assert "--force" in r.output and out.read_bytes() == before
     r = _infer(linear_onnx, folder, "-o", out, "--force")
     assert r.exit_code == 0, r.output
-    assert read_record(out, fmt) is not None
+    assert read_record(out, result_format(fmt)) is not None
 
 
 def test_an_interrupted_run_resumed_with_another_model_is_refused(

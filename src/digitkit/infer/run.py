@@ -94,7 +94,7 @@ def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferS
         def _seen(row):
             done.add(row.path)
             summary.add_resumed(row)
-        found = read_record(out, fmt.name)
+        found = read_record(out, fmt)
         if found is not None:  # a mismatch is refused before the (long) scan
             check_resume(out, found, record, has_rows=True)
         append_at = fmt.scan(out, _seen)

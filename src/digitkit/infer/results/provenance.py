@@ -93,14 +93,15 @@ def sidecar(path: str | os.PathLike) -> Path:
     return p.with_name(p.name + SIDECAR_SUFFIX)
 
 
-def read_record(path: str | os.PathLike, fmt: str) -> Record | None:
-    """The record of an existing result file, or None (none, or unreadable: the scan that
-    follows says what is wrong with an unreadable file)."""
+def read_record(path: str | os.PathLike, fmt) -> Record | None:
+    """The record of an existing result file of format `fmt` (a `ResultFormat`), or None
+    (none, or unreadable: the scan that follows says what is wrong with an unreadable
+    file)."""
     from digitkit.inputs import open_regular
 
     p = Path(path)
     try:
-        if fmt == "parquet":
+        if fmt.keeps_record:  # Parquet, the one format that does
             import pyarrow.parquet as pq
 
             with open_regular(p) as f:
@@ -151,7 +152,7 @@ def open_recorded(fmt, out: Path | None, record: Record, *, append_at=None, forc
     its record). Stdout keeps none."""
     if out is None:
         return fmt.open(out, append_at=append_at, force=force)
-    if fmt.name == "parquet":
+    if fmt.keeps_record:
         return fmt.open(out, append_at=append_at, force=force,
                         metadata=parquet_metadata(record))
     write_sidecar(out, record)
