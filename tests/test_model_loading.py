@@ -30,7 +30,7 @@ def test_lambda_model_refused_unless_trusted(tmp_path, mnist_dir):
 
 
 def test_unsafe_parts_finds_custom_code():
-    from digitkit.model.loading import unsafe_parts
+    from digitkit.model.safety import unsafe_parts
 
     config = {"class_name": "Functional", "config": {"layers": [
         {"class_name": "Dense", "config": {"name": "d"}},

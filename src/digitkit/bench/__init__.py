@@ -54,7 +54,8 @@ def run_bench(config: BenchConfig, *, progress=lambda msg: None, warn=lambda msg
     # a convention they were not trained for).
     from digitkit.predictors.runnable import runnable_copies
 
-    runnable_copies(models, config.models, conventions or NO_FLAGS, config.data, warn)
+    runnable_copies(models, config.models, conventions or NO_FLAGS, config.data, warn,
+                    config.trust_model)
     runtime_plan = plan.plan_runtimes(models, runtimes, required, warn)
     image_paths = plan.find_images(config.images) if config.images else None
     x_test, y_test, source = plan.mnist_test(config.data)

@@ -121,6 +121,7 @@ class BenchConfig:
     images: Sequence[str | os.PathLike] | None = None  # files/folders for the end-to-end pass
     data: str | os.PathLike | None = None  # MNIST location; None: digitkit.data's resolution
     check_images: int = DEFAULT_CHECK_IMAGES
+    trust_model: bool = False  # run models model.safety refuses (--trust-model)
 
     def __post_init__(self):
         self.requested_runtimes  # noqa: B018 - parse now, so a bad value fails before any work

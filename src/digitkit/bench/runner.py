@@ -50,7 +50,8 @@ def prepare(work: Path, config, x_test: np.ndarray, x_check: np.ndarray,
             "batch_sizes": config.sizes, "warmup": config.warmup,
             "duration": config.timed_duration, "iterations": config.iterations,
             "inputs": str(work / "inputs.npy"), "check": str(work / "check.npy"),
-            "images": [str(p) for p in image_paths] if image_paths else None}
+            "images": [str(p) for p in image_paths] if image_paths else None,
+            "trust_model": config.trust_model}
 
 
 def measure_runtime(runtime: str, model_file: Path, spec: dict, work: Path, tag: str) -> dict:
@@ -243,7 +244,8 @@ def measure(spec: dict) -> dict:
     """Run one runtime as `spec` says; the result is JSON-ready (predictions go to a .npy)."""
     t0 = time.perf_counter()
     predictor = open_runtime(spec["engine"], spec["model"], int(spec["threads"]),
-                            spec.get("ort_spinning", False)).load()
+                             spec.get("ort_spinning", False),
+                             spec.get("trust_model", False)).load()
     load_s = time.perf_counter() - t0
     rss_load = _rss_mb()
     run = predictor.predict

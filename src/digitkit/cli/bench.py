@@ -14,6 +14,7 @@ from digitkit.bench.config import (
     DEFAULT_WARMUP,
 )
 from digitkit.cli.conventions import convention_options, take_convention_flags
+from digitkit.cli.options import trust_model_option
 
 
 @click.command("bench")
@@ -57,6 +58,7 @@ from digitkit.cli.conventions import convention_options, take_convention_flags
               metavar="OUT.png", help="Write a PNG of throughput against batch size.")
 @click.option("--force", is_flag=True, help="Overwrite existing --json/--plot files.")
 @convention_options
+@trust_model_option
 def command(json_out, plot_out, force, **opts):
     """Benchmark MODEL (an export directory, or its individual files) on every runtime.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from digitkit.cli.conventions import convention_options, take_convention_flags
+from digitkit.cli.options import trust_model_option
 from digitkit.export.config import (
     DEFAULT_ATOL,
     DEFAULT_MAX_ACCURACY_DROP,
@@ -52,8 +53,7 @@ from digitkit.model.files import INT8_FILE, ONNX_FILE
 @click.option("--port", type=int, default=None, help="Netron port for --view.")
 @click.option("--no-browser", is_flag=True, help="With --view: print the URL only.")
 @click.option("--force", is_flag=True, help="Overwrite an existing export.")
-@click.option("--trust-model", is_flag=True,
-              help="Load models with Lambda or custom layers (they can run arbitrary code).")
+@trust_model_option
 @convention_options
 def command(model, view, port, no_browser, **options):
     """Export MODEL to SavedModel, ONNX and LiteRT, each copy validated against MODEL.

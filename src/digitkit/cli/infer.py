@@ -8,6 +8,7 @@ import sys
 import click
 
 from digitkit.cli.conventions import convention_options, take_convention_flags
+from digitkit.cli.options import trust_model_option
 from digitkit.images import MAX_FILE_SIZE
 from digitkit.infer.results.formats import RESULT_FORMATS
 from digitkit.infer.spec import (
@@ -100,6 +101,7 @@ class _ByteSize(click.ParamType):
               help="MNIST location (IDX directory or mnist.npz) for detecting the input "
                    "convention of a model made elsewhere. [default: standard resolution]")
 @convention_options
+@trust_model_option
 def command(paths, output, resume, force, confusion, quiet, num_workers, shard_size, **spec):
     """Classify the images in PATHS (files or folders, recursive) with MODEL.
 

@@ -80,7 +80,8 @@ def build_savedmodel(ctx, path) -> None:
 def validate_savedmodel_copy(ctx, path):
     from digitkit.export.validate import validate_savedmodel
 
-    return validate_savedmodel(path, ctx.cases, ctx.config.atol, ctx.config.rtol)
+    return validate_savedmodel(path, ctx.cases, ctx.config.atol, ctx.config.rtol,
+                               ctx.config.trust_model)
 
 
 # --------------------------------------------------------------------------- ONNX

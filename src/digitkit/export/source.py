@@ -220,7 +220,7 @@ def add_copy_accuracies(ctx, results: dict) -> None:
         acc = known.get("accuracy", known.get("int8_accuracy"))  # LiteRT's, int8's own check
         path = ctx.path(name)
         if acc is None and res.error is None and path.exists():
-            predictor = open_predictor(path)
+            predictor = open_predictor(path, trust_model=ctx.config.trust_model)
             preds = [predictor.predict(np.asarray(x[i:i + 1000], np.float32)).argmax(axis=1)
                      for i in range(0, len(x), 1000)]
             acc = float(np.mean(np.concatenate(preds) == np.asarray(y)))

@@ -173,11 +173,13 @@ def validate_onnx(path: str | os.PathLike, cases: list[Case], atol: float | None
 
 
 def validate_savedmodel(path: str | os.PathLike, cases: list[Case],
-                        atol: float | None, rtol: float = 0.0) -> ArtifactValidation:
-    """Load a SavedModel from disk (not the in-memory copy) and check its serving signature."""
+                        atol: float | None, rtol: float = 0.0,
+                        trust_model: bool = False) -> ArtifactValidation:
+    """Load a SavedModel from disk (not the in-memory copy) and check its serving signature.
+    `trust_model`: the copy of a trusted source carries what the source's graph does."""
     runtime = tf_predictors.runtime_version()
     try:
-        predictor = tf_predictors.SavedModelPredictor(path)
+        predictor = tf_predictors.SavedModelPredictor(path, trust_model=trust_model)
         sig = predictor.signature
         if sig.input_name != INPUT_NAME:
             raise ModelError(f'signature inputs are {[sig.input_name]}, expected '

@@ -57,7 +57,8 @@ def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferS
     # resolved once, here, and every engine and worker runs the adapted copy.
     from digitkit.predictors.runnable import runnable_model
 
-    runnable = runnable_model(spec.model, spec.convention, spec.data)
+    runnable = runnable_model(spec.model, spec.convention, spec.data,
+                              trust_model=spec.trust_model)
     if runnable.line():
         warn(f"digitkit: {runnable.line()}")
     # What the rows are made with, recorded with them; a resume must match it.

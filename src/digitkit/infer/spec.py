@@ -84,6 +84,8 @@ class InferSpec:
     convention: the --input-* flags declaring how a model made elsewhere expects its pixels
         (none: digitkit's contract, or detected on MNIST test images from `data`);
         `run_infer` resolves it once and every engine runs the adapted copy.
+    trust_model: run a model the model layer's safety rule refuses (model.safety: Keras
+        layers that run code, a SavedModel graph that does more than compute).
     """
 
     model: str | os.PathLike
@@ -97,6 +99,7 @@ class InferSpec:
     limits: InputLimits = InputLimits()
     convention: ConventionFlags = NO_FLAGS
     data: str | os.PathLike | None = None
+    trust_model: bool = False
 
     def __post_init__(self):
         if self.engine not in BATCH_ENGINES:

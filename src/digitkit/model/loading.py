@@ -2,7 +2,8 @@
 
 A Keras file's architecture is read as JSON first (h5py, or the .keras zip) so that a model
 carrying Python code (Lambda layers, custom classes) is refused before anything deserialises
-it; `trust_model=True` is the user's explicit opt-in. TensorFlow is imported only here, inside
+it; a SavedModel's graph is held to model.safety's allow-list before TensorFlow loads it;
+`trust_model=True` is the user's explicit opt-in. TensorFlow is imported only here, inside
 functions, and only through `import_tensorflow`, which turns a missing extra into one line.
 """
 
@@ -17,10 +18,9 @@ from pathlib import Path
 from digitkit.errors import ModelError, missing_extra, one_line
 from digitkit.model.contract import check_keras_contract
 from digitkit.model.files import KERAS_H5, KERAS_V3, SAVEDMODEL, identify
+from digitkit.model.safety import check_keras
 
 TENSORFLOW_EXTRA = "tensorflow"
-_MODEL_CLASSES = {"Functional", "Sequential", "Model"}
-_CODE_CLASSES = {"Lambda", "TFOpLambda", "__lambda__", "__function__"}
 
 
 def import_tensorflow(what: str = "this command"):
@@ -77,46 +77,6 @@ def read_model_config(path: str | os.PathLike) -> dict:
         raise ModelError(f"{p}: model config is not valid JSON") from err
 
 
-def unsafe_parts(config: dict, is_known_layer=None) -> list[str]:
-    """Describe every part of a Keras config that would run Python code when deserialised.
-
-    Lambda layers carry marshalled bytecode; layers outside Keras (custom classes, modules
-    other than keras.*) import and run the user's code. `is_known_layer(class_name)` says
-    whether a layer class is one of Keras's own; without it only code-carrying parts are found.
-    """
-    found: list[str] = []
-
-    def walk(node, in_layers=False):
-        if isinstance(node, list):
-            for item in node:
-                walk(item, in_layers)
-            return
-        if not isinstance(node, dict):
-            return
-        cls = node.get("class_name")
-        name = node.get("name") or (node.get("config") or {}).get("name")
-        label = f"{cls} layer {name!r}" if name else f"{cls}"
-        module = node.get("module")
-        registered = node.get("registered_name")
-        if cls in _CODE_CLASSES:
-            found.append(f"{label} (runs arbitrary Python code)")
-        elif isinstance(module, str) and module != "keras" and not module.startswith("keras."):
-            found.append(f"{label} from module {module!r} (custom code)")
-        elif isinstance(registered, str) and ">" in registered:
-            found.append(f"{label} registered as {registered!r} (custom code)")
-        elif (in_layers and isinstance(cls, str) and cls not in _MODEL_CLASSES
-              and is_known_layer is not None and not is_known_layer(cls)):
-            found.append(f"{label} (not a Keras layer: custom code)")
-        for key, value in node.items():
-            if key == "layers":
-                walk(value, in_layers=True)
-            elif isinstance(value, (dict, list)):
-                walk(value, in_layers=False)
-
-    walk(config)
-    return list(dict.fromkeys(found))
-
-
 def load_keras_model(path: str | os.PathLike, trust_model: bool = False,
                      check_contract: bool = True):
     """Load a Keras .h5/.keras model that honours the contract, refusing code-carrying models
@@ -134,11 +94,7 @@ def load_keras_model(path: str | os.PathLike, trust_model: bool = False,
     def known(cls: str) -> bool:
         return isinstance(getattr(keras.layers, cls, None), type)
 
-    problems = unsafe_parts(config, known)
-    if problems and not trust_model:
-        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ModelError(f"{p}: refusing to load a model that can run arbitrary code: "
-                         f"{problems[0]}{more}; pass --trust-model if you trust its source")
+    check_keras(p, config, known, trust_model)
     try:
         model = keras.models.load_model(p, compile=False, safe_mode=not trust_model)
     except Exception as err:  # noqa: BLE001 - any loader failure is a bad model file for the user
@@ -166,13 +122,18 @@ class SavedModelSignature:
         return {k: v.numpy() for k, v in self.fn(**{self.input_name: tf.constant(pixels)}).items()}
 
 
-def load_savedmodel(path: str | os.PathLike) -> SavedModelSignature:
-    """Load a SavedModel directory and its "serving_default" signature (one input)."""
+def load_savedmodel(path: str | os.PathLike, trust_model: bool = False) -> SavedModelSignature:
+    """Load a SavedModel directory and its "serving_default" signature (one input), refusing
+    a graph that does more than compute on tensors unless `trust_model` (model.safety):
+    loading runs part of it, so the check comes first."""
+    from digitkit.model.safety import check_savedmodel
+
     model_file = identify(path)
     p = model_file.path
     if model_file.kind != SAVEDMODEL:
         raise ModelError(f"{p}: expected a SavedModel directory")
     tf = import_tensorflow("loading a SavedModel")
+    check_savedmodel(p, trust_model)
     try:
         loaded = tf.saved_model.load(str(p))
     except Exception as err:  # noqa: BLE001

@@ -55,7 +55,7 @@ def open_predictor(model_path: str | os.PathLike, runtime: str | None = None,
     from digitkit.predictors.tf import KerasPredictor, SavedModelPredictor
 
     if model.kind == SAVEDMODEL:
-        return SavedModelPredictor(model.path, settings.threads)
+        return SavedModelPredictor(model.path, settings.threads, trust_model)
     return KerasPredictor(model.path, settings.threads, trust_model=trust_model)
 
 

@@ -8,7 +8,7 @@ adapted copy a command runs:
 
   load_source(path, trust_model)     the loaded model (LoadedSource: file, SourceModel, native)
   open_source(path, trust_model)     just its SourceModel
-  contract_status(path)              CONTRACT (digitkit's names and shape), ADAPTED (carries
+  contract_status(path, trust_model) CONTRACT (digitkit's names and shape), ADAPTED (carries
                                      the convention metadata of digitkit's adapter) or FOREIGN,
                                      read cheaply: no TensorFlow for .onnx and Keras files
   adapted_copy(loaded, convention)   the adapted model as a file of the source's own family
@@ -78,7 +78,8 @@ def source_kind(path: str | os.PathLike) -> ModelFile:
 def load_source(path: str | os.PathLike, trust_model: bool = False) -> LoadedSource:
     """Load a source model of any kind. Keras files go through the safe loader (code-carrying
     models refused unless `trust_model`), whatever their shapes; a SavedModel is loaded as a
-    TensorFlow graph (no Python code is deserialised); ONNX through ONNX Runtime."""
+    TensorFlow graph (no Python code is deserialised; a graph that does more than compute is
+    refused unless `trust_model`); ONNX through ONNX Runtime."""
     from digitkit.model.foreign import keras_source, onnx_source, savedmodel_source
 
     model = source_kind(path)
@@ -97,7 +98,7 @@ def load_source(path: str | os.PathLike, trust_model: bool = False) -> LoadedSou
     if model.kind == SAVEDMODEL:
         from digitkit.model.loading import load_savedmodel
 
-        signature = load_savedmodel(p)
+        signature = load_savedmodel(p, trust_model)
         return LoadedSource(model, savedmodel_source(signature, p.name), signature)
     import warnings
 
@@ -119,12 +120,14 @@ def open_source(path: str | os.PathLike, trust_model: bool = False) -> SourceMod
 # ------------------------------------------------------------------------ contract status
 
 
-def contract_status(path: str | os.PathLike) -> tuple[str, InputConvention | None]:
+def contract_status(path: str | os.PathLike,
+                    trust_model: bool = False) -> tuple[str, InputConvention | None]:
     """(CONTRACT | ADAPTED | FOREIGN, the source convention an ADAPTED model records).
 
     Cheap where it can be: an ONNX file's graph and metadata are read without a session, a
     Keras file's names from its stored config (no TensorFlow). A SavedModel is CONTRACT inside
-    a digitkit export directory (digitkit wrote it); elsewhere its signature is loaded."""
+    a digitkit export directory (digitkit wrote it); elsewhere its signature is loaded (through
+    the one loader: `trust_model` as there)."""
     model = identify(path)
     if model.kind == ONNX:
         return _onnx_status(model.path)
@@ -139,7 +142,7 @@ def contract_status(path: str | os.PathLike) -> tuple[str, InputConvention | Non
         from digitkit.model.foreign import savedmodel_source
         from digitkit.model.loading import load_savedmodel
 
-        source = savedmodel_source(load_savedmodel(model.path), model.path.name)
+        source = savedmodel_source(load_savedmodel(model.path, trust_model), model.path.name)
         return (CONTRACT if source.honours_contract else FOREIGN), None
     return CONTRACT, None  # a LiteRT copy only ever comes from `digitkit export`
 

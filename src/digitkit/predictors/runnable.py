@@ -61,7 +61,7 @@ def runnable_model(path: str | os.PathLike, flags: ConventionFlags = NO_FLAGS,
                              "are for models made elsewhere")
         return Runnable(model.path, model.path)
     if not flags.given:
-        status, recorded = contract_status(model.path)
+        status, recorded = contract_status(model.path, trust_model)
         if status != FOREIGN:
             return Runnable(model.path, model.path, recorded)
     return _adapt(model.path, flags, data, trust_model)
@@ -69,9 +69,10 @@ def runnable_model(path: str | os.PathLike, flags: ConventionFlags = NO_FLAGS,
 
 def runnable_path(path: str | os.PathLike, flags: ConventionFlags = NO_FLAGS,
                   data: str | os.PathLike | None = None,
-                  say: Callable[[str], None] = lambda line: None) -> Path:
+                  say: Callable[[str], None] = lambda line: None,
+                  trust_model: bool = False) -> Path:
     """runnable_model's path, telling `say` (once) what was resolved."""
-    run = runnable_model(path, flags, data)
+    run = runnable_model(path, flags, data, trust_model)
     if run.line():
         say(run.line())
     return run.path
@@ -116,17 +117,19 @@ def _mnist_test(path: Path, flags: ConventionFlags, data):
                         f"{FLAG_NAMES['scale']})") from err
 
 
-def recorded_copy(path: str | os.PathLike, convention: InputConvention) -> Path:
+def recorded_copy(path: str | os.PathLike, convention: InputConvention,
+                  trust_model: bool = False) -> Path:
     """The adapted copy of a source whose convention is already known (an export directory's
     source copy, its convention in export.json): no detection, no data."""
     from digitkit.predictors.adapted import adapted_copy, load_source
 
-    return adapted_copy(load_source(path), convention)
+    return adapted_copy(load_source(path, trust_model), convention)
 
 
 def runnable_copies(models: list[ModelCopies], args: Iterable[str | os.PathLike],
                     flags: ConventionFlags = NO_FLAGS, data=None,
-                    say: Callable[[str], None] = lambda line: None) -> None:
+                    say: Callable[[str], None] = lambda line: None,
+                    trust_model: bool = False) -> None:
     """Point every copy of `models` (bench's MODEL arguments, resolved) at what should run:
     a loose file given in `args` through runnable_model; the source copy of an export made
     from a foreign model (export.json records its convention) through its adapter. Export
@@ -145,9 +148,10 @@ def runnable_copies(models: list[ModelCopies], args: Iterable[str | os.PathLike]
             if p is None:
                 continue
             if Path(p) in loose:
-                setattr(m, attr, runnable_path(p, flags, data, say))
+                setattr(m, attr, runnable_path(p, flags, data, say, trust_model))
             elif attr == "keras" and recorded:
-                setattr(m, attr, recorded_copy(p, InputConvention.from_dict(recorded)))
+                setattr(m, attr, recorded_copy(p, InputConvention.from_dict(recorded),
+                                               trust_model))
 
 
 def describe_flags(flags: ConventionFlags) -> str:

@@ -33,7 +33,8 @@ class Runtime:
     group: str  # the user-facing runtime group (bench --runtimes takes a group or a name)
     copy: str  # which ModelCopies attribute it loads
     description: str
-    open: Callable  # (path, threads, spinning) -> Predictor; spinning None: per regime
+    open: Callable  # (path, threads, spinning, trust_model) -> Predictor; spinning None: per
+    # regime; trust_model: run a model the model layer's safety rule (model.safety) refuses
     precision: str = "fp32"  # the arithmetic it runs in: fp32, bf16, int8
     extra: str | None = None  # the optional extra it comes with (None: the base install)
     requires: str | None = None  # a module of that extra it cannot run without
@@ -60,7 +61,7 @@ class Runtime:
         return None
 
 
-def _ort(path, threads, spinning):
+def _ort(path, threads, spinning, trust_model=False):
     from digitkit.predictors.ort import OnnxPredictor, OrtSettings, RegimeOnnxPredictor
 
     # spinning None: the settings follow the batch size (regime_settings), as in `infer`;
@@ -71,7 +72,7 @@ def _ort(path, threads, spinning):
 
 
 def _openvino(precision):
-    def open_(path, threads, spinning):
+    def open_(path, threads, spinning, trust_model=False):
         from digitkit.predictors.openvino import OpenVinoPredictor
 
         return OpenVinoPredictor(path, threads, precision)
@@ -79,23 +80,23 @@ def _openvino(precision):
     return open_
 
 
-def _litert(path, threads, spinning):
+def _litert(path, threads, spinning, trust_model=False):
     from digitkit.predictors.litert import LiteRTPredictor
 
     return LiteRTPredictor(path, threads)
 
 
-def _savedmodel(path, threads, spinning):
+def _savedmodel(path, threads, spinning, trust_model=False):
     from digitkit.predictors.tf import SavedModelPredictor
 
-    return SavedModelPredictor(path, threads)
+    return SavedModelPredictor(path, threads, trust_model)
 
 
 def _keras(mode):
-    def open_(path, threads, spinning):
+    def open_(path, threads, spinning, trust_model=False):
         from digitkit.predictors.tf import KerasPredictor
 
-        return KerasPredictor(path, threads, mode=mode)
+        return KerasPredictor(path, threads, mode=mode, trust_model=trust_model)
 
     return open_
 
@@ -127,11 +128,11 @@ RUNTIMES = {r.name: r for r in (
 
 
 def open_runtime(name: str, path: str | os.PathLike, threads: int | None = None,
-                 spinning: bool | None = False) -> Predictor:
+                 spinning: bool | None = False, trust_model: bool = False) -> Predictor:
     """The predictor of one RUNTIMES row on `path`."""
     if name not in RUNTIMES:
         raise UsageError(f"unknown runtime {name!r}; choose from {', '.join(RUNTIMES)}")
-    return RUNTIMES[name].open(path, threads, spinning)
+    return RUNTIMES[name].open(path, threads, spinning, trust_model)
 
 
 def runtime_groups() -> dict[str, list[str]]:

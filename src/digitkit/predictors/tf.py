@@ -42,9 +42,11 @@ class SavedModelPredictor(LazyPredictor):
     runtime = "tensorflow"
     accepts_directory = True
 
-    def __init__(self, model_path: str | os.PathLike, threads: int | None = None):
+    def __init__(self, model_path: str | os.PathLike, threads: int | None = None,
+                 trust_model: bool = False):
         super().__init__(model_path)
         self.threads = threads
+        self.trust_model = trust_model
         self._sig = None
 
     @property
@@ -53,7 +55,7 @@ class SavedModelPredictor(LazyPredictor):
 
     def _load(self):
         configure_threads(self.threads)
-        self._sig = load_savedmodel(self.model_path)
+        self._sig = load_savedmodel(self.model_path, self.trust_model)
 
     def outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         return self.signature(np.asarray(pixels, dtype=np.float32))

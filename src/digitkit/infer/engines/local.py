@@ -102,7 +102,8 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
     # The same rule `bench` measures: every core, spinning only for small batches (at chunk
     # sizes the decoders' cores are not spun on).
     predictor = open_predictor(spec.model, spec.runtime,
-                               regime_settings(spec.batch_size, usable_cpus()))
+                               regime_settings(spec.batch_size, usable_cpus()),
+                               trust_model=spec.trust_model)
     batch = spec.batch_size
     task = batch * TASK_BATCHES
     chunks = _chunks(paths, batch if workers == 0 else task)
