@@ -16,6 +16,7 @@ from PIL import Image
 
 from _cli import run_cli
 from _infer_folders import class_folders, numpy_answers
+from digitkit.infer.results.provenance import sidecar
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +132,7 @@ def test_resume_finishes_a_truncated_file_without_duplicates(linear_onnx, small_
     lines = data.splitlines(keepends=True)
     part = tmp_path / f"part.{suffix}"
     part.write_bytes(b"".join(lines[:120]) + lines[120][:17])  # killed mid-row
+    shutil.copy(sidecar(full), sidecar(part))  # what made its rows (results/provenance.py)
     r = _invoke(linear_onnx, small_folder, "-o", part, "--resume")
     assert r.exit_code == 0, r.output
     assert part.read_bytes() == data

@@ -18,6 +18,7 @@ from digitkit.export.formats import (
     selected,
 )
 from digitkit.model import files as mf
+from digitkit.model.contract import DIGIT_CONTRACT
 
 
 def test_the_table_drives_names_files_and_order():
@@ -37,6 +38,8 @@ def test_the_table_drives_names_files_and_order():
 
 def test_failed_quantization_is_a_failed_copy_not_an_error(tmp_path):
     class Ctx:
+        contract = DIGIT_CONTRACT
+
         def path(self, name):
             return tmp_path / "not-there.onnx"
 

@@ -22,8 +22,9 @@ pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'digitk
 pq = pytest.importorskip("pyarrow.parquet")
 
 from _cli import run_cli  # noqa: E402
-from digitkit.errors import OutputExistsError  # noqa: E402
+from digitkit.errors import DataError, OutputExistsError  # noqa: E402
 from digitkit.infer import InferSpec, run_infer  # noqa: E402
+from digitkit.infer.results.provenance import SHARD_RECORD  # noqa: E402
 from digitkit.infer.results.rows import COLUMNS  # noqa: E402
 from digitkit.infer.storage.shards import (  # noqa: E402
     MANIFEST,
@@ -97,7 +98,7 @@ def test_parquet_shards_match_the_local_engine(parquet_dir, linear_onnx, local_r
     s, out = parquet_dir
     assert (s.written, s.resumed, s.failed, s.labelled) == (303, 0, 3, 300)
     names = sorted(os.listdir(out))
-    assert names[0] == MANIFEST and len(names) == 1 + 7
+    assert names[:2] == [MANIFEST, SHARD_RECORD] and len(names) == 2 + 7
     assert [n for n in names if n.startswith(".")] == []  # no temporary file left
     _assert_same_as_local(_read_dir(out), local_rows)
     # The directory is one dataset for pyarrow (and so pandas, DuckDB): the manifest and
@@ -109,7 +110,7 @@ def test_parquet_shards_match_the_local_engine(parquet_dir, linear_onnx, local_r
     assert (m["files"], m["written"], m["failed"], m["format"]) == (303, 303, 3, "parquet")
     assert sorted(Path(f["path"]).name for f in m["failed_files"]) == \
         ["empty.png", "text.png", "truncated.png"]
-    assert [s["name"] for s in m["shards"]] == names[1:]
+    assert [s["name"] for s in m["shards"]] == names[2:]
     assert sum(s["files"] for s in m["shards"]) == 303
     from digitkit.artifacts import sha256_file
 
@@ -127,13 +128,12 @@ def test_resume_redoes_only_missing_shards(parquet_dir, linear_onnx, mixed_folde
     (out / names[1]).unlink()
     (out / names[4]).unlink()
     (out / MANIFEST).unlink()  # as an interrupted run leaves it
-    (out / "part-000099-aaaaaaaaaaaa.parquet").write_bytes(b"stale, from another plan")
     (out / ".part-000002-bbbbbbbbbbbb.parquet.1234abcd.tmp").write_bytes(b"half")
     with pytest.raises(OutputExistsError, match="--resume"):
         _shards(linear_onnx, [mixed_folder], out)
     s = _shards(linear_onnx, [mixed_folder], out, resume=True)
     assert (s.written, s.resumed, s.total, s.failed) == (100, 203, 303, 3)
-    assert sorted(os.listdir(out)) == [MANIFEST] + names
+    assert sorted(os.listdir(out)) == [MANIFEST, SHARD_RECORD] + names
     for n in names:  # the shards that were there were not rewritten
         if n not in (names[1], names[4]):
             assert (out / n).stat().st_ino == kept[n]
@@ -141,6 +141,34 @@ def test_resume_redoes_only_missing_shards(parquet_dir, linear_onnx, mixed_folde
     m = json.loads((out / MANIFEST).read_text())
     assert (m["files"], m["written"], m["resumed"], m["failed"]) == (303, 100, 203, 3)
     assert len(m["failed_files"]) == 3
+
+
+def test_resume_of_another_plan_or_model_is_refused_and_deletes_nothing(
+        parquet_dir, linear_onnx, linear_model, mixed_folder, tmp_path):
+    """Issue 19: `--resume` with other inputs or another model deleted the finished shards of
+    the other plan. It is refused now, in one line, and every file stays."""
+    from _onnx_model import write_linear_onnx
+
+    out = tmp_path / "out"
+    shutil.copytree(parquet_dir[1], out)
+    (out / MANIFEST).unlink()  # as an interrupted run leaves it
+    before = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    _, w, b = linear_model
+    other = write_linear_onnx(tmp_path / "other.onnx", w * 0.5, b)
+    with pytest.raises(DataError, match="cannot resume: made with model sha256"):
+        _shards(other, [mixed_folder], out, resume=True)
+    with pytest.raises(DataError, match="cannot resume: made with top-k 3, this run 5"):
+        _shards(linear_onnx, [mixed_folder], out, resume=True, top_k=5)
+    with pytest.raises(DataError, match=r"shard file\(s\) here are not of this run's plan"):
+        _shards(linear_onnx, [mixed_folder / "3", mixed_folder / "bad"], out, resume=True)
+    (out / "part-000099-aaaaaaaaaaaa.parquet").write_bytes(b"a shard nobody planned")
+    with pytest.raises(DataError, match="part-000099-aaaaaaaaaaaa.parquet"):
+        _shards(linear_onnx, [mixed_folder], out, resume=True)
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == {
+        **before, "part-000099-aaaaaaaaaaaa.parquet": b"a shard nobody planned"}
+    (out / SHARD_RECORD).unlink()  # a directory from before records were kept
+    with pytest.raises(DataError, match="no record of the model"):
+        _shards(linear_onnx, [mixed_folder], out, resume=True)
 
 
 def test_interrupted_run_leaves_whole_shards_and_no_manifest(ray_local, linear_onnx,
@@ -160,15 +188,19 @@ def test_interrupted_run_leaves_whole_shards_and_no_manifest(ray_local, linear_o
         def close(self):
             pass
 
+    from digitkit.infer.results.provenance import record_for
+
     out = tmp_path / "out"
     spec = InferSpec(linear_onnx, engine="ray", workers=1)
+    record = record_for(linear_onnx, None, spec.top_k, spec.limits.max_file_size,
+                        "onnxruntime", "fp32")
     engine = get_engine("ray")
     shard_run = ShardRun(spec, [mixed_folder], ShardOutput(str(out), SHARD), resume=False,
-                         force=False, find=engine.find)
+                         force=False, find=engine.find, record=record)
     with pytest.raises(KeyboardInterrupt):
         drive(engine.write_shards(shard_run.spec, shard_run.job),
               lambda done: shard_run.add(done, lambda m: None), StopAfterTwo())
-    names = os.listdir(out)
+    names = [n for n in os.listdir(out) if n != SHARD_RECORD]
     assert MANIFEST not in names and not [n for n in names if n.startswith(".")]
     assert 2 <= len(names) < 7 and all(SHARD_RE.match(n) for n in names)
     for n in names:  # every shard there is whole
@@ -227,9 +259,9 @@ def test_object_store_listing_reading_and_shards(ray_local, s3, linear_onnx, mix
     fs = s3_fs(s3)
     names = sorted(i.base_name for i in fs.get_file_info(
         pafs.FileSelector("digits/results")) if i.is_file)
-    assert names[0] == MANIFEST and len(names) == 1 + 4
+    assert names[:2] == [MANIFEST, SHARD_RECORD] and len(names) == 2 + 4
     rows = []
-    for n in names[1:]:
+    for n in names[2:]:
         with fs.open_input_file(f"digits/results/{n}") as f:
             rows += pq.read_table(f).to_pylist()
     prefix = "s3://digits/images/"
@@ -237,6 +269,6 @@ def test_object_store_listing_reading_and_shards(ray_local, s3, linear_onnx, mix
     local = {str(p): local_rows[str(mixed_folder / p.relative_to(subset))]
              for p in subset.rglob("*.png")}
     _assert_same_as_local(rows, local, path_map=lambda p: str(subset / p[len(prefix):]))
-    fs.delete_file(f"digits/results/{names[2]}")
+    fs.delete_file(f"digits/results/{names[3]}")
     again = _shards(linear_onnx, ["s3://digits/images"], out, shard_size=10, resume=True)
     assert (again.written, again.resumed) == (10, 23)

@@ -143,3 +143,23 @@ def test_the_library_adapts_too(zoo, folder, tmp_path, mnist_dir, mnist_test):
     rows = _rows(out)
     own = _own_answers(rows, mnist_test, zoo.source(name), FIXTURES[name][1])
     assert [int(x["label"]) for x in rows] == own.argmax(1).tolist()
+
+
+def test_resume_under_another_convention_is_refused(zoo, folder, tmp_path, mnist_dir):
+    """Issue 19: a run under the detected convention, resumed with --input-scale raw, gave
+    rows of both conventions and one blended accuracy. The record names the convention."""
+    name = "nchw-onnx-unit"
+    out = tmp_path / "out.csv"
+    r = run_cli("infer", zoo.path(name), folder / "3", "-o", out, "--data", mnist_dir,
+                "--workers", "0", "-q")
+    assert r.exit_code == 0, r.output
+    before = out.read_bytes()
+    r = run_cli("infer", zoo.path(name), folder, "-o", out, "--data", mnist_dir,
+                "--workers", "0", "-q", "--resume", "--input-scale", "raw")
+    assert r.exit_code == 1, r.output
+    line = r.output.strip().splitlines()[-1]
+    assert f"{out}: cannot resume: made with input convention " in line and "raw" in line
+    assert out.read_bytes() == before
+    r = run_cli("infer", zoo.path(name), folder, "-o", out, "--data", mnist_dir,
+                "--workers", "0", "-q", "--resume")
+    assert r.exit_code == 0 and len(_rows(out)) == 100, r.output

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ from _hostile import (
     unlock,
 )
 from _onnx_model import predict_numpy
+from digitkit.infer.results.provenance import sidecar
 from digitkit.infer.results.rows import COLUMNS, path_bytes, unescape_path
 
 FAULTS = "segv=crash-segv*,abort=crash-abort*,kill=crash-kill*,sleep=hang*"
@@ -184,6 +186,7 @@ def test_resume_after_a_cut_inside_an_odd_name_finishes_identically(local_run, c
     cut = full.index(b"new\nline.png") + 4  # inside the quoted field, after its newline
     part = tmp_path / "part.csv"
     part.write_bytes(full[:cut])
+    shutil.copy(sidecar(local_run[2]), sidecar(part))  # what made its rows
     r, seconds = _cli(_args(corpus, linear_onnx, part) + ["--resume", "-q"])
     assert r.returncode == 3, r.stderr.decode()
     assert "Traceback" not in r.stderr.decode("utf-8", "replace")

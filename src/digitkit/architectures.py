@@ -7,7 +7,7 @@ out, preprocessing inside the graph).
 from __future__ import annotations
 
 from digitkit.errors import UsageError
-from digitkit.model.contract import INPUT_NAME, INPUT_SHAPE, NUM_CLASSES, OUTPUT_NAME
+from digitkit.model.contract import DIGIT_CONTRACT as CONTRACT  # what every network honours
 
 #: architecture name -> one-line description (shown by `digitkit train --help`)
 ARCHITECTURES = {
@@ -63,14 +63,14 @@ def _seed_mlp():
     import keras
     from keras import layers
 
-    inputs = keras.Input(shape=INPUT_SHAPE, dtype="float32", name=INPUT_NAME)
+    inputs = keras.Input(shape=CONTRACT.input_shape, dtype="float32", name=CONTRACT.input_name)
     # keras.utils.normalize(x, axis=1) of the original script: L2 over axis 1 of (N, 28, 28).
     # It is scale-invariant, so raw 0..255 pixels give the same result as 0..1 pixels.
     x = layers.UnitNormalization(axis=1, name="normalize")(inputs)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(64, activation="relu", name="dense_64")(x)
     x = layers.Dense(32, activation="relu", name="dense_32")(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name=OUTPUT_NAME)(x)
+    outputs = layers.Dense(CONTRACT.num_classes, activation="softmax", name=CONTRACT.output_name)(x)
     return keras.Model(inputs, outputs, name="seed_mlp")
 
 
@@ -78,9 +78,9 @@ def _cnn():
     import keras
     from keras import layers
 
-    inputs = keras.Input(shape=INPUT_SHAPE, dtype="float32", name=INPUT_NAME)
+    inputs = keras.Input(shape=CONTRACT.input_shape, dtype="float32", name=CONTRACT.input_name)
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    x = layers.Reshape((28, 28, 1), name="add_channel")(x)
+    x = layers.Reshape(CONTRACT.layout_shape("NHWC"), name="add_channel")(x)
 
     def conv_bn(x, filters, kernel, name):
         # No conv bias: batch norm's beta makes it redundant.
@@ -102,5 +102,5 @@ def _cnn():
     x = layers.Dropout(0.25, name="dropout")(x)
     x = layers.Dense(128, activation="relu", name="dense")(x)
     x = layers.Dropout(0.25, name="dropout2")(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name=OUTPUT_NAME)(x)
+    outputs = layers.Dense(CONTRACT.num_classes, activation="softmax", name=CONTRACT.output_name)(x)
     return keras.Model(inputs, outputs, name="cnn")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from digitkit import CLASS_NAMES
+from digitkit.model.contract import DIGIT_CONTRACT
+
+CLASS_NAMES = DIGIT_CONTRACT.class_names  # the default: digit reports
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int = len(CLASS_NAMES)) -> np.ndarray:

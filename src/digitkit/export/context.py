@@ -11,24 +11,31 @@ from pathlib import Path
 
 from digitkit.export.config import DEFAULT_CALIBRATION_IMAGES, ExportConfig
 from digitkit.export.formats import EXPORT_FORMATS
-from digitkit.model.contract import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
 from digitkit.model.loading import import_tensorflow
 
 
 @dataclass
 class ExportContext:
     config: ExportConfig
-    source: Path  # the Keras model every copy is made from and compared with
-    model: object  # that model, loaded: the reference outputs and what the builders convert
+    source: Path  # the model file every copy is made from and compared with
+    #: That model (digitkit.export.origin.ExportSource): what the builders convert, the
+    #: reference outputs, its contract and its own accuracy.
+    origin: object
     workdir: Path  # where copies are built (staging) or found (an existing export directory)
     cases: list  # digitkit.export.validate.Case, references filled in
     mnist: object  # digitkit.data.MnistData: test images (int8 accuracy), training (calibration)
     source_sha256: str = ""  # written into the ONNX metadata
-    #: A source made elsewhere (digitkit.export.source.ExportSource): its adapter, convention
-    #: and reference; None for digitkit's own models.
-    foreign: object = None
     _serve: object = field(default=None, repr=False)
-    _source_accuracy: float | None = field(default=None, repr=False)
+
+    @property
+    def model(self):
+        """What the TensorFlow builders convert (called like a Keras model)."""
+        return self.origin.model
+
+    @property
+    def contract(self):
+        """The contract every copy honours (digitkit.model.contract.ModelContract)."""
+        return self.origin.contract
 
     def path(self, name: str) -> Path:
         """Where the copy of format `name` is in workdir."""
@@ -42,30 +49,22 @@ class ExportContext:
         return len(self.mnist.x_test)
 
     def source_accuracy(self) -> float:
-        """The Keras model's top-1 accuracy on the whole test set (what float copies match)."""
-        if self._source_accuracy is None:
-            import numpy as np
-
-            x, y = self.mnist.x_test, self.mnist.y_test
-            preds = [np.asarray(self.model(np.asarray(x[i:i + 1000], np.float32),
-                                           training=False)).argmax(axis=1)
-                     for i in range(0, len(x), 1000)]
-            self._source_accuracy = float(np.mean(np.concatenate(preds) == np.asarray(y)))
-        return self._source_accuracy
+        """The source's top-1 accuracy on the whole test set (what float copies match)."""
+        return self.origin.test_accuracy(self.mnist.x_test, self.mnist.y_test)
 
     def serving_function(self):
         """The one tf.function every TensorFlow-built copy is made of (SavedModel and ONNX
         share a graph, so they cannot drift apart)."""
-        if self._serve is None and self.foreign is not None and self.foreign.serve is not None:
-            self._serve = self.foreign.serve  # a SavedModel source's adapted signature
+        if self._serve is None:
+            self._serve = self.origin.serve
         if self._serve is None:
             tf = import_tensorflow("digitkit export")
-            model = self.model
+            model, contract = self.model, self.contract
 
-            @tf.function(input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32,
-                                                        name=INPUT_NAME)])
+            @tf.function(input_signature=[tf.TensorSpec((None, *contract.input_shape),
+                                                        tf.float32, name=contract.input_name)])
             def serve(pixels):
-                return {OUTPUT_NAME: model(pixels, training=False)}
+                return {contract.output_name: model(pixels, training=False)}
 
             self._serve = serve
         return self._serve

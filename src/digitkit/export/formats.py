@@ -14,21 +14,13 @@ is imported for --help (through digitkit.export.config), so TensorFlow, ONNX and
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from digitkit import CLASS_NAMES, __version__
+from digitkit import __version__
 from digitkit.errors import ModelError, one_line
-from digitkit.model.contract import (
-    INPUT_CONTRACT,
-    INPUT_NAME,
-    INPUT_SHAPE,
-    NUM_CLASSES,
-    OUTPUT_CONTRACT,
-    OUTPUT_NAME,
-)
+from digitkit.model.contract import ModelContract
 from digitkit.model.files import INT8_FILE, ONNX_FILE, SAVEDMODEL_DIR, TFLITE_FILE
 from digitkit.model.loading import import_tensorflow
 
@@ -45,7 +37,8 @@ class ExportFormat:
     done: str  # progress line after "<name>: "; {opset} and {test_images} are filled in
     quantize: str | None = None  # the --quantize value that asks for it (None: --format NAME)
     made_from: str | None = None  # the format it is derived from, which must be built first
-    record: dict = field(default_factory=dict)  # fixed extra keys of its export.json record
+    #: (contract) -> the extra keys of its export.json record, fixed by the contract
+    record: Callable[[ModelContract], dict] = field(default=lambda contract: {})
 
 
 class BuildFailed(Exception):
@@ -59,12 +52,20 @@ class BuildFailed(Exception):
 
 # --------------------------------------------------------------------------- SavedModel
 
-#: The serving signature every exported SavedModel has (recorded in export.json).
-SAVEDMODEL_SIGNATURE = {
-    "name": "serving_default",
-    "inputs": {INPUT_NAME: {"shape": [None, *INPUT_SHAPE], "dtype": "float32"}},
-    "outputs": {OUTPUT_NAME: {"shape": [None, NUM_CLASSES], "dtype": "float32"}},
-}
+#: The name of the serving signature every exported SavedModel has.
+SERVING_SIGNATURE = "serving_default"
+
+
+def savedmodel_signature(contract: ModelContract) -> dict:
+    """The serving signature of a SavedModel copy under `contract` (recorded in export.json)."""
+    return {
+        "name": SERVING_SIGNATURE,
+        "inputs": {contract.input_name: {"shape": [None, *contract.input_shape],
+                                         "dtype": contract.dtype}},
+        "outputs": {contract.output_name: {"shape": [None, contract.num_classes],
+                                           "dtype": contract.dtype}},
+    }
+
 
 
 def build_savedmodel(ctx, path) -> None:
@@ -74,14 +75,14 @@ def build_savedmodel(ctx, path) -> None:
     module = tf.Module()
     module.model = ctx.model
     module.serve = serve
-    tf.saved_model.save(module, str(path), signatures={SAVEDMODEL_SIGNATURE["name"]: serve})
+    tf.saved_model.save(module, str(path), signatures={SERVING_SIGNATURE: serve})
 
 
 def validate_savedmodel_copy(ctx, path):
     from digitkit.export.validate import validate_savedmodel
 
     return validate_savedmodel(path, ctx.cases, ctx.config.atol, ctx.config.rtol,
-                               ctx.config.trust_model)
+                               ctx.config.trust_model, contract=ctx.contract)
 
 
 # --------------------------------------------------------------------------- ONNX
@@ -93,9 +94,8 @@ def build_onnx(ctx, path) -> None:
     tf2onnx's from_keras does not understand Keras 3 models; converting the same
     tf.function the SavedModel serves gives one graph for both copies.
     """
-    if ctx.foreign is not None and ctx.foreign.is_onnx:  # the adapter as nodes on its graph
-        return _write_checked(ctx.foreign.adapted_onnx(), path,
-                              onnx_metadata(ctx.source, ctx.source_sha256, ctx.foreign))
+    if ctx.origin.is_onnx:  # the adapter as nodes on the source's own graph
+        return _write_checked(ctx.origin.adapted_onnx(), path, onnx_metadata(ctx))
     import tf2onnx
 
     serve = ctx.serving_function()
@@ -112,10 +112,10 @@ def build_onnx(ctx, path) -> None:
         dim0.dim_param = "batch"
     proto.producer_name = "digitkit"
     proto.producer_version = f"{__version__} (tf2onnx {tf2onnx.__version__})"
-    proto.doc_string = (f"digitkit export of {ctx.source.name}: {INPUT_NAME} float32 "
-                        f"(batch,28,28) raw 0..255 white-on-black -> {OUTPUT_NAME} (batch,10) "
-                        "softmax")
-    _write_checked(proto, path, onnx_metadata(ctx.source, ctx.source_sha256, ctx.foreign))
+    contract = ctx.contract
+    proto.doc_string = (f"digitkit export of {ctx.source.name}: {contract.input_text('batch')} "
+                        f"-> {contract.output_text('batch')} softmax")
+    _write_checked(proto, path, onnx_metadata(ctx))
 
 
 def _write_checked(proto, path, metadata: dict[str, str]) -> None:
@@ -131,31 +131,24 @@ def _write_checked(proto, path, metadata: dict[str, str]) -> None:
                          f"({one_line(err)})") from err
 
 
-def onnx_metadata(src, src_sha: str, foreign=None) -> dict[str, str]:
-    """metadata_props: everything a consumer needs without guessing (all values are strings);
-    a copy of a model made elsewhere (`foreign`, digitkit.export.source.ExportSource) also
-    records its adapter and the source's input convention."""
+def onnx_metadata(ctx) -> dict[str, str]:
+    """metadata_props: everything a consumer needs without guessing (all values are strings):
+    the contract, the source file, and what the source records about its adapter (the input
+    convention of a model made elsewhere; nothing for digitkit's own)."""
     return {
-        "class_labels": json.dumps(list(CLASS_NAMES)),
-        "input_name": INPUT_NAME,
-        "input_shape": json.dumps(INPUT_CONTRACT["shape"]),
-        "input_dtype": INPUT_CONTRACT["dtype"],
-        "input_value_range": json.dumps(INPUT_CONTRACT["value_range"]),
-        "input_ink_polarity": INPUT_CONTRACT["ink_polarity"],
-        "input_preprocessing": INPUT_CONTRACT["preprocessing"],
-        "output_name": OUTPUT_NAME,
-        "output_meaning": OUTPUT_CONTRACT["meaning"],
-        "source_model": src.name,
-        "source_model_sha256": src_sha,
+        **ctx.contract.onnx_metadata(),
+        "source_model": ctx.source.name,
+        "source_model_sha256": ctx.source_sha256,
         "digitkit_version": __version__,
-        **(foreign.metadata() if foreign is not None else {}),
+        **ctx.origin.metadata(),
     }
 
 
 def validate_onnx_copy(ctx, path):
     from digitkit.export.validate import validate_onnx
 
-    return validate_onnx(path, ctx.cases, ctx.config.atol, rtol=ctx.config.rtol)
+    return validate_onnx(path, ctx.cases, ctx.config.atol, rtol=ctx.config.rtol,
+                         contract=ctx.contract)
 
 
 # --------------------------------------------------------------------------- int8 ONNX
@@ -167,8 +160,9 @@ def build_int8(ctx, path) -> None:
     from digitkit.export.quantize import quantize_int8
     from digitkit.export.validate import ArtifactValidation
 
+    input_name = ctx.contract.input_name
     try:
-        quantize_int8(ctx.path("onnx"), path, ctx.calibration_images())
+        quantize_int8(ctx.path("onnx"), path, ctx.calibration_images(), input_name=input_name)
     except Exception as err:  # noqa: BLE001
         raise BuildFailed(ArtifactValidation("onnx-int8", "onnxruntime.quantization", None,
                                              error=f"quantization failed: {one_line(err)}")
@@ -179,7 +173,8 @@ def validate_int8_copy(ctx, path):
     from digitkit.export.quantize import check_int8
 
     return check_int8(path, ctx.path("onnx"), ctx.cases, ctx.mnist,
-                      ctx.config.max_accuracy_drop, len(ctx.calibration_images()))
+                      ctx.config.max_accuracy_drop, len(ctx.calibration_images()),
+                      contract=ctx.contract)
 
 
 # --------------------------------------------------------------------------- LiteRT
@@ -191,7 +186,7 @@ def build_tflite(ctx, path) -> None:
     from digitkit.export.tflite import convert_tflite
 
     try:
-        convert_tflite(ctx.model, path)
+        convert_tflite(ctx.model, path, ctx.contract)
     except Exception as err:  # noqa: BLE001 - the converter raises many types
         raise ModelError(f"{ctx.source}: LiteRT conversion failed ({one_line(err)})") from err
 
@@ -200,7 +195,7 @@ def validate_tflite_copy(ctx, path):
     from digitkit.export.tflite import check_tflite
 
     return check_tflite(path, ctx.cases, ctx.config.atol, ctx.mnist, ctx.source_accuracy(),
-                        ctx.config.rtol)
+                        ctx.config.rtol, contract=ctx.contract)
 
 
 # --------------------------------------------------------------------------- the table
@@ -208,7 +203,7 @@ def validate_tflite_copy(ctx, path):
 EXPORT_FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("savedmodel", "SavedModel", SAVEDMODEL_DIR, build_savedmodel,
                  validate_savedmodel_copy, done="written and validated",
-                 record={"signature": SAVEDMODEL_SIGNATURE}),
+                 record=lambda contract: {"signature": savedmodel_signature(contract)}),
     ExportFormat("onnx", "ONNX", ONNX_FILE, build_onnx, validate_onnx_copy,
                  done="converted (opset {opset}), checked and validated"),
     ExportFormat("onnx-int8", "int8 ONNX", INT8_FILE, build_int8, validate_int8_copy,
@@ -217,7 +212,8 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("tflite", "LiteRT", TFLITE_FILE, build_tflite, validate_tflite_copy,
                  done="converted (weights frozen), validated and evaluated on {test_images} "
                       "test images",
-                 record={"precision": "fp32", "signature": "serving_default"}),
+                 record=lambda contract: {"precision": "fp32",
+                                          "signature": SERVING_SIGNATURE}),
 )}
 
 #: What --format names (in the order copies are built and recorded) ...

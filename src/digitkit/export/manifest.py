@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from digitkit import CLASS_NAMES, __version__
+from digitkit import __version__
 from digitkit.artifacts import guard_output, sha256_file, sha256_tree
 from digitkit.environment import library_versions
 from digitkit.errors import ModelError
 from digitkit.export.config import DEFAULT_OUT_DIR_NAME, ExportConfig
 from digitkit.export.formats import EXPORT_FORMATS, selected
 from digitkit.export.validate import human_size
-from digitkit.model.contract import INPUT_CONTRACT, OUTPUT_CONTRACT
 from digitkit.model.files import FAILED_SUFFIX, MANIFEST, SOURCE_COPY
 
 #: The distributions export.json names (with Python and digitkit): the ones whose versions
@@ -39,7 +38,7 @@ class Target:
     source: Path
     force: bool
     same_source: bool  # out/model.h5 is the source itself: re-exporting in place
-    copy: str = SOURCE_COPY  # the source's copy in `out` (digitkit.export.source.SOURCE_COPIES)
+    copy: str = SOURCE_COPY  # the source's copy in `out` (digitkit.export.origin.SOURCE_COPIES)
     copy_format: str = "keras-h5"  # its "format" in export.json
 
     def planned(self, config: ExportConfig) -> list[str]:
@@ -75,8 +74,9 @@ def staging_dir(out: Path):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def install(target: Target, staging: Path, results: dict) -> dict[str, dict]:
-    """Move each copy into place if it passed, or aside as .FAILED; return artifact records."""
+def install(target: Target, staging: Path, results: dict, contract) -> dict[str, dict]:
+    """Move each copy into place if it passed, or aside as .FAILED; return artifact records
+    (each with its format's fixed keys under `contract`, the copies' ModelContract)."""
     out = target.out
     artifacts: dict[str, dict] = {}
     if target.force:
@@ -108,7 +108,7 @@ def install(target: Target, staging: Path, results: dict) -> dict[str, dict]:
             _remove(out / fmt.file)  # an older good-looking copy must not outlive a failed one
         os.replace(built, out / final)
         artifacts[name] = _record(out, final, name, "passed" if res.ok else "failed")
-        artifacts[name].update(fmt.record)
+        artifacts[name].update(fmt.record(contract))
     return artifacts
 
 
@@ -129,8 +129,8 @@ def _record(out: Path, name: str, fmt: str, status: str) -> dict:
 
 def build_manifest(ctx, target: Target, artifacts: dict, results: dict,
                    seconds: float) -> dict:
-    """export.json: the source, the contract, the options and versions, and every copy with
-    its validation (`ctx` is the run's ExportContext)."""
+    """export.json: the source, the contract (its JSON form), the options and versions, and
+    every copy with its validation (`ctx` is the run's ExportContext)."""
     config = ctx.config
     for name, res in results.items():
         artifacts[name]["validation"] = res.to_dict()
@@ -142,9 +142,8 @@ def build_manifest(ctx, target: Target, artifacts: dict, results: dict,
         "status": "passed" if ok else "failed",
         "export_dir": str(target.out.resolve()),
         "source": {"path": str(ctx.source), "sha256": ctx.source_sha256, "copy": target.copy,
-                   **(ctx.foreign.record() if ctx.foreign is not None else {})},
-        "model": {"input": INPUT_CONTRACT, "output": OUTPUT_CONTRACT,
-                  "class_labels": list(CLASS_NAMES)},
+                   **ctx.origin.record()},
+        "model": ctx.contract.to_dict(),
         "config": {
             "formats": list(config.formats),
             "opset": config.opset if "onnx" in config.formats else None,

@@ -15,15 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from digitkit.export.validate import ArtifactValidation, Case, human_size, validate_onnx
-from digitkit.model.contract import INPUT_NAME
+from digitkit.model.contract import DIGIT_CONTRACT, ModelContract
 from digitkit.predictors.ort import OnnxPredictor
 
 QUANTIZED_OPS = ("MatMul", "Gemm", "Conv")
 
 
 def quantize_int8(float_onnx: str | os.PathLike, out_path: str | os.PathLike,
-                  calibration_images: np.ndarray, batch_size: int = 100) -> Path:
-    """Write an int8 (QDQ, per-channel weights) copy of `float_onnx` calibrated on the images."""
+                  calibration_images: np.ndarray, batch_size: int = 100,
+                  input_name: str = DIGIT_CONTRACT.input_name) -> Path:
+    """Write an int8 (QDQ, per-channel weights) copy of `float_onnx` calibrated on the images
+    (fed to its input `input_name`, the contract's)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -41,7 +43,7 @@ def quantize_int8(float_onnx: str | os.PathLike, out_path: str | os.PathLike,
 
         def get_next(self):
             batch = next(self._batches, None)
-            return None if batch is None else {INPUT_NAME: batch}
+            return None if batch is None else {input_name: batch}
 
     out = Path(out_path)
     # onnxruntime logs a "consider pre-processing" hint on the root logger on every call;
@@ -78,7 +80,8 @@ def onnx_accuracy(path: str | os.PathLike, x: np.ndarray, y: np.ndarray,
 
 
 def check_int8(int8_onnx: Path, float_onnx: Path, cases: list[Case], mnist, max_drop: float,
-               calibration_images: int) -> ArtifactValidation:
+               calibration_images: int,
+               contract: ModelContract = DIGIT_CONTRACT) -> ArtifactValidation:
     """Validate an int8 copy: outputs on every case, then test accuracy against the float copy.
 
     int8 probabilities legitimately differ by ~1e-2: the copy is held to names, shapes and
@@ -86,7 +89,7 @@ def check_int8(int8_onnx: Path, float_onnx: Path, cases: list[Case], mnist, max_
     differences are reported, not judged against atol. `calibration_images` (how many it was
     calibrated on) goes into the record.
     """
-    res = validate_onnx(int8_onnx, cases, atol=None, name="onnx-int8")
+    res = validate_onnx(int8_onnx, cases, atol=None, name="onnx-int8", contract=contract)
     float_acc = onnx_accuracy(float_onnx, mnist.x_test, mnist.y_test)
     int8_acc = onnx_accuracy(int8_onnx, mnist.x_test, mnist.y_test)
     drop = (float_acc - int8_acc) * 100

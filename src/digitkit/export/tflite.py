@@ -23,14 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from digitkit.model.contract import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
+from digitkit.model.contract import DIGIT_CONTRACT, ModelContract
 from digitkit.model.loading import import_tensorflow
 
 #: Keras's UnitNormalization epsilon (fixed in its call()).
 UNIT_NORM_EPSILON = 1e-12
 
 
-def convert_tflite(model, out_path: str | os.PathLike) -> Path:
+def convert_tflite(model, out_path: str | os.PathLike,
+                   contract: ModelContract = DIGIT_CONTRACT) -> Path:
     """Write a float32 LiteRT flatbuffer of `model` (the contract's signature, frozen)."""
     tf = import_tensorflow("writing a LiteRT copy")
     from tensorflow.python.framework.convert_to_constants import (
@@ -38,11 +39,12 @@ def convert_tflite(model, out_path: str | os.PathLike) -> Path:
     )
 
     traced = xnnpack_safe(model)
-    spec = tf.TensorSpec((None, *INPUT_SHAPE), tf.float32, name=INPUT_NAME)
+    spec = tf.TensorSpec((None, *contract.input_shape), tf.float32, name=contract.input_name)
+    output_name = contract.output_name
 
     @tf.function(input_signature=[spec])
     def serve(pixels):
-        return {OUTPUT_NAME: traced(pixels, training=False)}
+        return {output_name: traced(pixels, training=False)}
 
     frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
 
@@ -50,7 +52,7 @@ def convert_tflite(model, out_path: str | os.PathLike) -> Path:
     # flat list, and the converter would call its output "output_0".
     @tf.function(input_signature=[spec])
     def frozen_serve(pixels):
-        return {OUTPUT_NAME: frozen(pixels)[0]}
+        return {output_name: frozen(pixels)[0]}
 
     # An empty trackable object: the frozen graph has nothing to track, and passing one
     # selects the converter's current path (it also writes the "serving_default" signature).
@@ -106,7 +108,7 @@ def predictor_accuracy(predictor, x: np.ndarray, y: np.ndarray, batch_size: int 
 
 
 def check_tflite(path: Path, cases: list, atol: float, mnist, source_accuracy: float,
-                 rtol: float = 0.0):
+                 rtol: float = 0.0, contract: ModelContract = DIGIT_CONTRACT):
     """Validate a LiteRT copy: frozen weights, parity with the source on every case, and
     test accuracy on the whole MNIST test set against the source's."""
     from digitkit.errors import ModelError, one_line
@@ -122,7 +124,7 @@ def check_tflite(path: Path, cases: list, atol: float, mnist, source_accuracy: f
                              "): the interpreter reads them as zeros; convert a frozen graph")
     except Exception as e:  # noqa: BLE001 - any load failure is this copy's failure
         return ArtifactValidation("tflite", runtime, atol, error=one_line(e))
-    res = compare("tflite", runtime, predictor.outputs, cases, atol, rtol)
+    res = compare("tflite", runtime, predictor.outputs, cases, atol, rtol, contract)
     acc = predictor_accuracy(predictor, mnist.x_test, mnist.y_test)
     diff = (acc - source_accuracy) * 100
     res.extra["accuracy"] = {

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from digitkit.errors import ModelError, one_line
-from digitkit.model.contract import INPUT_NAME, INPUT_SHAPE, NUM_CLASSES, OUTPUT_NAME
+from digitkit.model.contract import DIGIT_CONTRACT, ModelContract
 from digitkit.predictors import ort as ort_predictors
 from digitkit.predictors import tf as tf_predictors
 from digitkit.predictors.compare import agreement
@@ -34,8 +34,8 @@ class Case:
     """One named input batch and the reference (Keras) output on it."""
 
     name: str
-    pixels: np.ndarray  # float32 (N, 28, 28)
-    reference: np.ndarray | None = None  # float32 (N, 10)
+    pixels: np.ndarray  # float32, the contract's input: (N, 28, 28) for digits
+    reference: np.ndarray | None = None  # float32 (N, classes)
 
 
 @dataclass
@@ -94,16 +94,18 @@ class ArtifactValidation:
         }
 
 
-def make_cases(x_test: np.ndarray, n_images: int) -> list[Case]:
-    """Real test images plus the edge inputs every export must survive."""
+def make_cases(x_test: np.ndarray, n_images: int,
+               contract: ModelContract = DIGIT_CONTRACT) -> list[Case]:
+    """Real test images plus the edge inputs every export must survive (of the contract's
+    input shape)."""
     if len(x_test) < 1:
         raise ModelError("no test images to validate with")
     n = min(n_images, len(x_test))
     real = np.asarray(x_test[:n], dtype=np.float32)
     return [
         Case(f"mnist_test[:{n}]", real),
-        Case("all_zeros", np.zeros((2, *INPUT_SHAPE), np.float32)),
-        Case("all_255", np.full((2, *INPUT_SHAPE), 255.0, np.float32)),
+        Case("all_zeros", np.zeros((2, *contract.input_shape), np.float32)),
+        Case("all_255", np.full((2, *contract.input_shape), 255.0, np.float32)),
         Case("batch_of_1", real[:1].copy()),
         Case(f"odd_batch_{ODD_BATCH}", np.asarray(x_test[-ODD_BATCH:], np.float32)),
     ]
@@ -115,11 +117,11 @@ def fill_reference(model, cases: list[Case]) -> None:
         case.reference = np.asarray(model(case.pixels, training=False), dtype=np.float32)
 
 
-def compare(name: str, runtime: str, run, cases: list[Case],
-            atol: float | None, rtol: float = 0.0) -> ArtifactValidation:
+def compare(name: str, runtime: str, run, cases: list[Case], atol: float | None,
+            rtol: float = 0.0, contract: ModelContract = DIGIT_CONTRACT) -> ArtifactValidation:
     """Run `run(pixels) -> {output_name: array}` on every case and compare with the reference:
-    every probability within atol + rtol * |reference| (numpy.allclose's rule; atol None:
-    differences are reported, not judged)."""
+    the contract's output, every probability within atol + rtol * |reference|
+    (numpy.allclose's rule; atol None: differences are reported, not judged)."""
     result = ArtifactValidation(name, runtime, atol, rtol=rtol)
     for case in cases:
         try:
@@ -128,21 +130,23 @@ def compare(name: str, runtime: str, run, cases: list[Case],
             result.cases.append(CaseResult(case.name, len(case.pixels), None, None, None, 0,
                                            False, f"run failed: {one_line(e)}"))
             continue
-        result.cases.append(_compare_case(case, outputs, atol, rtol))
+        result.cases.append(_compare_case(case, outputs, atol, rtol, contract))
     return result
 
 
-def _compare_case(case: Case, outputs: dict, atol: float | None, rtol: float) -> CaseResult:
+def _compare_case(case: Case, outputs: dict, atol: float | None, rtol: float,
+                  contract: ModelContract) -> CaseResult:
     n = len(case.pixels)
     names = list(outputs)
-    if OUTPUT_NAME not in outputs:
+    name = contract.output_name
+    if name not in outputs:
         return CaseResult(case.name, n, ",".join(names), None, None, 0, False,
-                          f'no output named "{OUTPUT_NAME}" (got {names})')
-    out = np.asarray(outputs[OUTPUT_NAME])
+                          f'no output named "{name}" (got {names})')
+    out = np.asarray(outputs[name])
     shape = list(out.shape)
-    if out.shape != (n, NUM_CLASSES):
-        return CaseResult(case.name, n, OUTPUT_NAME, shape, None, 0, False,
-                          f"shape {tuple(out.shape)}, expected {(n, NUM_CLASSES)}")
+    if out.shape != (n, contract.num_classes):
+        return CaseResult(case.name, n, name, shape, None, 0, False,
+                          f"shape {tuple(out.shape)}, expected {(n, contract.num_classes)}")
     a = agreement(out, case.reference)
     problem = None
     if not a.finite:
@@ -150,7 +154,7 @@ def _compare_case(case: Case, outputs: dict, atol: float | None, rtol: float) ->
     elif atol is not None and not _within(out, case.reference, atol, rtol):
         problem = f"max |diff| {a.max_abs_diff:.2e} exceeds atol {atol:.0e}" + (
             f" + rtol {rtol:.0e} x |reference|" if rtol else "")
-    return CaseResult(case.name, n, OUTPUT_NAME, shape, a.max_abs_diff, a.top1_agree,
+    return CaseResult(case.name, n, name, shape, a.max_abs_diff, a.top1_agree,
                       problem is None, problem)
 
 
@@ -160,41 +164,46 @@ def _within(out: np.ndarray, reference: np.ndarray, atol: float, rtol: float) ->
 
 
 def validate_onnx(path: str | os.PathLike, cases: list[Case], atol: float | None,
-                  name: str = "onnx", rtol: float = 0.0) -> ArtifactValidation:
+                  name: str = "onnx", rtol: float = 0.0,
+                  contract: ModelContract = DIGIT_CONTRACT) -> ArtifactValidation:
     """Check an ONNX file with ONNX Runtime against the reference outputs in `cases`."""
     runtime = ort_predictors.runtime_version()
+    want = contract.input_name
     try:
         predictor = ort_predictors.OnnxPredictor(path).load()
-        if predictor.input_names != [INPUT_NAME]:
-            raise ModelError(f'inputs are {predictor.input_names}, expected ["{INPUT_NAME}"]')
+        if predictor.input_names != [want]:
+            raise ModelError(f'inputs are {predictor.input_names}, expected ["{want}"]')
     except Exception as e:  # noqa: BLE001
         return ArtifactValidation(name, runtime, atol, error=one_line(e), rtol=rtol)
-    return compare(name, runtime, predictor.outputs, cases, atol, rtol)
+    return compare(name, runtime, predictor.outputs, cases, atol, rtol, contract)
 
 
 def validate_savedmodel(path: str | os.PathLike, cases: list[Case],
-                        atol: float | None, rtol: float = 0.0,
-                        trust_model: bool = False) -> ArtifactValidation:
+                        atol: float | None, rtol: float = 0.0, trust_model: bool = False,
+                        contract: ModelContract = DIGIT_CONTRACT) -> ArtifactValidation:
     """Load a SavedModel from disk (not the in-memory copy) and check its serving signature.
     `trust_model`: the copy of a trusted source carries what the source's graph does."""
     runtime = tf_predictors.runtime_version()
+    want = contract.input_name
     try:
         predictor = tf_predictors.SavedModelPredictor(path, trust_model=trust_model)
         sig = predictor.signature
-        if sig.input_name != INPUT_NAME:
+        if sig.input_name != want:
             raise ModelError(f'signature inputs are {[sig.input_name]}, expected '
-                             f'["{INPUT_NAME}"]')
-        if tuple(sig.input_shape) != (None, *INPUT_SHAPE):
+                             f'["{want}"]')
+        if tuple(sig.input_shape) != (None, *contract.input_shape):
             raise ModelError(f"signature input shape is {sig.input_shape}")
     except Exception as e:  # noqa: BLE001
         return ArtifactValidation("savedmodel", runtime, atol, error=one_line(e), rtol=rtol)
-    return compare("savedmodel", runtime, predictor.outputs, cases, atol, rtol)
+    return compare("savedmodel", runtime, predictor.outputs, cases, atol, rtol, contract)
 
 
-def format_table(results: list[ArtifactValidation], reference: str | None = None) -> str:
+def format_table(results: list[ArtifactValidation], reference: str | None = None,
+                 contract: ModelContract = DIGIT_CONTRACT) -> str:
     """Optimum-like, one line per artifact, aligned; failing cases spelled out below.
 
-    `reference` names the source of the reference outputs (a first "[ref]" row).
+    `reference` names the source of the reference outputs (a first "[ref]" row); the copies
+    are named by their `contract`'s output.
     """
     if not results:
         return ""
@@ -221,7 +230,8 @@ def format_table(results: list[ArtifactValidation], reference: str | None = None
         else:
             diff_txt = f"{diff:.1e} {'<=' if diff <= r.atol else '>'} atol {r.atol:.0e}"
         rows.append((tag, head,
-                     f'output "{OUTPUT_NAME}" shape {tuple(shape) if shape else "?"}; '
+                     f'output "{contract.output_name}" shape '
+                     f'{tuple(shape) if shape else "?"}; '
                      f"max |diff| {diff_txt}; top-1 agreement {agree}/{total}; "
                      f"{len(r.cases)} input batches"))
         for c in r.cases:

@@ -23,8 +23,10 @@ from typing import TypeVar
 
 from digitkit.errors import DigitkitError, UsageError
 from digitkit.infer.results.formats import format_for, result_format
+from digitkit.infer.results.provenance import check_resume, open_recorded, read_record, record_for
 from digitkit.infer.results.textfile import DoneSet, check_new_output
 from digitkit.infer.spec import InferSpec, get_engine
+from digitkit.infer.storage.lock import lock_for
 from digitkit.infer.storage.shards import ShardRun, is_shard_output
 from digitkit.infer.summary import InferSummary
 
@@ -45,18 +47,28 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
     inputs = list(inputs)
     if resume and output in (None, "-"):
         raise UsageError("--resume needs an output file (-o)")
-    warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    with lock_for(output):  # one writer per output, for the whole run
+        return _run_infer(spec, inputs, output, resume=resume, force=force, progress=progress,
+                          warn=warn or (lambda msg: print(msg, file=sys.stderr)))
+
+
+def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferSummary:
     # A model made elsewhere never runs on pixels it was not trained for: its convention is
     # resolved once, here, and every engine and worker runs the adapted copy.
-    from digitkit.predictors.runnable import runnable_path
+    from digitkit.predictors.runnable import runnable_model
     from digitkit.predictors.serving import serving_model
 
     # Which copy runs on which row of the runtime table: decided once, here, like the
     # convention below; every engine and worker opens that row on that copy.
     serving = serving_model(spec.model, spec.runtime, spec.precision)
-    spec = replace(spec, model=runnable_path(serving.path, spec.convention, spec.data,
-                                             say=lambda line: warn(f"digitkit: {line}"),
-                                             trust_model=spec.trust_model))
+    runnable = runnable_model(serving.path, spec.convention, spec.data,
+                              trust_model=spec.trust_model)
+    if runnable.line():
+        warn(f"digitkit: {runnable.line()}")
+    # What the rows are made with, recorded with them; a resume must match it.
+    record = record_for(serving.path, runnable.convention, spec.top_k,
+                        spec.limits.max_file_size, serving.name, serving.precision)
+    spec = replace(spec, model=runnable.path)
     served = {"runtime": serving.name, "precision": serving.precision}
     eng = get_engine(spec.engine)
     eng.check(spec)  # a missing extra or a bad model fails before any work
@@ -70,7 +82,8 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
                              "directory (-o DIR/) is written by the workers of --engine ray")
         bar = _Progress(progress)
         with _sigterm_as_interrupt():
-            shard_run = ShardRun(spec, inputs, output, resume=resume, force=force, find=find)
+            shard_run = ShardRun(spec, inputs, output, resume=resume, force=force, find=find,
+                                 record=record)
             shard_run.summary.seconds = drive(
                 eng.write_shards(shard_run.spec, shard_run.job),
                 lambda done: shard_run.add(done, warn), bar)
@@ -90,7 +103,11 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
         def _seen(row):
             done.add(row.path)
             summary.add_resumed(row)
+        found = read_record(out, fmt)
+        if found is not None:  # a mismatch is refused before the (long) scan
+            check_resume(out, found, record, has_rows=True)
         append_at = fmt.scan(out, _seen)
+        check_resume(out, found, record, has_rows=bool(summary.total))
 
     paths = find(inputs)
     first = next(paths, None)  # fail before touching the output if there is nothing to do
@@ -106,7 +123,8 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
     # The output file is created once the first chunk is classified: a model that cannot
     # load (it loads in the workers) leaves no file behind.
     bar = _Progress(progress)
-    sink = _ResultFile(lambda: fmt.open(out, append_at=append_at, force=force))
+    sink = _ResultFile(lambda: open_recorded(fmt, out, record, append_at=append_at,
+                                             force=force))
 
     def take(batch) -> int:
         sink.write(batch.data)

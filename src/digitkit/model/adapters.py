@@ -1,7 +1,8 @@
-"""Adapters: a model made elsewhere, made to honour digitkit's one contract.
+"""Adapters: a model made elsewhere, made to honour its contract.
 
-The contract (digitkit.model.contract): input "pixels" float32 (N, 28, 28) raw 0..255
-white-on-black; output "probabilities" float32 (N, 10). An adapter puts the source's input
+The contract (digitkit.model.contract.ModelContract, the convention's `contract`; for digits:
+input "pixels" float32 (N, 28, 28) raw 0..255 white-on-black; output "probabilities" float32
+(N, 10)). An adapter puts the source's input
 convention (digitkit.model.conventions) in front of the source and a softmax behind it when
 the source outputs logits, as graph ops, so every copy made from the adapted model (SavedModel,
 ONNX, int8) is run on raw pixels like digitkit's own models and nobody has to remember the
@@ -27,15 +28,12 @@ import json
 import numpy as np
 
 from digitkit.errors import ModelError, one_line
-from digitkit.model.contract import INPUT_NAME, INPUT_SHAPE, NUM_CLASSES, OUTPUT_NAME
 from digitkit.model.conventions import (
     BLACK_ON_WHITE,
-    LAYOUTS,
     LOGITS,
     InputConvention,
     fits_layout,
 )
-from digitkit.model.foreign import check_classes
 
 #: metadata_props keys an adapted ONNX model carries (values are strings).
 CONVENTION_KEY = "digitkit_source_convention"  # json of InputConvention.to_dict()
@@ -51,8 +49,9 @@ _TINY = float(np.finfo(np.float32).tiny)
 
 def adapter_description(convention: InputConvention) -> str:
     """One line for metadata and manifests."""
-    return (f"digitkit adapter: {INPUT_NAME} float32 (N,28,28) raw 0..255 white-on-black -> "
-            f"the source's input {convention.describe(full=True)} -> {OUTPUT_NAME} (N,10)")
+    contract = convention.contract
+    return (f"digitkit adapter: {contract.input_text()} -> the source's input "
+            f"{convention.describe(full=True)} -> {contract.output_text()}")
 
 
 # ------------------------------------------------------------------------------- Keras
@@ -70,7 +69,8 @@ def wrap_keras(model, convention: InputConvention):
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelError(f"{model.name}: expected one input and one output, got "
                          f"{len(model.inputs)} and {len(model.outputs)}")
-    check_classes(model.name, tuple(model.outputs[0].shape))
+    contract = convention.contract
+    contract.check_classes(model.name, tuple(model.outputs[0].shape))
     taken = {model.name}
 
     def name(base: str) -> str:  # outer layer names must not clash with the source's name
@@ -80,7 +80,8 @@ def wrap_keras(model, convention: InputConvention):
         taken.add(n)
         return n
 
-    pixels = keras.Input(shape=INPUT_SHAPE, dtype="float32", name=name(INPUT_NAME))
+    pixels = keras.Input(shape=contract.input_shape, dtype="float32",
+                         name=name(contract.input_name))
     x = pixels
     c = convention
     if c.ink == BLACK_ON_WHITE:
@@ -92,21 +93,21 @@ def wrap_keras(model, convention: InputConvention):
         x = layers.Rescaling(1.0 / (255 * c.std), offset=-c.mean / c.std,
                              name=name("adapter_standardize"))(x)
     elif c.scale == "l2":
-        # keras.utils.normalize's L2 over the same axis of (N, 28, 28); its epsilon (1e-12
+        # keras.utils.normalize's L2 over the same axis of (N, H, W); its epsilon (1e-12
         # on the squared norm) only matters for an all-zero slice, which stays 0 either way.
         x = layers.UnitNormalization(axis=c.l2_axis, name=name("adapter_l2"))(x)
-    if c.layout != "NHW":
-        x = layers.Reshape(LAYOUTS[c.layout], name=name("adapter_layout"))(x)
+    if c.layout != contract.layout:
+        x = layers.Reshape(c.input_shape, name=name("adapter_layout"))(x)
     y = model(x)
     if c.outputs == LOGITS:
-        y = layers.Softmax(name=name(OUTPUT_NAME))(y)
+        y = layers.Softmax(name=name(contract.output_name))(y)
     else:
-        y = layers.Identity(name=name(OUTPUT_NAME))(y)
+        y = layers.Identity(name=name(contract.output_name))(y)
     return keras.Model(pixels, y, name=name(f"{model.name}_adapted"))
 
 
 def tf_apply(pixels, convention: InputConvention):
-    """The convention as TensorFlow ops on a (N, 28, 28) float32 tensor, in the numpy
+    """The convention as TensorFlow ops on the contract's float32 pixels, in the numpy
     reference's order (255-x, /255, -mean, /std, L2 with a zero norm read as 1, reshape)."""
     import tensorflow as tf
 
@@ -121,13 +122,13 @@ def tf_apply(pixels, convention: InputConvention):
     elif c.scale == "l2":
         norm = tf.sqrt(tf.reduce_sum(tf.square(x), axis=c.l2_axis, keepdims=True))
         x = x / tf.where(norm == 0.0, tf.ones_like(norm), norm)
-    if c.layout != "NHW":
-        x = tf.reshape(x, (-1, *LAYOUTS[c.layout]))
+    if c.layout != c.contract.layout:
+        x = tf.reshape(x, (-1, *c.input_shape))
     return x
 
 
 def adapted_function(source, convention: InputConvention):
-    """A serving tf.function with the contract's signature, {OUTPUT_NAME: probabilities},
+    """A serving tf.function with the contract's signature, {output name: probabilities},
     around `source`: a digitkit.model.loading.SavedModelSignature (its one output), a Keras
     model, or any TensorFlow callable from the source's input to its output."""
     from digitkit.model.loading import SavedModelSignature, import_tensorflow
@@ -142,12 +143,15 @@ def adapted_function(source, convention: InputConvention):
         def call(x):
             return source.fn(**{source.input_name: x})[source.output_names[0]]
 
-    @tf.function(input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32,
-                                                name=INPUT_NAME)])
+    contract = convention.contract
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *contract.input_shape), tf.float32,
+                                                name=contract.input_name)])
     def serve(pixels):
         y = call(tf_apply(pixels, convention))
         y = tf.cast(y, tf.float32)
-        return {OUTPUT_NAME: tf.nn.softmax(y, axis=-1) if convention.outputs == LOGITS else y}
+        return {contract.output_name: tf.nn.softmax(y, axis=-1)
+                if convention.outputs == LOGITS else y}
 
     return serve
 
@@ -228,10 +232,11 @@ class _Nodes:
 
 
 def _input_nodes(w: _Nodes, c: InputConvention, opset: int, in_type: int, out: str) -> None:
-    """"pixels" -> the source's input `out`, in the numpy reference's order."""
+    """The contract's input ("pixels") -> the source's input `out`, in the numpy reference's
+    order."""
     from onnx import TensorProto
 
-    x = INPUT_NAME
+    x = c.contract.input_name
     if c.ink == BLACK_ON_WHITE:
         x = w.add("Sub", [w.const(255.0), x])
     if c.scale in ("unit", "standardized"):
@@ -239,41 +244,45 @@ def _input_nodes(w: _Nodes, c: InputConvention, opset: int, in_type: int, out: s
     if c.scale == "standardized":
         x = w.add("Div", [w.add("Sub", [x, w.const(c.mean)]), w.const(c.std)])
     elif c.scale == "l2":
-        axis = 2 if c.l2_axis == -1 else 1  # of (N, 28, 28)
+        axis = 2 if c.l2_axis == -1 else 1  # of (N, H, W)
         if opset >= 18:  # ReduceL2 takes its axes as an input from opset 18 on
             norm = w.add("ReduceL2", [x, w.const([axis], np.int64)], keepdims=1)
         else:
             norm = w.add("ReduceL2", [x], axes=[axis], keepdims=1)
         x = w.add("Div", [x, w.add("Max", [norm, w.const(_TINY)])])
-    if c.layout != "NHW":
-        x = w.add("Reshape", [x, w.const([-1, *LAYOUTS[c.layout]], np.int64)])
+    if c.layout != c.contract.layout:
+        x = w.add("Reshape", [x, w.const([-1, *c.input_shape], np.int64)])
     if in_type != TensorProto.FLOAT:
         x = w.add("Cast", [x], to=in_type)
     w.add("Identity", [x], out=out)
 
 
 def _output_nodes(w: _Nodes, c: InputConvention, out_type: int, src_out: str) -> None:
-    """The source's output -> "probabilities" (float32; a Softmax for logits)."""
+    """The source's output -> the contract's output ("probabilities": float32; a Softmax for
+    logits)."""
     from onnx import TensorProto
 
+    out = c.contract.output_name
     y = src_out
     if out_type != TensorProto.FLOAT:
         y = w.add("Cast", [y], to=TensorProto.FLOAT)
     if c.outputs == LOGITS:
-        # axis 1 of (N, 10): the same before opset 13 (2-D coercion) and after
-        w.add("Softmax", [y], out=OUTPUT_NAME, axis=1)
+        # axis 1 of (N, K): the same before opset 13 (2-D coercion) and after
+        w.add("Softmax", [y], out=out, axis=1)
     else:
-        w.add("Identity", [y], out=OUTPUT_NAME)
+        w.add("Identity", [y], out=out)
 
 
 def adapt_onnx(proto, convention: InputConvention, name: str | None = None):
     """A copy of a foreign ONNX model (an onnx.ModelProto; `name` for messages) honouring the
-    contract: `convention` as nodes before its graph in the source's own opset, a Softmax after
-    it for logits, its input and output now "pixels" (its batch dimension, dynamic or static,
-    kept) and "probabilities", the convention in metadata_props; onnx.checker(full_check)."""
+    convention's contract: `convention` as nodes before its graph in the source's own opset, a
+    Softmax after it for logits, its input and output now the contract's ("pixels", its batch
+    dimension, dynamic or static, kept; "probabilities"), the convention in metadata_props;
+    onnx.checker(full_check)."""
     import onnx
     from onnx import TensorProto, helper
 
+    contract = convention.contract
     src = proto
     proto = onnx.ModelProto()
     proto.CopyFrom(src)
@@ -292,17 +301,17 @@ def adapt_onnx(proto, convention: InputConvention, name: str | None = None):
         raise ModelError(f"{name}: expected one input and one output, got {len(inputs)} "
                          f"({', '.join(i.name for i in inputs)}) and {len(g.output)}")
     in_dims, out_dims = _dims(inputs[0]), _dims(g.output[0])
-    want = LAYOUTS[convention.layout]
-    if not fits_layout(in_dims, convention.layout):
+    want = convention.input_shape
+    if not fits_layout(in_dims, convention.layout, contract):
         raise ModelError(f"{name}: input {inputs[0].name!r} {in_dims} does not fit the "
                          f"convention's layout {convention.layout} (N, {want})")
-    check_classes(name, out_dims)
+    contract.check_classes(name, out_dims)
     in_type = inputs[0].type.tensor_type.elem_type
     if in_type not in (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16):
         raise ModelError(f"{name}: input {inputs[0].name!r} is not a float tensor")
 
     used = _graph_names(g, set())
-    for reserved in (INPUT_NAME, OUTPUT_NAME):  # free digitkit's names if the source uses them
+    for reserved in (contract.input_name, contract.output_name):  # free them for the contract
         if reserved in used:
             fresh = reserved
             while fresh in used:
@@ -319,10 +328,11 @@ def adapt_onnx(proto, convention: InputConvention, name: str | None = None):
     _output_nodes(post, convention, g.output[0].type.tensor_type.elem_type, src_out_name)
 
     batch_in, batch_out = in_dims[0], out_dims[0] if out_dims else None
-    new_in = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT,
-                                           [batch_in or "batch", *INPUT_SHAPE])
-    new_out = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT,
-                                            [batch_out or batch_in or "batch", NUM_CLASSES])
+    new_in = helper.make_tensor_value_info(contract.input_name, TensorProto.FLOAT,
+                                           [batch_in or "batch", *contract.input_shape])
+    new_out = helper.make_tensor_value_info(contract.output_name, TensorProto.FLOAT,
+                                            [batch_out or batch_in or "batch",
+                                             contract.num_classes])
     g.value_info.extend([src_in, g.output[0]])  # the source's ends, now inner tensors
     kept = _copies(i for i in g.input if i.name != src_in_name)  # initializers (IR < 4)
     body = _copies(g.node)

@@ -1,10 +1,12 @@
 """How a model made elsewhere expects its input: the input convention.
 
-digitkit's own models honour one contract (digitkit.model.contract: raw pixels (N, 28, 28)
-0..255 white-on-black in, probabilities (N, 10) out). A model made elsewhere was trained on
-pixels prepared some other way; `InputConvention` says how, exactly enough to reproduce it:
+Every model is run under a contract (digitkit.model.contract.ModelContract; digitkit's own
+models honour DIGIT_CONTRACT: raw pixels (N, 28, 28) 0..255 white-on-black in, probabilities
+(N, 10) out). A model made elsewhere was trained on the contract's pixels prepared some other
+way; `InputConvention` says how, exactly enough to reproduce it (shapes shown for digits):
 
-  layout    "NHW" (N,28,28), "NHWC" (N,28,28,1), "NCHW" (N,1,28,28), "flat" (N,784)
+  layout    "NHW" (N,28,28), "NHWC" (N,28,28,1), "NCHW" (N,1,28,28), "flat" (N,784): the
+            contract's pixels laid out as the model wants them (contract.layout_shape)
   scale     "raw" 0..255, "unit" x/255, "standardized" (x/255 - mean)/std,
             "l2" keras.utils.normalize(x, axis) of the (N,28,28) pixels, as the classic
             notebook applies it to the arrays of keras.datasets.mnist
@@ -20,19 +22,26 @@ graph ops. `ConventionFlags` is what the --input-* flags declare. Numpy only: th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from typing import TYPE_CHECKING
 
 from digitkit.errors import ModelError, UsageError
+from digitkit.model.contract import (
+    BLACK_ON_WHITE,
+    DIGIT_CONTRACT,
+    WHITE_ON_BLACK,
+    ModelContract,
+)
+from digitkit.model.contract import LAYOUTS as _LAYOUT_RULES
 
 if TYPE_CHECKING:
     import numpy as np
 
-#: layout -> the model's input shape after the batch dimension
-LAYOUTS = {"NHW": (28, 28), "NHWC": (28, 28, 1), "NCHW": (1, 28, 28), "flat": (784,)}
+#: layout -> the model's input shape after the batch dimension, for the digit contract
+#: (another contract's: ModelContract.layout_shape); the keys are the layouts' names.
+LAYOUTS = {name: DIGIT_CONTRACT.layout_shape(name) for name in _LAYOUT_RULES}
 SCALES = ("raw", "unit", "standardized", "l2")
-WHITE_ON_BLACK, BLACK_ON_WHITE = "white-on-black", "black-on-white"
 INKS = (WHITE_ON_BLACK, BLACK_ON_WHITE)
 PROBABILITIES, LOGITS = "probabilities", "logits"
 OUTPUTS = (PROBABILITIES, LOGITS)
@@ -43,7 +52,7 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 #: (x/255 - 0.5)/0.5, i.e. pixels in [-1, 1]: the other standardization MNIST tutorials use
 #: (transforms.Normalize((0.5,), (0.5,))); detection tries it beside MNIST's own statistics.
 SYMMETRIC_MEAN, SYMMETRIC_STD = 0.5, 0.5
-#: keras.utils.normalize axes over the (N, 28, 28) pixels: 1 is the classic notebook's
+#: keras.utils.normalize axes over the (N, H, W) pixels: 1 is the classic notebook's
 #: (each image column), -1 Keras's default (each image row). 2 and -2 are the same axes.
 L2_AXES = (1, -1)
 #: --l2-axis when not given: keras.utils.normalize's own default.
@@ -56,8 +65,6 @@ FLAG_NAMES = {"layout": "--input-layout", "scale": "--input-scale", "mean": "--i
               "outputs": "--outputs"}
 DECLARE_HINT = ("declare it with --input-scale {raw,unit,standardized,l2} (with --l2-axis or "
                 "--input-mean/--input-std), --ink and --outputs")
-
-_PIXELS = (28, 28)
 
 
 def _canonical_layout(layout: str) -> str:
@@ -89,7 +96,8 @@ def l2_normalize(x: np.ndarray, axis: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class InputConvention:
-    """How a model wants its input; `InputConvention()` is digitkit's own contract."""
+    """How a model wants its input, relative to the raw pixels of `contract` (not recorded:
+    the contract has its own record); `InputConvention()` is the contract itself."""
 
     layout: str = "NHW"
     scale: str = "raw"
@@ -98,6 +106,7 @@ class InputConvention:
     l2_axis: int | None = None  # l2 only; Keras's default -1 when not given
     ink: str = WHITE_ON_BLACK
     outputs: str = PROBABILITIES
+    contract: ModelContract = field(default=DIGIT_CONTRACT, repr=False)
 
     def __post_init__(self):
         set_ = partial(object.__setattr__, self)  # a frozen dataclass normalises its fields
@@ -122,7 +131,8 @@ class InputConvention:
             axis = DEFAULT_L2_AXIS if self.l2_axis is None else self.l2_axis
             if axis not in _AXIS_ALIASES:
                 raise UsageError(f"--l2-axis {axis!r}: choose 1 (the classic notebook's) or -1 "
-                                 "(keras.utils.normalize's default) of the (N, 28, 28) pixels")
+                                 "(keras.utils.normalize's default) of the "
+                                 f"{_pixels_text(self.contract)} pixels")
             set_("l2_axis", _AXIS_ALIASES[axis])
         elif self.l2_axis is not None:
             raise UsageError("--l2-axis goes with --input-scale l2")
@@ -132,12 +142,12 @@ class InputConvention:
     @property
     def input_shape(self) -> tuple:
         """The model's input shape after the batch dimension."""
-        return LAYOUTS[self.layout]
+        return self.contract.layout_shape(self.layout)
 
     @property
     def is_contract(self) -> bool:
-        """Raw (N, 28, 28) white-on-black pixels in, probabilities out: nothing to adapt."""
-        return self == InputConvention()
+        """The contract's raw pixels in its own layout, probabilities out: nothing to adapt."""
+        return self == InputConvention(layout=self.contract.layout, contract=self.contract)
 
     def with_outputs(self, outputs: str) -> InputConvention:
         return replace(self, outputs=outputs)
@@ -164,12 +174,15 @@ class InputConvention:
     # ------------------------------------------------------------------ the reference
 
     def apply(self, pixels) -> np.ndarray:
-        """Raw pixels float32 (N, 28, 28) 0..255 white-on-black -> the model's input (numpy)."""
+        """The contract's raw pixels, float32 (N, 28, 28) 0..255 white-on-black for digits,
+        -> the model's input (numpy)."""
         import numpy as np  # here, not at the top: the CLI reads the flags' choices for --help
 
         x = np.asarray(pixels, dtype=np.float32)
-        if x.ndim != 3 or x.shape[1:] != _PIXELS:
-            raise ValueError(f"expected pixels of shape (N, 28, 28), got {x.shape}")
+        want = self.contract.input_shape
+        if x.ndim != 1 + len(want) or x.shape[1:] != want:
+            raise ValueError(f"expected pixels of shape {_pixels_text(self.contract)}, got "
+                             f"{x.shape}")
         if self.ink == BLACK_ON_WHITE:
             x = np.float32(255) - x
         if self.scale == "unit":
@@ -194,32 +207,39 @@ class InputConvention:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> InputConvention:
-        """Read a to_dict record back (unknown or derived keys are ignored)."""
-        names = {f.name for f in fields(cls)}
+    def from_dict(cls, d: dict, contract: ModelContract = DIGIT_CONTRACT) -> InputConvention:
+        """Read a to_dict record back, for a model under `contract` (unknown or derived keys
+        are ignored)."""
+        names = {f.name for f in fields(cls)} - {"contract"}
         try:
-            return cls(**{k: v for k, v in dict(d).items() if k in names})
+            return cls(**{k: v for k, v in dict(d).items() if k in names}, contract=contract)
         except (UsageError, TypeError, ValueError) as err:
             raise ModelError(f"invalid input convention record {d!r} ({err})") from err
 
 
-def fits_layout(input_shape, layout: str) -> bool:
+def _pixels_text(contract: ModelContract) -> str:
+    """"(N, 28, 28)": the contract's pixels as messages name them."""
+    return "(" + ", ".join(str(d) for d in ("N", *contract.input_shape)) + ")"
+
+
+def fits_layout(input_shape, layout: str, contract: ModelContract = DIGIT_CONTRACT) -> bool:
     """Whether a model input shape (batch first; None, -1 or a name for an unknown dimension)
-    can be `layout`."""
-    dims, want = tuple(input_shape)[1:], LAYOUTS[layout]
+    can be the contract's pixels in `layout`."""
+    dims, want = tuple(input_shape)[1:], contract.layout_shape(layout)
     return len(dims) == len(want) and all(not isinstance(d, int) or d <= 0 or d == w
                                           for d, w in zip(dims, want, strict=True))
 
 
-def layout_of(input_shape) -> str:
-    """The layout of a model input shape, or ModelError when it is no 28x28 image layout or
-    fits several (a 4-D input with unknown dimensions)."""
-    found = [name for name in LAYOUTS if fits_layout(input_shape, name)]
+def layout_of(input_shape, contract: ModelContract = DIGIT_CONTRACT) -> str:
+    """The layout of a model input shape, or ModelError when it is no layout of the contract's
+    image (28x28 for digits) or fits several (a 4-D input with unknown dimensions)."""
+    found = [name for name in LAYOUTS if fits_layout(input_shape, name, contract)]
     shown = "(" + ", ".join("N" if i == 0 else str(d) for i, d in
                             enumerate(tuple(input_shape))) + ")"
     if not found:
-        raise ModelError(f"model input {shown} is not a 28x28 digit image; expected (N,28,28), "
-                         "(N,28,28,1), (N,1,28,28) or (N,784)")
+        shapes = [contract.shape_text(shape=contract.layout_shape(name)) for name in LAYOUTS]
+        raise ModelError(f"model input {shown} is not a {contract.image_text}; expected "
+                         f"{', '.join(shapes[:-1])} or {shapes[-1]}")
     if len(found) > 1:
         raise ModelError(f"model input {shown} fits layouts {', '.join(found)}; declare it with "
                          "--input-layout")
@@ -237,12 +257,13 @@ VALUE_CANDIDATES = (
 )
 
 
-def candidates(input_shape, outputs: str = PROBABILITIES,
-               layout: str | None = None) -> list[InputConvention]:
+def candidates(input_shape, outputs: str = PROBABILITIES, layout: str | None = None,
+               contract: ModelContract = DIGIT_CONTRACT) -> list[InputConvention]:
     """Every convention compatible with a model input shape: each value scale of
     VALUE_CANDIDATES in each ink polarity, the layout fixed by the shape (or given)."""
-    layout = layout or layout_of(input_shape)
-    return [InputConvention(layout=layout, scale=scale, ink=ink, outputs=outputs, **extra)
+    layout = layout or layout_of(input_shape, contract)
+    return [InputConvention(layout=layout, scale=scale, ink=ink, outputs=outputs,
+                            contract=contract, **extra)
             for ink in INKS for scale, extra in VALUE_CANDIDATES]
 
 
@@ -294,18 +315,20 @@ class ConventionFlags:
         """The flags given, as the user typed them."""
         return [FLAG_NAMES[f.name] for f in fields(self) if getattr(self, f.name) is not None]
 
-    def _declared(self, layout: str) -> InputConvention:
+    def _declared(self, layout: str,
+                  contract: ModelContract = DIGIT_CONTRACT) -> InputConvention:
         return InputConvention(layout=layout, scale=self.scale, mean=self.mean, std=self.std,
                                l2_axis=self.l2_axis, ink=self.ink or WHITE_ON_BLACK,
-                               outputs=self.outputs or PROBABILITIES)
+                               outputs=self.outputs or PROBABILITIES, contract=contract)
 
-    def layout_for(self, input_shape) -> str:
+    def layout_for(self, input_shape, contract: ModelContract = DIGIT_CONTRACT) -> str:
         """The declared layout checked against the model's shape, or the shape's layout."""
         if self.layout is None:
-            return layout_of(input_shape)
-        if not fits_layout(input_shape, self.layout):
-            raise UsageError(f"--input-layout {self.layout} {('N', *LAYOUTS[self.layout])} does "
-                             f"not fit the model's input shape {('N', *tuple(input_shape)[1:])}")
+            return layout_of(input_shape, contract)
+        if not fits_layout(input_shape, self.layout, contract):
+            want = ("N", *contract.layout_shape(self.layout))
+            raise UsageError(f"--input-layout {self.layout} {want} does not fit the model's "
+                             f"input shape {('N', *tuple(input_shape)[1:])}")
         return self.layout
 
     def allows(self, convention: InputConvention) -> bool:
@@ -317,10 +340,12 @@ class ConventionFlags:
 NO_FLAGS = ConventionFlags()
 
 
-def declared_convention(flags: ConventionFlags, input_shape) -> InputConvention | None:
-    """The convention the flags declare for a model of `input_shape`, or None when they do not
-    declare one (no --input-scale: detect it). Outputs default to probabilities here; callers
-    that can run the model check them (digitkit.model.detect.resolve_convention does)."""
+def declared_convention(flags: ConventionFlags, input_shape,
+                        contract: ModelContract = DIGIT_CONTRACT) -> InputConvention | None:
+    """The convention the flags declare for a model of `input_shape` under `contract`, or
+    None when they do not declare one (no --input-scale: detect it). Outputs default to
+    probabilities here; callers that can run the model check them
+    (digitkit.model.detect.resolve_convention does)."""
     if not flags.declared:
         return None
-    return flags._declared(flags.layout_for(input_shape))
+    return flags._declared(flags.layout_for(input_shape, contract), contract)

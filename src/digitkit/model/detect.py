@@ -88,8 +88,9 @@ def output_kind(*outputs: np.ndarray) -> str:
 
 
 def predict_under(source: SourceModel, convention: InputConvention, pixels) -> np.ndarray:
-    """The source model run under `convention` on raw pixels (N, 28, 28): probabilities
-    (N, 10) float32. This is the reference every adapted copy is validated against."""
+    """The source model run under `convention` on the contract's raw pixels ((N, 28, 28) for
+    digits): probabilities (N, K) float32. This is the reference every adapted copy is
+    validated against."""
     out = source(convention.apply(pixels))
     return softmax(out) if convention.outputs == LOGITS else out.astype(np.float32)
 
@@ -209,10 +210,12 @@ def detect_convention(source: SourceModel, images: np.ndarray, labels: np.ndarra
                       flags: ConventionFlags = NO_FLAGS,
                       n: int = DEFAULT_DETECTION_IMAGES) -> Detection:
     """Score every candidate the flags allow on `n` of the labelled MNIST `images` (raw
-    pixels (N, 28, 28)); ConventionError when none is credible or the best two are too close."""
+    pixels of the source's contract); ConventionError when none is credible or the best two
+    are too close."""
     x, y = detection_sample(images, labels, n)
-    layout = flags.layout_for(source.input_shape)
-    pool = [c for c in candidates(source.input_shape, layout=layout) if flags.allows(c)]
+    layout = flags.layout_for(source.input_shape, source.contract)
+    pool = [c for c in candidates(source.input_shape, layout=layout, contract=source.contract)
+            if flags.allows(c)]
     raw = [source(c.apply(x)) for c in pool]
     kind = _outputs(source, flags, *raw)
     pool = [c.with_outputs(kind) for c in pool]
@@ -253,9 +256,10 @@ def resolve_convention(source: SourceModel, images: np.ndarray, labels: np.ndarr
     the contract, for a model that presents it by name and no flags are given (digitkit's own
     models and exports: nothing to adapt); else `detect_convention`. The chosen convention's
     own accuracy is measured when labels are given."""
-    chosen = declared_convention(flags, source.input_shape)
+    contract = source.contract
+    chosen = declared_convention(flags, source.input_shape, contract)
     if chosen is None and not flags.given and source.honours_contract:
-        chosen, how = InputConvention(), CONTRACT
+        chosen, how = InputConvention(layout=contract.layout, contract=contract), CONTRACT
     elif chosen is None:
         if labels is None:
             raise _refuse(source, "detecting its input convention needs labelled MNIST test "
@@ -271,9 +275,9 @@ def resolve_convention(source: SourceModel, images: np.ndarray, labels: np.ndarr
     if how == DECLARED:
         chosen = chosen.with_outputs(_outputs(source, flags, out))
     elif not is_simplex(out):
-        raise ConventionError(f"{source.name}: named like digitkit's contract ('pixels' -> "
-                              "'probabilities') but its outputs are not probabilities; "
-                              f"{DECLARE_HINT}")
+        raise ConventionError(f"{source.name}: named like digitkit's contract "
+                              f"('{contract.input_name}' -> '{contract.output_name}') but its "
+                              f"outputs are not probabilities; {DECLARE_HINT}")
     probs = softmax(out) if chosen.outputs == LOGITS else out
     scores = (score(probs, y, chosen),) if y is not None else ()
     return Detection(chosen, scores, how, len(x))

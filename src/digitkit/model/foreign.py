@@ -14,10 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from digitkit.errors import ModelError
-from digitkit.model.contract import INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
+from digitkit.model.contract import DIGIT_CONTRACT, ModelContract
 from digitkit.model.conventions import fits_layout
-
-CONTRACT_LAYOUT = "NHW"  # the contract's (N, 28, 28)
 
 #: Images per call when running a source: bounds memory for large convnets and keeps each
 #: call well inside what any runtime handles at once.
@@ -32,8 +30,11 @@ class SourceModel:
     """A model as it stands: `call` maps its own input array to its output array.
 
     input_shape: as the model states it, batch first (None or a name when dynamic).
-    output_shape: likewise, when the model states it (checked against 10 classes early).
+    output_shape: likewise, when the model states it (checked against the contract's classes
+        early).
     input_name, output_name: the model's own names for them, when it has names.
+    contract: what its copies are to honour (its classes, the pixels its conventions start
+        from).
     """
 
     name: str
@@ -42,9 +43,10 @@ class SourceModel:
     output_shape: tuple | None = None
     input_name: str | None = None
     output_name: str | None = None
+    contract: ModelContract = DIGIT_CONTRACT
 
     def __post_init__(self):
-        check_classes(self.name, self.output_shape)
+        self.contract.check_classes(self.name, self.output_shape)
 
     @property
     def honours_contract(self) -> bool:
@@ -52,27 +54,23 @@ class SourceModel:
         (N, 28, 28) in, "probabilities" (N, 10) out): digitkit's own models and every copy
         `digitkit export` writes. The names are the mark; a shape alone is not (the classic
         notebook's model has the same shapes and wants L2-normalised input)."""
-        return (self.input_name == INPUT_NAME and self.output_name == OUTPUT_NAME
-                and fits_layout(self.input_shape, CONTRACT_LAYOUT))
+        c = self.contract
+        return (self.input_name == c.input_name and self.output_name == c.output_name
+                and fits_layout(self.input_shape, c.layout, c))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         outs = [np.asarray(self.call(x[i:i + SOURCE_BATCH]), dtype=np.float32)
                 for i in range(0, len(x), SOURCE_BATCH)]
-        out = np.concatenate(outs) if outs else np.zeros((0, NUM_CLASSES), np.float32)
-        check_classes(self.name, out.shape)
+        out = (np.concatenate(outs) if outs
+               else np.zeros((0, self.contract.num_classes), np.float32))
+        self.contract.check_classes(self.name, out.shape)
         return out
 
 
 def check_classes(name: str, output_shape) -> None:
-    """ModelError unless an output shape is (N, 10): digitkit serves digit classifiers."""
-    if output_shape is None:
-        return
-    shape = tuple(output_shape)
-    last = shape[-1] if shape else None
-    if len(shape) != 2 or (isinstance(last, int) and last > 0 and last != NUM_CLASSES):
-        shown = "(" + ", ".join("N" if i == 0 else str(d) for i, d in enumerate(shape)) + ")"
-        raise ModelError(f"{name}: outputs {shown}, expected (N, {NUM_CLASSES}): one score per "
-                         "digit 0..9; digitkit serves digit classifiers only")
+    """ModelError unless an output shape is (N, 10): the digit contract's rule
+    (ModelContract.check_classes)."""
+    DIGIT_CONTRACT.check_classes(name, output_shape)
 
 
 def keras_source(model, name: str | None = None) -> SourceModel:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitkit.errors import ModelError, missing_extra, one_line
-from digitkit.model.contract import check_keras_contract
+from digitkit.model.contract import DIGIT_CONTRACT
 from digitkit.model.files import KERAS_H5, KERAS_V3, SAVEDMODEL, identify
 from digitkit.model.safety import check_keras
 
@@ -100,7 +100,7 @@ def load_keras_model(path: str | os.PathLike, trust_model: bool = False,
     except Exception as err:  # noqa: BLE001 - any loader failure is a bad model file for the user
         raise ModelError(f"{p}: cannot load Keras model ({one_line(err)})") from err
     if check_contract:
-        check_keras_contract(p, model)
+        DIGIT_CONTRACT.check_keras(p, model)
     return model
 
 

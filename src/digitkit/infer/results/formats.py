@@ -55,6 +55,8 @@ class ResultFormat:
     shard_bytes: data -> one shard file's bytes; shard_rows: those bytes -> (paths, labels,
         errors), what resuming a shard directory needs (ValueError: not a shard of ours).
     stdout_refused: why the format cannot go to stdout (None: it can).
+    keeps_record: the file keeps its provenance record inside (Parquet's key-value metadata,
+        `open(..., metadata=)`); otherwise it goes in a sidecar (`results.provenance`).
     require: raises DependencyError when the format's optional dependency is missing.
     """
 
@@ -68,6 +70,7 @@ class ResultFormat:
     shard_rows: Callable[[bytes], tuple[list, list, list]]
     stdout_refused: str | None = None
     require: Callable[[], None] = lambda: None
+    keeps_record: bool = False
 
     @property
     def suffix(self) -> str:
@@ -112,10 +115,10 @@ def _join_tables(tables: list):
     return pa.concat_tables(tables)
 
 
-def _open_parquet(path, *, append_at=None, force=False):
+def _open_parquet(path, *, append_at=None, force=False, metadata=None):
     from digitkit.infer.results.parquet import ParquetRowWriter
 
-    return ParquetRowWriter(path, append_at=append_at, force=force)
+    return ParquetRowWriter(path, append_at=append_at, force=force, metadata=metadata)
 
 
 def _scan_parquet(path, on_row) -> int:
@@ -150,7 +153,7 @@ RESULT_FORMATS = {f.name: f for f in (
                  partial(_text_bytes, ""), _jsonl_shard_rows),
     ResultFormat("parquet", (".parquet",), _encode_parquet, _join_tables, _open_parquet,
                  _scan_parquet, _parquet_bytes, _parquet_shard_rows,
-                 stdout_refused=STDOUT_REFUSED, require=_require_pyarrow),
+                 stdout_refused=STDOUT_REFUSED, require=_require_pyarrow, keeps_record=True),
 )}
 #: Without a file name to go by (stdout, or a name with another suffix): CSV.
 DEFAULT_FORMAT = "csv"

@@ -12,11 +12,13 @@ pyarrow is imported inside functions only: a CSV run never pays its import.
 from __future__ import annotations
 
 import os
-import tempfile
+import re
+import secrets
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
-from digitkit.errors import DataError, UsageError, one_line
+from digitkit.errors import DataError, DigitkitError, UsageError, one_line
 from digitkit.infer.results.columns import schema
 from digitkit.infer.results.rows import Row
 
@@ -67,7 +69,8 @@ class ParquetRowWriter:
     """
 
     def __init__(self, path: str | os.PathLike | None, *, append_at: int | None = None,
-                 force: bool = False):
+                 force: bool = False, metadata: dict[bytes, bytes] | None = None):
+        """`metadata`: the file's key-value metadata (`digitkit.infer.results.provenance`)."""
         import pyarrow.parquet as pq
 
         from digitkit.infer.results.textfile import check_new_output
@@ -78,16 +81,24 @@ class ParquetRowWriter:
         existing = _open_existing(self.path) if append_at is not None else None
         if existing is None:
             check_new_output(self.path, force)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                   dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
-        self._writer = pq.ParquetWriter(self._tmp, schema())
+        # A killed run's temporary file: the caller holds the output's lock (run_infer does),
+        # so no other run is writing it.
+        remove_stale_temporaries(self.path)
+        # The mode a new file gets under the umask (0644 under 022), as CSV's: mkstemp's
+        # would be 0600 whatever the umask.
+        self._tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
+        os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        try:
+            self._writer = pq.ParquetWriter(self._tmp, schema().with_metadata(metadata or {}))
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
         self._pending: list = []
         self._rows = 0
         if existing is not None:
-            for batch in existing.iter_batches(batch_size=ROW_GROUP_ROWS):
-                self._writer.write_batch(batch)
+            with self._failing():
+                for batch in existing.iter_batches(batch_size=ROW_GROUP_ROWS):
+                    self._writer.write_batch(batch)
 
     def write(self, table) -> None:
         if table is None or not table.num_rows:
@@ -95,7 +106,8 @@ class ParquetRowWriter:
         self._pending.append(table)
         self._rows += table.num_rows
         while self._rows >= ROW_GROUP_ROWS:  # full row groups out; the rest waits
-            self._flush(ROW_GROUP_ROWS)
+            with self._failing():
+                self._flush(ROW_GROUP_ROWS)
 
     def _flush(self, n: int | None = None) -> None:
         """Write the first `n` buffered rows (all: None) as one row group."""
@@ -114,8 +126,9 @@ class ParquetRowWriter:
         if self._writer is None:
             return
         try:
-            self._flush()
-            self._writer.close()
+            with self._failing():
+                self._flush()
+                self._writer.close()
             self._writer = None
             with open(self._tmp, "rb") as f:
                 os.fsync(f.fileno())
@@ -125,8 +138,58 @@ class ParquetRowWriter:
                 self._writer = None
             self._tmp.unlink(missing_ok=True)
 
+    @contextmanager
+    def _failing(self):
+        """A write that fails (disk full, a file-size limit: EFBIG, Python ignores SIGXFSZ)
+        is one line naming the file; the temporary file goes, and the output file is as it
+        was before this run (a resume's rows are in it still)."""
+        try:
+            yield
+        except OSError as err:
+            try:
+                self._writer.close()
+            except Exception:
+                pass
+            self._writer = None
+            self._tmp.unlink(missing_ok=True)
+            kept = ("it holds the rows it held before this run" if self.path.exists()
+                    else "no rows were kept")
+            raise DigitkitError(f"{self.path}: cannot write ({_os_reason(err)}); "
+                                f"{kept}: make room and rerun with --resume") from err
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _os_reason(err: OSError) -> str:
+    """The system's words for a failed write; pyarrow's errors carry the errno in text."""
+    code = err.errno
+    if code is None and (m := re.search(r"\[errno (\d+)\]", str(err))):
+        code = int(m.group(1))
+    return os.strerror(code) if code else one_line(err)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed run on `path` left beside it (SIGKILL: a file
+    without its footer, which no reader can read). Only under the output's lock
+    (`digitkit.infer.storage.lock`): no other run is writing them."""
+    p = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(p.name)}\.[a-z0-9_]{{8}}\.tmp$")
+    removed = []
+    try:
+        names = os.listdir(p.parent)
+    except OSError:
+        return removed
+    for name in names:
+        if pattern.match(name):
+            stale = p.parent / name
+            try:
+                if stale.is_file() and not stale.is_symlink():
+                    stale.unlink()
+                    removed.append(stale)
+            except OSError:
+                pass
+    return removed

@@ -19,7 +19,9 @@ Layout of a directory:
   paths, the model's sha256, top-k, format). A retried shard (a node lost mid-run) rewrites
   the same name with the same rows, so reading the directory never gives a file twice; and
   `--resume` skips exactly the shards whose file exists (same inputs, same model), redoing
-  the rest. Shard files of another plan (other inputs or model) are deleted at the end.
+  the rest. A resume refuses a directory holding shard files of another plan (other inputs
+  or model) or made another way (`_provenance.json`, `digitkit.infer.results.provenance`), and
+  deletes nothing; `--force` starts over and deletes them at the end.
 - Each shard appears whole or not at all (`digitkit.infer.storage.stores`: a temporary name and a
   rename on file systems, one upload on object stores).
 - Hidden names (`.part-...tmp`) and `_manifest.json` are what pyarrow, pandas, DuckDB and
@@ -41,6 +43,7 @@ from itertools import islice
 import numpy as np
 
 from digitkit.errors import DigitkitError, OutputExistsError, UsageError
+from digitkit.infer.results import provenance
 from digitkit.infer.results.formats import RESULT_FORMATS, result_format
 from digitkit.infer.results.rows import COLUMNS, EncodedRows, RowCounts, confusion_of
 from digitkit.infer.spec import InferSpec
@@ -161,17 +164,22 @@ class ShardRun:
     manifest, last."""
 
     def __init__(self, spec: InferSpec, inputs: list, output, *, resume: bool, force: bool,
-                 find: Callable[[list], Iterator[str]]):
+                 find: Callable[[list], Iterator[str]], record=None):
         self.out = output if isinstance(output, ShardOutput) else ShardOutput(str(output))
         self.spec = replace(spec, fmt=spec.fmt or DEFAULT_SHARD_FORMAT)
         self.inputs = inputs
         self.dest = Destination(self.out.dest)
         self.found = self.dest.names()
-        ours = {n for n in self.found
-                if SHARD_RE.match(n) or TEMP_RE.match(n) or n == MANIFEST}
+        ours = {n for n in self.found if SHARD_RE.match(n) or TEMP_RE.match(n)
+                or n in (MANIFEST, provenance.SHARD_RECORD)}
         if ours and not (resume or force):
             raise OutputExistsError(self.out.dest, "pass --resume to finish it, or --force to "
                                                    "overwrite it")
+        shard_files = {n for n in self.found if SHARD_RE.match(n)}
+        if record is not None:  # made another way: refused before any listing or work
+            provenance.check_shard_dir(self.dest, self.found, shard_files, record,
+                                       resume and not force)
+        self.force = force
         self.sha = _model_sha256(self.spec.model)
         key = f"{self.sha}\0{self.spec.top_k}\0{self.spec.fmt}"
         self.t0 = time.monotonic()
@@ -179,9 +187,14 @@ class ShardRun:
                                   self.found if resume else set())
         if not self.shards:
             raise DigitkitError(f"no images found in {', '.join(map(str, inputs))}")
+        if resume and not force:  # shards of another plan: refused, never deleted
+            provenance.check_shard_plan(self.out.dest,
+                                        shard_files - {s.name for s in self.shards})
         self.dest.prepare()
         if MANIFEST in self.found:  # no longer a finished directory until this run finishes
             self.dest.delete(MANIFEST)
+        if record is not None:
+            provenance.write_shard_record(self.dest, record)
         self.tally = _Tally(InferSummary(output=self.out.dest))
         self.job = ShardJob(_worker_dest(self.dest), self.spec.fmt, self.shards)
 
@@ -199,7 +212,7 @@ class ShardRun:
         if missing:
             raise DigitkitError(f"{len(missing)} shard(s) were not written (first: "
                                 f"{missing[0]}); rerun with --resume")
-        _tidy(self.dest, self.found, {s.name for s in self.shards})
+        _tidy(self.dest, self.found, {s.name for s in self.shards}, shards_too=self.force)
         manifest = _manifest(self, time.monotonic() - self.t0)
         self.dest.write(MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
         return self.summary
@@ -234,10 +247,11 @@ class _Tally:
             self.summary.confusion += done.confusion
 
 
-def _tidy(dest: Destination, found: set[str], keep: set[str]) -> None:
-    """Delete shard files of another plan and temporary files of interrupted writes."""
+def _tidy(dest: Destination, found: set[str], keep: set[str], shards_too: bool) -> None:
+    """Delete temporary files of interrupted writes and, under --force only, shard files of
+    another plan (a resume refuses those: `provenance.check_shard_plan`)."""
     for name in sorted(found):
-        if (SHARD_RE.match(name) and name not in keep) or TEMP_RE.match(name):
+        if (shards_too and SHARD_RE.match(name) and name not in keep) or TEMP_RE.match(name):
             try:
                 dest.delete(name)
             except FileNotFoundError:

@@ -1,0 +1,102 @@
+"""Parquet result files under hostile conditions (issue 19, item 9): the file's mode follows
+the umask like CSV's; a real file-size limit (RLIMIT_FSIZE in the child) is one line naming
+the file and leaves the output as it was; a killed run's temporary file is removed by the
+next run. Real processes, real signals, real limits."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+pq = pytest.importorskip("pyarrow.parquet")
+
+from _infer_folders import class_folders  # noqa: E402
+
+CODE = "import sys; from digitkit.cli import main; main(sys.argv[1:])"
+
+
+@pytest.fixture(scope="module")
+def folder(png_test_dir, tmp_path_factory):
+    return class_folders(png_test_dir, tmp_path_factory.mktemp("pq"), per_class=15)
+
+
+def _run(model, inputs, out, *extra, fsize=None, env=None):
+    def child():
+        os.umask(0o022)
+        if fsize:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    return subprocess.run([sys.executable, "-c", CODE, "infer", str(model),
+                           *map(str, inputs), "-o", str(out), "-q", "--workers", "0", *extra],
+                          capture_output=True, text=True, timeout=300, preexec_fn=child,
+                          env=env)
+
+
+def _hidden(d):
+    return sorted(n for n in os.listdir(d) if n.startswith("."))
+
+
+def test_mode_follows_the_umask_like_csv(linear_onnx, folder, tmp_path):
+    for name in ("r.csv", "r.parquet"):
+        r = _run(linear_onnx, [folder / "3"], tmp_path / name)
+        assert r.returncode == 0, r.stderr
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def test_a_file_size_limit_names_the_file_and_keeps_the_rows_it_had(linear_onnx, folder,
+                                                                     tmp_path):
+    whole = tmp_path / "whole.parquet"
+    assert _run(linear_onnx, [folder], whole).returncode == 0
+    out = tmp_path / "r.parquet"
+    r = _run(linear_onnx, [folder], out, fsize=3000)  # the whole file needs more
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert f"{out}: cannot write (File too large)" in r.stderr
+    assert not out.exists() and _hidden(tmp_path) == []
+    # A resume under the limit: the rows the file had are still there, untouched.
+    assert _run(linear_onnx, [folder / "3", folder / "4"], out).returncode == 0
+    before = out.read_bytes()
+    r = _run(linear_onnx, [folder], out, "--resume", fsize=len(before) + 500)
+    assert r.returncode == 1 and f"{out}: cannot write (File too large)" in r.stderr, r.stderr
+    assert "it holds the rows it held before this run" in r.stderr
+    assert out.read_bytes() == before and _hidden(tmp_path) == []
+    r = _run(linear_onnx, [folder], out, "--resume")
+    assert r.returncode == 0, r.stderr
+    got, want = pq.read_table(out), pq.read_table(whole)
+    assert sorted(got.column("path").to_pylist()) == sorted(want.column("path").to_pylist())
+    assert got.num_rows == want.num_rows == 150
+
+
+def test_a_killed_runs_temporary_file_is_removed_by_the_next_run(linear_onnx, folder,
+                                                                 tmp_path):
+    slow = tmp_path / "in"
+    shutil.copytree(folder / "3", slow / "3")
+    shutil.copy(next((folder / "3").iterdir()), slow / "3" / "hang.png")
+    out = tmp_path / "out" / "r.parquet"
+    out.parent.mkdir()
+    env = dict(os.environ, DIGITKIT_TEST_DECODER_FAULTS="sleep=hang*")
+    p = subprocess.Popen([sys.executable, "-c", CODE, "infer", str(linear_onnx), str(slow),
+                          "-o", str(out), "-q", "--workers", "1", "--batch-size", "2",
+                          "--file-timeout", "600"], env=env, stderr=subprocess.PIPE)
+    try:
+        while not [n for n in _hidden(out.parent) if n.endswith(".tmp")]:
+            assert p.poll() is None, p.stderr.read()
+            time.sleep(0.05)
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    left = _hidden(out.parent)
+    assert [n for n in left if n.endswith(".tmp")] and not out.exists()
+    r = _run(linear_onnx, [folder / "3"], out, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert _hidden(out.parent) == [] and pq.read_table(out).num_rows == 15
