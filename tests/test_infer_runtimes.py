@@ -160,3 +160,20 @@ def test_ray_actors_serve_the_runtime_with_local_rows(runtime, ray_local, export
 def _rows(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
+
+
+def test_the_result_file_records_the_runtime_and_a_resume_on_another_is_refused(
+        export_dir, folder, tmp_path):
+    from digitkit.infer.results.formats import result_format
+    from digitkit.infer.results.provenance import read_record
+
+    out = tmp_path / "rows.csv"
+    assert _infer(export_dir, folder, out).exit_code == 0
+    rec = read_record(out, result_format("csv"))
+    assert (rec.runtime, rec.precision) == ("onnxruntime", "fp32")
+    before = out.read_bytes()
+    r = _infer(export_dir, folder, out, "--resume", "--precision", "int8")
+    assert r.exit_code == 1
+    assert "runtime onnxruntime, this run onnxruntime-int8" in r.output
+    assert "precision fp32, this run int8" in r.output
+    assert out.read_bytes() == before
