@@ -10,6 +10,10 @@ import os
 import platform
 
 from digitkit import __version__
+from digitkit.errors import missing_extra
+
+#: The extra that brings TensorFlow (train, export, the TensorFlow runtimes).
+TENSORFLOW_EXTRA = "tensorflow"
 
 #: Distributions worth naming in a record: the ones whose version changes a number we report.
 RECORDED_PACKAGES = ("numpy", "onnx", "onnxruntime", "tensorflow-cpu", "tensorflow", "keras",
@@ -46,3 +50,27 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def import_tensorflow(what: str = "this command"):
+    """Import TensorFlow quietly, or raise the one-line install hint."""
+    # TF's C++ start-up chatter (oneDNN, CPU features) is noise on a command line.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+    except ImportError as err:
+        raise missing_extra(what, TENSORFLOW_EXTRA) from err
+    return tf
+
+
+def require_tensorflow(what: str = "this command") -> None:
+    """Fail in one line, before any work, when the `tensorflow` extra is missing (finding the
+    package costs microseconds; importing it costs seconds, paid later where it is used)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise missing_extra(what, TENSORFLOW_EXTRA)

@@ -77,7 +77,34 @@ def load_images(paths: list, max_file_size: int = MAX_FILE_SIZE,
     n = len(paths)
     buf = np.empty((n, SIZE, SIZE), np.uint8)
     raw = [False] * n  # 28x28 gray as decoded: still to be checked for the convention
-    reasons = [""] * n
+
+    def put(i, p, data):
+        a = _fast_gray(data, p)
+        if a is None:
+            buf[i], raw[i] = _with_image(p, data, _raw_or_mnist)
+        elif a.shape == _SHAPE:
+            buf[i] = a
+            raw[i] = True
+        else:
+            buf[i] = to_mnist(Image.fromarray(a))
+
+    reasons = decode_each(paths, put, max_file_size, on_file)
+    for i in np.flatnonzero(np.array(raw, bool) & ~follows_convention(buf)):
+        buf[i] = to_mnist(Image.fromarray(buf[i]))
+    for i in np.flatnonzero(ink_counts(buf) < MIN_INK_PIXELS):
+        if not reasons[i]:
+            reasons[i] = blank_reason(int(ink_counts(buf[i])))
+    return kept(buf, reasons), reasons
+
+
+def decode_each(paths: list, put: Callable[[int, object, bytes], object],
+                max_file_size: int = MAX_FILE_SIZE,
+                on_file: Callable[[], object] | None = None) -> list[str]:
+    """The batch rule every decoder shares: each file read (regular files only, capped) and
+    handed to `put(i, path, data)`, errors as values: one reason per path, "" for a good
+    file; one strange file never stops the batch. `on_file()` is called before each file is
+    read (the engines arm a per-file time limit with it)."""
+    reasons = [""] * len(paths)
     folder = Folder()
     with _native_stderr_silenced():
         try:
@@ -87,29 +114,20 @@ def load_images(paths: list, max_file_size: int = MAX_FILE_SIZE,
                 try:
                     if FAULTS:
                         inject_fault(p)
-                    data = read_file(p, max_file_size, folder)
-                    a = _fast_gray(data, p)
-                    if a is None:
-                        buf[i], raw[i] = _with_image(p, data, _raw_or_mnist)
-                    elif a.shape == _SHAPE:
-                        buf[i] = a
-                        raw[i] = True
-                    else:
-                        buf[i] = to_mnist(Image.fromarray(a))
+                    put(i, p, read_file(p, max_file_size, folder))
                 except ImageError as e:
                     reasons[i] = e.reason
                 except Exception as e:  # one strange file must never stop a batch
                     reasons[i] = f"cannot decode ({type(e).__name__}: {e})"
         finally:
             folder.close()
-    for i in np.flatnonzero(np.array(raw, bool) & ~follows_convention(buf)):
-        buf[i] = to_mnist(Image.fromarray(buf[i]))
-    for i in np.flatnonzero(ink_counts(buf) < MIN_INK_PIXELS):
-        if not reasons[i]:
-            reasons[i] = blank_reason(int(ink_counts(buf[i])))
-    good = [i for i, r in enumerate(reasons) if not r]
-    return (buf if len(good) == n else buf[good]), reasons
+    return reasons
 
+
+def kept(buf: np.ndarray, reasons: list[str]) -> np.ndarray:
+    """The slots of the files that decoded (reason ""), in order."""
+    good = [i for i, r in enumerate(reasons) if not r]
+    return buf if len(good) == len(reasons) else buf[good]
 
 _SHAPE = (SIZE, SIZE)
 
@@ -246,9 +264,11 @@ def _fast_gray_png(data: bytes) -> tuple[int, int] | None:
 # -- Pillow, and the reasons a file is not a usable image -----------------------------------
 
 
-def _with_image(path, data: bytes, fn):
-    """Open the file's bytes with Pillow, refuse bombs, decode, and return fn(image); every
-    failure -> ImageError."""
+@contextmanager
+def open_image(path, data: bytes):
+    """The file's bytes opened by Pillow (header only: nothing decoded yet), for the body of a
+    `with`; bombs refused from the header, and every failure, in the body too, -> ImageError
+    with its reason. The one place any decoder of digitkit opens an image with Pillow."""
     try:
         # Pillow itself only warns between its MAX_IMAGE_PIXELS (89 MP) and twice that, and
         # fails beyond; our lower limit is checked before any pixel is decoded.
@@ -259,11 +279,7 @@ def _with_image(path, data: bytes, fn):
             if w * h > MAX_PIXELS:
                 raise ImageError(path, f"decompression bomb: {w}x{h} pixels is over the "
                                        f"{MAX_PIXELS:,} pixel limit")
-            if im.format == "JPEG" and max(w, h) > 2 * WORK_SIDE:
-                # DCT-domain downscaling: decodes a 12 MP photo at 1/4 or 1/8 size, far faster.
-                im.draft(im.mode, (WORK_SIDE, WORK_SIDE))
-            im.load()
-            return fn(im)
+            yield im
     except ImageError:
         raise
     except UnidentifiedImageError as err:
@@ -278,3 +294,13 @@ def _with_image(path, data: bytes, fn):
     except (SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as err:
         # Pillow's plugins report malformed headers with SyntaxError/ValueError and friends.
         raise ImageError(path, f"cannot decode ({type(err).__name__}: {err})") from err
+
+
+def _with_image(path, data: bytes, fn):
+    """Open the file's bytes with Pillow (`open_image`), decode, and return fn(image)."""
+    with open_image(path, data) as im:
+        if im.format == "JPEG" and max(im.size) > 2 * WORK_SIDE:
+            # DCT-domain downscaling: decodes a 12 MP photo at 1/4 or 1/8 size, far faster.
+            im.draft(im.mode, (WORK_SIDE, WORK_SIDE))
+        im.load()
+        return fn(im)

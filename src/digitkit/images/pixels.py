@@ -35,21 +35,19 @@ Errors are ImageError(path, reason) with the reasons `digitkit.images.decode` gi
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps
 
 from digitkit.errors import DataError, ImageError, UsageError
-from digitkit.images.decode import MAX_PIXELS
+from digitkit.images.decode import decode_each, kept, open_image
 from digitkit.images.faults import FAULTS, inject_fault
-from digitkit.images.formats import PILLOW_FORMATS, unsupported_reason
-from digitkit.images.reading import MAX_FILE_SIZE, Folder, read_file
+from digitkit.images.formats import PILLOW_FORMATS
+from digitkit.images.reading import MAX_FILE_SIZE, read_file
 from digitkit.images.resize import INTERPOLATIONS, RESIZE_MODES, draft_size, geometry, resize
 
 #: The formats decoded (Pillow's names): the one allow-list, `digitkit.images.formats`.
@@ -205,27 +203,14 @@ def load_pixels_batch(paths: list, policy: PixelPolicy, max_file_size: int = MAX
     `on_file()` is called before each file is read (the engines arm a per-file time limit
     with it)."""
     h, w = policy.size
-    n = len(paths)
-    buf = np.empty((n, h, w, policy.channels), np.float32)
-    reasons = [""] * n
-    folder = Folder()
-    try:
-        for i, p in enumerate(paths):
-            if on_file is not None:
-                on_file()
-            try:
-                if FAULTS:
-                    inject_fault(p)
-                out = _to_policy(read_file(p, max_file_size, folder), policy, p, True)
-                buf[i] = np.asarray(out, np.float32).reshape(h, w, policy.channels)
-            except ImageError as e:
-                reasons[i] = e.reason
-            except Exception as e:  # one strange file must never stop a batch
-                reasons[i] = f"cannot decode ({type(e).__name__}: {e})"
-    finally:
-        folder.close()
-    good = [i for i, r in enumerate(reasons) if not r]
-    return (buf if len(good) == n else buf[good]), reasons
+    buf = np.empty((len(paths), h, w, policy.channels), np.float32)
+
+    def put(i, p, data):
+        out = _to_policy(data, policy, p, True)
+        buf[i] = np.asarray(out, np.float32).reshape(h, w, policy.channels)
+
+    reasons = decode_each(paths, put, max_file_size, on_file)
+    return kept(buf, reasons), reasons
 
 
 # -- the steps -----------------------------------------------------------------------------
@@ -235,11 +220,8 @@ def _to_policy(data: bytes, policy: PixelPolicy, path, reduce_jpeg: bool) -> Ima
     """The file's bytes as a Pillow image of the policy's mode (L or RGB) and size."""
     out_h, out_w = policy.size
     mode = "L" if policy.channels == 1 else "RGB"
-    with _pillow(path, data) as im:
+    with open_image(path, data) as im:
         w, h = im.size
-        if w * h > MAX_PIXELS:
-            raise ImageError(path, f"decompression bomb: {w}x{h} pixels is over the "
-                                   f"{MAX_PIXELS:,} pixel limit")
         scale, display = 1.0, None
         if reduce_jpeg and im.format in ("JPEG", "MPO"):
             # The draft is asked for before decoding, in stored orientation; the geometry is
@@ -305,28 +287,6 @@ def _sixteen_to_eight(im: Image.Image) -> Image.Image:
 def _luma(c: tuple[int, int, int]) -> int:
     """A colour as gray, by the same rule as every picture (Pillow's convert("L"))."""
     return Image.new("RGB", (1, 1), c).convert("L").getpixel((0, 0))
-
-
-@contextmanager
-def _pillow(path, data: bytes):
-    """The bytes opened by Pillow, allowed formats only; every failure -> ImageError with the
-    reason `digitkit.images.decode` gives for it."""
-    try:
-        with Image.open(io.BytesIO(data), formats=FORMATS) as im:
-            yield im
-    except ImageError:
-        raise
-    except UnidentifiedImageError as err:
-        raise ImageError(path, unsupported_reason(data)) from err
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(path, f"decompression bomb: {err}") from err
-    except OSError as err:
-        msg = str(err) or type(err).__name__
-        if "truncated" in msg or "broken data stream" in msg:
-            raise ImageError(path, f"truncated image ({msg})") from err
-        raise ImageError(path, f"cannot decode ({msg})") from err
-    except (SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as err:
-        raise ImageError(path, f"cannot decode ({type(err).__name__}: {err})") from err
 
 
 __all__ = ["FORMATS", "PixelPolicy", "load_pixels", "load_pixels_batch", "pixels_from_bytes"]

@@ -13,16 +13,13 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from digitkit.errors import UsageError
 from digitkit.images import MAX_FILE_SIZE
 from digitkit.infer.results.formats import result_format
-from digitkit.infer.results.rows import EncodedRows
+from digitkit.infer.results.rows import EncodedRows, RowCounts
 from digitkit.model.conventions import NO_FLAGS, ConventionFlags
-
-if TYPE_CHECKING:
-    from digitkit.infer.storage.shards import ShardDone, ShardJob
 
 #: Batch engine name -> the module defining its `ENGINE` (a `BatchEngine`), imported by
 #: `get_engine` only when a run asks for it.
@@ -119,6 +116,25 @@ class InferSpec:
                              f"got {self.workers}")
         if self.fmt is not None:
             result_format(self.fmt).require()  # an unknown name or a missing extra: now
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What an engine's `write_shards` gets: the destination (absolute path or URI), the
+    format and the shards."""
+
+    dest: str
+    fmt: str
+    shards: list
+
+
+@dataclass(slots=True)
+class ShardDone(RowCounts):
+    """One shard finished by a worker: its number, its counts, and whether its file was there
+    already (resume: the worker only read its counts back)."""
+
+    index: int
+    resumed: bool
 
 
 class BatchEngine(ABC):

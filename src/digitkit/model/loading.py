@@ -15,36 +15,16 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+# Re-exported: the names the rest of the package imports them by.
+from digitkit.environment import (  # noqa: F401
+    TENSORFLOW_EXTRA,
+    import_tensorflow,
+    require_tensorflow,
+)
 from digitkit.errors import ModelError, missing_extra, one_line
 from digitkit.model.contract import DIGIT_CONTRACT
 from digitkit.model.files import KERAS_H5, KERAS_V3, SAVEDMODEL, identify
 from digitkit.model.safety import check_keras
-
-TENSORFLOW_EXTRA = "tensorflow"
-
-
-def import_tensorflow(what: str = "this command"):
-    """Import TensorFlow quietly, or raise the one-line install hint."""
-    # TF's C++ start-up chatter (oneDNN, CPU features) is noise on a command line.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import tensorflow as tf
-    except ImportError as err:
-        raise missing_extra(what, TENSORFLOW_EXTRA) from err
-    return tf
-
-
-def require_tensorflow(what: str = "this command") -> None:
-    """Fail in one line, before any work, when the `tensorflow` extra is missing (finding the
-    package costs microseconds; importing it costs seconds, paid later where it is used)."""
-    import importlib.util
-
-    try:
-        found = importlib.util.find_spec("tensorflow") is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        raise missing_extra(what, TENSORFLOW_EXTRA)
 
 
 def read_model_config(path: str | os.PathLike) -> dict:

@@ -141,7 +141,7 @@ class _Graph:
 def read_savedmodel_proto(path: str | os.PathLike):
     """The parsed saved_model.pb of the SavedModel directory `path` (nothing runs): the file
     TensorFlow's loader reads first, and the one model.files.identify requires."""
-    from digitkit.model.loading import import_tensorflow
+    from digitkit.environment import import_tensorflow
 
     p = Path(path)
     import_tensorflow("checking a SavedModel")  # its protobuf classes live in TensorFlow

@@ -40,8 +40,8 @@ from digitkit.infer.engines.ray_actors import (
     model_payload,
 )
 from digitkit.infer.results.rows import EncodedRows
-from digitkit.infer.spec import InferSpec
-from digitkit.infer.storage.shards import ShardDone, ShardJob, shard_bytes, shard_counts
+from digitkit.infer.spec import InferSpec, ShardDone, ShardJob
+from digitkit.infer.storage.shards import shard_bytes, shard_counts
 from digitkit.infer.storage.stores import Destination
 
 #: Shards queued on one actor: one running and one waiting, so an actor never idles between

@@ -46,7 +46,7 @@ from digitkit.errors import DigitkitError, OutputExistsError, UsageError
 from digitkit.infer.results import provenance
 from digitkit.infer.results.formats import RESULT_FORMATS, result_format
 from digitkit.infer.results.rows import COLUMNS, EncodedRows, RowCounts, confusion_of
-from digitkit.infer.spec import InferSpec
+from digitkit.infer.spec import InferSpec, ShardDone, ShardJob
 from digitkit.infer.storage.stores import Destination, is_uri
 from digitkit.infer.summary import InferSummary
 
@@ -87,25 +87,6 @@ class Shard:
     #: surrogateescape (a file name need not be UTF-8): one bytes object, not one per file.
     paths: bytes
     done: bool  # its file exists already (resume): the worker only reads back its counts
-
-
-@dataclass(frozen=True)
-class ShardJob:
-    """What an engine's `write_shards` gets: the destination (absolute path or URI), the
-    format and the shards."""
-
-    dest: str
-    fmt: str
-    shards: list
-
-
-@dataclass(slots=True)
-class ShardDone(RowCounts):
-    """One shard finished by a worker: its number, its counts, and whether its file was there
-    already (resume: the worker only read its counts back)."""
-
-    index: int
-    resumed: bool
 
 
 def is_shard_output(output) -> bool:
