@@ -1,6 +1,7 @@
 """Parquet result files under hostile conditions (issue 19, item 9): the file's mode follows
 the umask like CSV's; a real file-size limit (RLIMIT_FSIZE in the child) is one line naming
-the file and leaves the output as it was; a killed run's temporary file is removed by the
+the file; the row groups written before it are kept, whole, and `--resume` finishes the file
+as an uninterrupted run would have written it; a killed run's temporary file is removed by the
 next run. Real processes, real signals, real limits."""
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ pq = pytest.importorskip("pyarrow.parquet")
 from _infer_folders import class_folders  # noqa: E402
 
 CODE = "import sys; from digitkit.cli import main; main(sys.argv[1:])"
+#: The same command with row groups of 16 rows, so that 150 files make ten of them (a real run
+#: makes one every 65,536 rows).
+SMALL_GROUPS = ("import sys; from digitkit.infer.results import parquet; "
+                "parquet.ROW_GROUP_ROWS = 16; from digitkit.cli import main; main(sys.argv[1:])")
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +33,13 @@ def folder(png_test_dir, tmp_path_factory):
     return class_folders(png_test_dir, tmp_path_factory.mktemp("pq"), per_class=15)
 
 
-def _run(model, inputs, out, *extra, fsize=None, env=None):
+def _run(model, inputs, out, *extra, fsize=None, env=None, code=CODE):
     def child():
         os.umask(0o022)
         if fsize:
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
-    return subprocess.run([sys.executable, "-c", CODE, "infer", str(model),
+    return subprocess.run([sys.executable, "-c", code, "infer", str(model),
                            *map(str, inputs), "-o", str(out), "-q", "--workers", "0", *extra],
                           capture_output=True, text=True, timeout=300, preexec_fn=child,
                           env=env)
@@ -73,6 +78,39 @@ def test_a_file_size_limit_names_the_file_and_keeps_the_rows_it_had(linear_onnx,
     got, want = pq.read_table(out), pq.read_table(whole)
     assert sorted(got.column("path").to_pylist()) == sorted(want.column("path").to_pylist())
     assert got.num_rows == want.num_rows == 150
+
+
+def test_a_file_size_limit_keeps_the_whole_row_groups_and_resume_finishes_them(
+        linear_onnx, folder, tmp_path):
+    """Issue 19, item 9: the rows of the run that hit the limit are not lost. The file keeps
+    every row group that is whole on the disk (with a footer naming only those), like CSV
+    keeps its whole rows; a resume under a higher limit adds more, and one without a limit
+    finishes it: the same table an uninterrupted run writes."""
+    whole = tmp_path / "whole.parquet"
+    assert _run(linear_onnx, [folder], whole, code=SMALL_GROUPS).returncode == 0
+    want = pq.read_table(whole)
+    assert pq.ParquetFile(whole).metadata.num_row_groups == 10
+    out = tmp_path / "r.parquet"
+    kept = []
+    for fsize in (whole.stat().st_size // 2, whole.stat().st_size * 3 // 4):
+        r = _run(linear_onnx, [folder], out, *(["--resume"] if kept else []), fsize=fsize,
+                 code=SMALL_GROUPS)
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+        assert r.stderr.startswith(f"digitkit: error: {out}: cannot write (File too large); "
+                                   "it holds the "), r.stderr
+        got = pq.read_table(out)  # a complete file, readable by anyone
+        assert f"it holds the {got.num_rows} rows written so far" in r.stderr
+        assert got.equals(want.slice(0, got.num_rows))  # the first rows, whole
+        assert _hidden(tmp_path) == []
+        kept.append(got.num_rows)
+    assert 0 < kept[0] < kept[1] < want.num_rows and all(n % 16 == 0 for n in kept)
+    duckdb = pytest.importorskip("duckdb")
+    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}')").fetchall() == [(kept[1],)]
+    r = _run(linear_onnx, [folder], out, "--resume", code=SMALL_GROUPS)
+    assert r.returncode == 0, r.stderr
+    got = pq.read_table(out)
+    assert got.equals(want) and got.schema.metadata == want.schema.metadata
 
 
 def test_a_killed_runs_temporary_file_is_removed_by_the_next_run(linear_onnx, folder,
