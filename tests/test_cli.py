@@ -54,3 +54,76 @@ def test_digitkit_debug_adds_the_traceback_and_its_cause(bad_model_run):
     assert not cause_type.startswith("digitkit.")  # e.g. google.protobuf.message.DecodeError
     assert f"({cause_message})" in last  # the one line quotes the cause's message
     assert "digitkit.errors.ModelError: bad.onnx: not a usable ONNX model" in error
+
+
+# -- Ctrl-C from the first instant ------------------------------------------------------------
+
+#: What the console script does before it imports digitkit (pip writes it: `import re`,
+#: `import sys`), then a byte on the pipe: the moment the first line of digitkit runs.
+_CONSOLE_SCRIPT = ("import re, sys, os; os.write(int(sys.argv.pop(1)), b'x'); "
+                   "from digitkit.cli import main; main()")
+
+
+def test_the_program_imports_nothing_before_its_interrupt_handler():
+    """`from digitkit.cli import main` (the console script's line) loads only the signal
+    module beside digitkit's two: no click, no command, no numpy. A Ctrl-C while the rest
+    imports meets main's handler, not a KeyboardInterrupt traceback from inside click."""
+    code = ("import re, sys; before = set(sys.modules); from digitkit.cli import main; "
+            "print(' '.join(sorted(set(sys.modules) - before)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, check=True)
+    assert set(r.stdout.split()) == {"digitkit", "digitkit.cli", "signal"}, r.stdout
+
+
+def _caught(pid: int) -> int:
+    """The signals process `pid` has handlers for (/proc's SigCgt mask)."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_at_any_moment_of_start_up_is_one_line_and_130(tmp_path, png_test_dir,
+                                                               linear_onnx):
+    """Real Ctrl-Cs (SIGINT to the whole process group, as a terminal sends it) from the
+    moment digitkit's first line runs (its handler for SIGTERM shows in /proc the instant it
+    is installed, which is before anything else of digitkit is imported: see the test
+    above), at delays across the imports, the option parsing, the model check and the
+    worker pool's start: every time one line, "interrupted", exit 130 (never a traceback,
+    never killed by the signal)."""
+    import shutil
+    import signal
+    import time
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    digit_png = shutil.copy(next((png_test_dir / "3").iterdir()), tmp_path / "a.png")
+    for i in range(300):  # more than one task: the forkserver path
+        os.link(digit_png, folder / f"{i:03d}.png")
+    os.link(digit_png, folder / "hang.png")  # the run never ends by itself
+    env = dict(os.environ, DIGITKIT_TEST_DECODER_FAULTS="sleep=*hang*")
+    term = 1 << (signal.SIGTERM - 1)
+    for delay in (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3):
+        ready_r, ready_w = os.pipe()
+        p = subprocess.Popen(
+            [sys.executable, "-c", _CONSOLE_SCRIPT, str(ready_w), "infer", str(linear_onnx),
+             str(folder), "--batch-size", "16", "--workers", "2", "-q", "-o",
+             str(tmp_path / f"r{delay}.csv")],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True, pass_fds=(ready_w,))
+        os.close(ready_w)
+        try:
+            assert os.read(ready_r, 1) == b"x"
+            while not _caught(p.pid) & term:  # digitkit's handler is in place
+                time.sleep(0.0005)
+            time.sleep(delay)
+            os.killpg(p.pid, signal.SIGINT)
+            _, err = p.communicate(timeout=120)
+        finally:
+            os.close(ready_r)
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        err = err.decode("utf-8", "replace")
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, (delay, err)
+        assert p.returncode == 130, (delay, p.returncode, err)
+        assert err.splitlines() == ["digitkit: error: interrupted"], (delay, err)

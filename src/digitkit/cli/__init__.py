@@ -1,112 +1,79 @@
-"""The `digitkit` command line: a thin click layer over the library modules.
+"""The `digitkit` program: `main`, what the console script and `python -m digitkit` run.
 
-Each subcommand lives in its own module under `digitkit.cli` and is imported only when
-invoked (or listed by --help), and none of them imports TensorFlow at module level:
-`digitkit infer model.onnx ...` must never pay TensorFlow's seconds of import time.
+The commands are the click group of `digitkit.cli.group` (`digitkit.cli.cli`), each in its own
+module under `digitkit.cli`, imported only when it runs.
+
+Ctrl-C from the first instant. `main` installs its SIGINT and SIGTERM handler before it
+imports anything (click, the group, a command's modules): nothing here imports more than the
+interpreter has already loaded. So a Ctrl-C at any moment is one line and exit 130, never a
+traceback of whatever was importing:
+- before a command runs (start-up, parsing the options) and after it (exiting): the process
+  ends at once with "digitkit: error: interrupted", exit 130 (nothing is being written then);
+- while a command runs (`interrupts_raised`): KeyboardInterrupt, as Python raises it, so the
+  command stops cleanly (the rows so far whole, the workers stopped), and the group maps it
+  to that line and 130.
+Only the interpreter's own start-up, before any line of digitkit runs, is outside this: a
+Ctrl-C in its first milliseconds meets the system's default action, which a shell also shows
+as 130.
 """
 
-from __future__ import annotations
-
-import importlib
 import os
-import sys
-import traceback
+import signal
 
-import click
-
-from digitkit import __version__
-from digitkit.errors import EXIT_ERROR, EXIT_USAGE, DigitkitError
-
-# TensorFlow's C++ INFO lines (oneDNN, CPU features) drown the CLI's own output; warnings and
-# errors still show. Set before any command imports TensorFlow; a user's own value wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-#: Set to 1 to see an error's traceback and its causes above its one-line message.
-DEBUG_ENV = "DIGITKIT_DEBUG"
-
-# name -> module under digitkit.cli; each module defines a click command called `command`.
-_COMMANDS = {
-    "train": "train",
-    "export": "export",
-    "view": "view",
-    "infer": "infer",
-    "bench": "bench",
-    "data": "data",
-}
+#: Exit code of an interrupted command (128 + SIGINT, as a shell reports one).
+EXIT_INTERRUPTED = 130
+_LINE = b"digitkit: error: interrupted\n"
+#: Set by `main`: the handlers are ours to switch (not under a test's CliRunner or a caller's
+#: own handler). `said`: the line is out already.
+_state = {"owned": False, "said": False, "term": signal.SIG_DFL}
 
 
-class _Failure(click.ClickException):
-    """Carries a DigitkitError through click's standalone mode with its own exit code."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-    def show(self, file=None):
-        click.echo(f"digitkit: error: {self.message}", err=True)
+def _interrupted(signum, frame) -> None:
+    if not _state["said"]:
+        os.write(2, _LINE)
+    os._exit(EXIT_INTERRUPTED)
 
 
-def _debug(err: BaseException) -> None:
-    """With DIGITKIT_DEBUG set (to anything but 0), the traceback and the chain of causes of an
-    error go to stderr before its one line: the one line is for users, this is for a bug report."""
-    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
-        traceback.print_exception(err, file=sys.stderr)
+def said_interrupted() -> None:
+    """The group has printed the line: a second Ctrl-C while exiting does not repeat it."""
+    _state["said"] = True
 
 
-class _LazyGroup(click.Group):
-    def list_commands(self, ctx):
-        return sorted(name for name in _COMMANDS if self._load(name) is not None)
+class interrupts_raised:
+    """While a command runs: Ctrl-C raises KeyboardInterrupt and SIGTERM has the action it
+    had (a command that stops on it, like `infer`, installs its own); around it, `main`'s
+    quiet exit. Does nothing unless `main` installed that exit. (A class: contextlib is one
+    import more before the handler.)"""
 
-    def get_command(self, ctx, name):
-        return self._load(name)
+    def __enter__(self):
+        if _state["owned"]:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, _state["term"])
+        return self
 
-    def invoke(self, ctx):
-        # Mapping lives here, not in main(), so CliRunner sees the same exit codes as a shell.
-        try:
-            return super().invoke(ctx)
-        except click.UsageError as err:
-            # A bad option of a subcommand: the same one-line form as every other error,
-            # plus where to read about it.
-            where = f"digitkit {err.ctx.info_name}" if err.ctx and err.ctx.parent else "digitkit"
-            raise _Failure(f"{err.format_message().rstrip('.')} (see '{where} --help')",
-                           EXIT_USAGE) from err
-        except DigitkitError as err:
-            _debug(err)
-            raise _Failure(err.message, err.exit_code) from err
-        except KeyboardInterrupt as err:
-            _debug(err)
-            raise _Failure("interrupted", 130) from err
-        except OSError as err:
-            _debug(err)
-            # Disk full, permission denied and friends: one line naming the file.
-            where = f"{err.filename}: " if getattr(err, "filename", None) else ""
-            raise _Failure(f"{where}{err.strerror or err}", EXIT_ERROR) from err
-
-    @staticmethod
-    def _load(name):
-        module = _COMMANDS.get(name)
-        if module is None:
-            return None
-        try:
-            return importlib.import_module(f"digitkit.cli.{module}").command
-        except ModuleNotFoundError as e:
-            # A command whose module has not landed is simply not offered.
-            if e.name == f"digitkit.cli.{module}":
-                return None
-            raise
-
-
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="digitkit")
-def cli():
-    """Train, export, serve and benchmark handwritten-digit classifiers.
-
-    \b
-    Exit codes: 0 ok, 1 could not run, 2 usage error,
-    3 some inputs failed (results for the rest were written),
-    4 an artifact failed validation, 130 interrupted.
-    """
+    def __exit__(self, *exc):
+        if _state["owned"]:
+            signal.signal(signal.SIGINT, _interrupted)
+            signal.signal(signal.SIGTERM, _interrupted)
 
 
 def main(argv=None) -> None:
+    """Run the `digitkit` program with `argv` (default: sys.argv[1:]); exits the process.
+    It owns SIGINT and SIGTERM from its first line to the process's end (see above); a
+    SIGINT the caller ignores (a background job) stays ignored."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        _state["term"] = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGINT, _interrupted)
+        signal.signal(signal.SIGTERM, _interrupted)
+        _state["owned"] = True
+    from digitkit.cli.group import cli
+
     cli.main(args=argv, prog_name="digitkit")
+
+
+def __getattr__(name):
+    if name == "cli":  # the click group, for CliRunner and other in-process callers
+        from digitkit.cli.group import cli
+
+        return cli
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
