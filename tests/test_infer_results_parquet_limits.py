@@ -138,3 +138,67 @@ def test_a_killed_runs_temporary_file_is_removed_by_the_next_run(linear_onnx, fo
     r = _run(linear_onnx, [folder / "3"], out, "--resume")
     assert r.returncode == 0, r.stderr
     assert _hidden(out.parent) == [] and pq.read_table(out).num_rows == 15
+
+
+_SWEEP = r'''
+import json, os, resource, sys
+import pyarrow as pa, pyarrow.parquet as pq
+from digitkit.errors import DigitkitError
+from digitkit.infer.results import parquet
+from digitkit.infer.results.formats import encode_predictions
+
+parquet.ROW_GROUP_ROWS = 8
+out = sys.argv[1]
+paths = [f"d/{i:03d}.png" for i in range(100)]
+probs = [[(i * 7 + j) % 10 / 45.0 for j in range(10)] for i in range(100)]
+import numpy as np
+table = encode_predictions(paths, [""] * 100, np.array(probs, np.float32), 3, "parquet").data
+
+def write():
+    with parquet.ParquetRowWriter(out, force=True) as w:
+        for i in range(0, 100, 5):
+            w.write(table.slice(i, 5))
+
+write()
+size = os.path.getsize(out)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+seen = {}
+for limit in sorted(set(range(0, size, 1009)) | set(range(size - 150, size, 7))):
+    if os.path.exists(out):
+        os.unlink(out)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        write()
+        raise SystemExit(f"no refusal under a limit of {limit} < {size}")
+    except DigitkitError as err:
+        message = str(err)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    rows = pq.read_table(out).num_rows if os.path.exists(out) else 0
+    assert [n for n in os.listdir(os.path.dirname(out)) if n.endswith(".tmp")] == [], limit
+    if rows:
+        assert pq.read_table(out).equals(table.slice(0, rows)), limit
+        assert f"it holds the {rows} rows written so far" in message, message
+    else:
+        assert "no rows were kept" in message, message
+    seen[limit] = rows
+print(json.dumps({"size": size, "seen": seen}))
+'''
+
+
+def test_a_refusal_at_any_byte_keeps_whole_row_groups(tmp_path):
+    """The file-size limit at bytes all through a file of 13 row groups (every 1,009th byte,
+    and every 7th of the last 150: the last row group, the footer, its length and magic): the
+    output is always a readable Parquet file of whole row groups, the first rows of the
+    table, or (no group whole) no file; never a temporary file left behind."""
+    import json
+
+    r = subprocess.run([sys.executable, "-c", _SWEEP, str(tmp_path / "r.parquet")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout)
+    seen = {int(k): v for k, v in got["seen"].items()}
+    assert all(n % 8 == 0 or n == 100 for n in seen.values())
+    assert seen[0] == 0 and max(seen.values()) == 96  # the last group never fits with its footer
+    counts = [seen[k] for k in sorted(seen)]
+    assert counts == sorted(counts)  # a higher limit never keeps fewer rows

@@ -289,7 +289,8 @@ class _Sink:
         """Bytes `start`..`end` of what pyarrow wrote: from the disk, then from memory."""
         on_disk = os.pread(self.fd, max(0, min(end, self.failed_at) - start), start) \
             if start < self.failed_at else b""
-        return on_disk + bytes(self.held[max(0, start - self.failed_at):end - self.failed_at])
+        return on_disk + bytes(self.held[max(0, start - self.failed_at):
+                                         max(0, end - self.failed_at)])
 
     def keep_whole_groups(self, more_than: int) -> int:
         """After a refusal: cut the file to its whole row groups and give it their footer.
