@@ -127,3 +127,24 @@ def test_ctrl_c_at_any_moment_of_start_up_is_one_line_and_130(tmp_path, png_test
         assert "Traceback" not in err and "KeyboardInterrupt" not in err, (delay, err)
         assert p.returncode == 130, (delay, p.returncode, err)
         assert err.splitlines() == ["digitkit: error: interrupted"], (delay, err)
+
+
+def test_an_interrupt_inside_code_made_from_a_string_still_exits_130(tmp_path, linear_onnx):
+    """CPython marks a KeyboardInterrupt that ends a string `exec` (a dataclass being made
+    while a module imports: where a Ctrl-C at start-up often lands) as unhandled even when
+    caught, and `python -m` then kills itself by SIGINT at exit: exit -2 after the line, the
+    workers' Ctrl-C test's 1 run in 4. Here the interrupt is raised inside such an exec, as
+    the signal's handler would, during a real `python -m digitkit infer`."""
+    (tmp_path / "interrupted_in_exec.py").write_text(
+        "import digitkit.infer\n"
+        "def run_infer(*args, **kwargs):\n"
+        "    exec('raise KeyboardInterrupt', {})\n"
+        "digitkit.infer.run_infer = run_infer\n"
+        "from digitkit.cli import main\n"
+        "main()\n")
+    (tmp_path / "a.png").write_bytes(b"not read")
+    r = subprocess.run([sys.executable, "-m", "interrupted_in_exec", "infer", str(linear_onnx),
+                        "a.png", "-q"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    assert r.stderr == "digitkit: error: interrupted\n"
+    assert r.returncode == 130  # not -2: killed by SIGINT on the way out

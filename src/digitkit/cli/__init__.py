@@ -11,7 +11,8 @@ traceback of whatever was importing:
   ends at once with "digitkit: error: interrupted", exit 130 (nothing is being written then);
 - while a command runs (`interrupts_raised`): KeyboardInterrupt, as Python raises it, so the
   command stops cleanly (the rows so far whole, the workers stopped), and the group maps it
-  to that line and 130.
+  to that line and 130 (and `_forget_interrupt` keeps `python -m` from turning that 130
+  into death by SIGINT).
 Only the interpreter's own start-up, before any line of digitkit runs, is outside this: a
 Ctrl-C in its first milliseconds meets the system's default action, which a shell also shows
 as 130.
@@ -66,9 +67,21 @@ def main(argv=None) -> None:
         signal.signal(signal.SIGINT, _interrupted)
         signal.signal(signal.SIGTERM, _interrupted)
         _state["owned"] = True
-    from digitkit.cli.group import cli
+    try:
+        from digitkit.cli.group import cli
 
-    cli.main(args=argv, prog_name="digitkit")
+        cli.main(args=argv, prog_name="digitkit")
+    finally:
+        _forget_interrupt()
+
+
+def _forget_interrupt() -> None:
+    """CPython (3.8 on) marks a KeyboardInterrupt that ends code run from a string (`exec`:
+    the dataclasses and named tuples a module makes as it imports, where a Ctrl-C often
+    lands) as unhandled, even when it is caught later, and `python -m digitkit` then ends
+    itself by SIGINT on its way out (-2 to its caller, not 130, after the line). Every string
+    eval clears that mark as it starts: an empty one, once the interrupt is handled."""
+    exec("")
 
 
 def __getattr__(name):
