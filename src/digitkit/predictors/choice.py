@@ -89,6 +89,9 @@ class Candidates:
     reference: Candidate | None
     excluded: dict[str, str] = field(default_factory=dict)
     loose: bool = False  # a model file, not an export directory: no export validation
+    #: {row name: sha256 of its copy} of every row with a copy at an allowed precision,
+    #: runnable here or not: the cache key, which a runtime made unavailable leaves as it was
+    copies: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def candidates(model: str | os.PathLike, precision: str = "fp32",
         copies = read_export_dir(p)
     artifacts = {a.get("path"): a for a in (copies.manifest.get("artifacts") or {}).values()
                  if isinstance(a, dict)}
-    runnable, excluded, reference, hashes = [], {}, None, {}
+    runnable, excluded, reference, hashes, keyed = [], {}, None, {}, {}
     for row in RUNTIMES.values():
         path = getattr(copies, row.copy)
         if row.group in _NOT_CANDIDATES or path is None:
@@ -148,6 +151,7 @@ def candidates(model: str | os.PathLike, precision: str = "fp32",
             reference = cand  # the gate's reference, whether or not fp32 is allowed
         if row.precision not in allowed:
             continue
+        keyed[row.name] = hashes[path]
         if why is not None:
             excluded[row.name] = why
         else:
@@ -156,7 +160,7 @@ def candidates(model: str | os.PathLike, precision: str = "fp32",
         detail = "; ".join(f"{k}: {v}" for k, v in excluded.items()) or (
             f"it has no copy a runtime runs at {' or '.join(allowed)}")
         raise ModelError(f"{p}: --runtime auto has nothing to choose from ({detail})")
-    return Candidates(runnable, reference, excluded, loose)
+    return Candidates(runnable, reference, excluded, loose, keyed)
 
 
 def _not_validated(path: Path, sha256: str, artifacts: dict) -> str | None:
@@ -196,7 +200,7 @@ def machine() -> dict:
 def cache_key(found: Candidates, precision: str, batch: int, threads: int,
               device: str) -> dict:
     ref = found.reference
-    return {"candidates": {c.row.name: c.sha256 for c in found.runnable},
+    return {"candidates": found.copies,
             "reference": None if ref is None else {ref.row.name: ref.sha256},
             "precisions": list(allowed_precisions(precision)), "batch": batch,
             "threads": threads, "device": device, "check_images": CHECK_IMAGES, "gate": GATE,
@@ -210,8 +214,9 @@ def cache_path(key: dict) -> Path:
     return cache_dir() / CACHE_DIR / f"{digest[:32]}.json"
 
 
-def read_cached(path: Path, key: dict) -> dict | None:
-    """The record at `path` when it is one of ours for `key`, else None (then recalibrate)."""
+def read_cached(path: Path, key: dict, found: Candidates) -> dict | None:
+    """The record at `path` when it is one of ours for `key` and measured every candidate
+    that can run now, else None (then calibrate again)."""
     from digitkit.inputs import open_regular
 
     try:
@@ -222,6 +227,9 @@ def read_cached(path: Path, key: dict) -> dict | None:
     if not isinstance(record, dict) or record.get("version") != RECORD_VERSION \
             or record.get("key") != key or not isinstance(record.get("results"), list):
         return None
+    measured = {r.get("runtime") for r in record["results"] if isinstance(r, dict)}
+    if any(c.row.name not in measured for c in found.runnable):
+        return None  # a runtime installed since it was measured
     return record
 
 
@@ -298,18 +306,22 @@ def _result(cand: Candidate, refused: str | None = None) -> dict:
             "top1_agreement": None, "images_per_s": None, "refused": refused}
 
 
-def pick(results: list[dict], allowed: tuple[str, ...]) -> tuple[dict | None, dict[str, str]]:
-    """(the fastest result that passed the gate and whose row can run here now, {row: why it
-    was passed over} for those above it that cannot run: not installed since)."""
+def pick(results: list[dict], found: Candidates,
+         allowed: tuple[str, ...]) -> tuple[dict | None, dict[str, str]]:
+    """(the fastest result that passed the gate and whose row is a candidate now, {row: why
+    it was passed over} for those above it that are not: not installed since, say, or no
+    longer passed by export.json)."""
+    now = {c.row.name for c in found.runnable}
     skipped = {}
     ranked = sorted((r for r in results if r["refused"] is None and r["images_per_s"]
                      and r["precision"] in allowed and r["runtime"] in RUNTIMES),
                     key=lambda r: -r["images_per_s"])
     for res in ranked:
-        why = RUNTIMES[res["runtime"]].unavailable()
-        if why is None:
+        why = found.excluded.get(res["runtime"]) if res["runtime"] not in now \
+            else RUNTIMES[res["runtime"]].unavailable()
+        if why is None and res["runtime"] in now:
             return res, skipped
-        skipped[res["runtime"]] = why
+        skipped[res["runtime"]] = why or "not a candidate now"
     return None, skipped
 
 
@@ -331,11 +343,11 @@ def choose(model: str | os.PathLike, precision: str = "fp32", *, batch: int,
     threads, spinning = (usable_cpus(), None) if workers == 0 else (1, False)
     key = cache_key(found, precision, batch, threads, device)
     path = cache_path(key)
-    record = read_cached(path, key)
+    record = read_cached(path, key, found)
     if record is None:
         record = _calibrate_and_cache(found, key, path, batch, threads, spinning, device, data,
                                       trust_model, say)
-    chosen, passed_over = pick(record["results"], allowed_precisions(precision))
+    chosen, passed_over = pick(record["results"], found, allowed_precisions(precision))
     if chosen is None:
         raise ModelError(f"{model}: --runtime auto: no candidate passes the gate and can run "
                          "here (" + "; ".join(
@@ -401,7 +413,7 @@ def _evidence(record: dict, chosen: dict, found: Candidates, passed_over: dict,
              f"{threads} thread{'s' if threads > 1 else ''}; {gate}"]
     others = [f"{r['runtime']} {speed(r)}" for r in record["results"]
               if r is not chosen and r["refused"] is None and r["images_per_s"]
-              and r["runtime"] not in passed_over]
+              and r["runtime"] not in passed_over and r["runtime"] not in found.excluded]
     if others:
         parts.append("others: " + ", ".join(others))
     refused = [f"{r['runtime']} ({r['refused']})" for r in record["results"] if r["refused"]]
