@@ -76,7 +76,8 @@ def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferS
     # What the rows are made with, recorded with them; a resume must match it.
     record = record_for(serving.path, runnable.convention, spec.top_k,
                         spec.limits.max_file_size, serving.name, serving.precision,
-                        choice=choice and choice.record)
+                        choice=choice and choice.record,
+                        sha256=choice.sha256 if choice and choice.path == serving.path else None)
     spec = replace(spec, model=runnable.path)
     served = {"runtime": serving.name, "precision": serving.precision}
     eng = get_engine(spec.engine)

@@ -105,6 +105,7 @@ class Choice:
     path: Path
     line: str
     record: dict
+    sha256: str = ""  # of `path`, hashed once: the result file's record names it too
 
 
 def allowed_precisions(precision: str) -> tuple[str, ...]:
@@ -365,9 +366,8 @@ def choose(model: str | os.PathLike, precision: str = "fp32", *, batch: int,
                 "not_candidates": {**found.excluded, **passed_over},
                 "measured": record["created"], "record": str(path)}
     row = RUNTIMES[chosen["runtime"]]
-    return Choice(row.name, row.group, row.precision,
-                  next(c.path for c in found.runnable if c.row.name == row.name), line,
-                  evidence)
+    cand = next(c for c in found.runnable if c.row.name == row.name)
+    return Choice(row.name, row.group, row.precision, cand.path, line, evidence, cand.sha256)
 
 
 def _calibrate_and_cache(found: Candidates, key: dict, path: Path, batch: int, threads: int,
