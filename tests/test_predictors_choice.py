@@ -127,7 +127,9 @@ sys.meta_path.insert(0, _NoRuntimes())
                     reason="the 'runtimes' extra is not installed")
 def test_a_runtime_made_unavailable_falls_back_to_the_next_fastest(export_dir, folder,
                                                                    mnist_dir, tmp_path):
-    r = _auto(export_dir, folder, tmp_path / "a.csv", mnist_dir)
+    # --precision any: ONNX Runtime's int8 row stays a candidate beside its float row, so
+    # what is left without the extra is still a choice, read from the cached ranking.
+    r = _auto(export_dir, folder, tmp_path / "a.csv", mnist_dir, "--precision", "any")
     assert r.exit_code == 0, r.output
     _, cached = _cached(_cache_root())
     ranking = [x["runtime"] for x in sorted(cached["results"], key=lambda x: -(
@@ -142,7 +144,7 @@ def test_a_runtime_made_unavailable_falls_back_to_the_next_fastest(export_dir, f
     out = tmp_path / "b.csv"
     proc = subprocess.run([sys.executable, "-m", "digitkit", "infer", str(export_dir),
                            str(folder), "-o", str(out), "--runtime", "auto", "--data",
-                           str(mnist_dir), "--workers", "1", "-q"],
+                           str(mnist_dir), "--workers", "1", "--precision", "any", "-q"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "calibrating" not in proc.stderr and "from the cache" in proc.stderr
@@ -150,6 +152,20 @@ def test_a_runtime_made_unavailable_falls_back_to_the_next_fastest(export_dir, f
     assert read_record(out, result_format("csv")).runtime == expected
     for blocked in ranking[:ranking.index(expected)]:  # the faster ones, passed over
         assert f"{blocked} (not installed: pip install 'digitkit[runtimes]')" in proc.stderr
+
+
+def test_a_lone_candidate_is_chosen_without_measuring(export_dir, folder, mnist_dir,
+                                                       tmp_path):
+    """A .tflite file runs on LiteRT alone: nothing to compare, nothing cached."""
+    if RUNTIMES["litert"].unavailable():
+        pytest.skip(RUNTIMES["litert"].unavailable())
+    out = tmp_path / "rows.csv"
+    r = _auto(export_dir / "model.tflite", folder, out, mnist_dir)
+    assert r.exit_code == 0, r.output
+    assert "--runtime auto: litert (fp32, model.tflite) is the only candidate" in r.output
+    assert "calibrating" not in r.output
+    assert not (_cache_root() / CACHE_DIR).exists()
+    assert read_record(out, result_format("csv")).choice["only_candidate"] is True
 
 
 def _copy_export(export_dir: Path, tmp_path: Path) -> Path:

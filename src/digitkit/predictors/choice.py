@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from digitkit.errors import DigitkitError, ModelError, UsageError
+from digitkit.errors import DigitkitError, ModelError, UsageError, one_line
 from digitkit.predictors.runtimes import DEFAULT_DEVICE, RUNTIMES, Runtime, device_kind
 
 #: `--runtime auto` and `--precision any`.
@@ -263,10 +263,15 @@ def calibrate(found: Candidates, x, y, batch: int, threads: int, spinning: bool 
             predictor = open_runtime(cand.row.name, cand.path, threads, spinning, trust_model,
                                      device).load()
             out = outputs(predictor)
-        except DigitkitError as err:
+            if out.shape != (len(x), 10):
+                raise ModelError(f"outputs of shape {out.shape}, not ({len(x)}, 10)")
+        except Exception as err:  # noqa: BLE001 - a runtime's own error on these images
+            why = err.message if isinstance(err, DigitkitError) else one_line(err)
             if cand is found.reference:
-                raise
-            results.append(_result(cand, refused=f"failed to run: {err.message}"))
+                raise ModelError(f"{cand.path}: --runtime auto holds every copy to "
+                                 f"{cand.row.name} on MNIST test digits, which it cannot run "
+                                 f"({why}); name a --runtime") from err
+            results.append(_result(cand, refused=f"failed to run: {why}"))
             continue
         if cand is found.reference:
             reference_out, ref_acc = out, accuracy(out)
@@ -339,6 +344,10 @@ def choose(model: str | os.PathLike, precision: str = "fp32", *, batch: int,
                          "elsewhere, which runs through digitkit's adapter on the runtime you "
                          "name; --runtime auto compares digitkit's own copies")
     found = candidates(model, precision, device, trust_model)
+    if found.runnable == [found.reference]:  # nothing to compare it with: nothing to measure
+        only = _only(found)
+        say(f"digitkit: {only.line}")
+        return only
     # As infer runs the model: one core per worker process (or Ray actor), or every usable
     # core in this process with --workers 0 (ONNX Runtime then per regime, as infer does).
     threads, spinning = (usable_cpus(), None) if workers == 0 else (1, False)
@@ -368,6 +377,18 @@ def choose(model: str | os.PathLike, precision: str = "fp32", *, batch: int,
     row = RUNTIMES[chosen["runtime"]]
     cand = next(c for c in found.runnable if c.row.name == row.name)
     return Choice(row.name, row.group, row.precision, cand.path, line, evidence, cand.sha256)
+
+
+def _only(found: Candidates) -> Choice:
+    cand = found.reference
+    row = cand.row
+    line = (f"--runtime auto: {row.name} ({row.precision}, {cand.path.name}) is the only "
+            "candidate, nothing measured")
+    if found.excluded:
+        line += "; not candidates: " + ", ".join(f"{k} ({v})" for k, v in found.excluded.items())
+    record = {"chosen": row.name, "precision": row.precision, "only_candidate": True,
+              "not_candidates": dict(found.excluded)}
+    return Choice(row.name, row.group, row.precision, cand.path, line, record, cand.sha256)
 
 
 def _calibrate_and_cache(found: Candidates, key: dict, path: Path, batch: int, threads: int,
