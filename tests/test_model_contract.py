@@ -131,3 +131,45 @@ def test_a_source_model_is_checked_against_its_contract():
     assert src.honours_contract and src(np.zeros((3, 32, 32), np.float32)).shape == (3, 5)
     with pytest.raises(ModelError, match=r"outputs \(N, 5\), expected \(N, 10\)"):
         SourceModel("letters.onnx", (None, 32, 32), five, (None, 5))  # the digit contract
+
+
+# -- general image contracts (issue 18) -------------------------------------------------------
+
+
+def test_image_contract_round_trips_through_its_records():
+    from digitkit.images.pixels import PixelPolicy
+    from digitkit.model.contract import (
+        contract_from_metadata,
+        contract_from_record,
+        image_contract,
+    )
+
+    policy = PixelPolicy((96, 64), 3, resize="center-crop", crop_fraction=0.875)
+    c = image_contract(96, 64, 3, ["cat", "dog", "emu", "fox", "gnu"], policy)
+    assert c.input_shape == (96, 64, 3) and c.num_classes == 5 and not c.is_digit
+    assert c.pixel_policy == policy
+    assert contract_from_record(c.to_dict()) == c
+    assert contract_from_metadata(c.onnx_metadata(), "m.onnx") == c
+    # the digit contract keeps its records exactly, and reads back as itself
+    assert "pixel_policy" not in DIGIT_CONTRACT.to_dict()["input"]
+    assert contract_from_metadata(DIGIT_CONTRACT.onnx_metadata(), "m.onnx") is DIGIT_CONTRACT
+    # another policy is another contract: a record is read back whole, not by shape alone
+    other = image_contract(96, 64, 3, c.class_names)
+    assert other != c and contract_from_record(other.to_dict()) == other
+
+
+def test_image_contract_refuses_a_policy_of_another_size():
+    from digitkit.images.pixels import PixelPolicy
+    from digitkit.model.contract import image_contract
+
+    with pytest.raises(ValueError, match="does not match"):
+        image_contract(32, 32, 3, ["a", "b"], PixelPolicy((28, 28), 3))
+
+
+def test_a_damaged_image_record_is_one_model_error():
+    from digitkit.model.contract import contract_from_record, image_contract
+
+    record = image_contract(8, 8, 1, ["a", "b"]).to_dict()
+    record["input"]["pixel_policy"]["channels"] = 7
+    with pytest.raises(ModelError, match="export.json"):
+        contract_from_record(record)

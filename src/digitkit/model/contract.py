@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from digitkit.errors import ModelError
+from digitkit.errors import DataError, ModelError
 
 #: Input layouts: name -> the input shape after the batch dimension for (height, width,
 #: channels). "NHW" has no channel axis (one channel only); "flat" is every value in a row.
@@ -54,6 +54,13 @@ class Preprocessing:
     name: str
     module: str  # the images module that implements it
     summary: str  # for people
+    #: For a general image classifier, its digitkit.images.pixels.PixelPolicy (size,
+    #: channels, resize, crop, pad, background, interpolation); None for digits.
+    policy: object = None
+
+    def to_dict(self) -> dict | None:
+        """The policy's JSON form (None for the digit pipeline, whose name says it all)."""
+        return None if self.policy is None else self.policy.to_dict()
 
 
 #: Any digit picture to a 28x28 MNIST-style array: ink polarity, crop to the ink, fit into
@@ -62,6 +69,20 @@ MNIST_DIGIT = Preprocessing(
     "mnist-digit", "digitkit.images.mnist_convention",
     "MNIST digit normalisation: white ink on black, cropped to the ink, fitted into 20x20, "
     "centre of mass at the centre of 28x28")
+
+
+IMAGE_PIPELINE = "image"
+
+
+def image_preprocessing(policy) -> Preprocessing:
+    """The pipeline of a general image classifier: decode, gray or RGB, resize by `policy`
+    (a digitkit.images.pixels.PixelPolicy)."""
+    p = policy
+    what = "gray" if p.channels == 1 else "RGB"
+    crop = f" {p.crop_fraction:g}" if p.resize == "center-crop" and p.crop_fraction != 1 else ""
+    return Preprocessing(IMAGE_PIPELINE, "digitkit.images.pixels",
+                         f"decode to {what}, {p.resize}{crop} to {p.size[0]}x{p.size[1]} "
+                         f"({p.interpolation})", p)
 
 
 @dataclass(frozen=True)
@@ -91,6 +112,23 @@ class ModelContract:
             raise ValueError("a classifier has at least two classes")
 
     # ------------------------------------------------------------------ shapes
+
+    @property
+    def is_digit(self) -> bool:
+        """Whether files reach this model through the MNIST digit normalisation (digitkit's
+        own contract) rather than a general pixel policy."""
+        return self.preprocessing.policy is None
+
+    @property
+    def pixel_policy(self):
+        """The general pipeline's PixelPolicy (None for digits)."""
+        return self.preprocessing.policy
+
+    @property
+    def pixels_shape(self) -> tuple[int, ...]:
+        """The raw pixels every file becomes, after the batch dimension: (28, 28) for
+        digits, (H, W, C) for a general classifier (always the contract's own layout)."""
+        return self.input_shape
 
     @property
     def num_classes(self) -> int:
@@ -136,6 +174,8 @@ class ModelContract:
     def classes_text(self) -> str:
         """"one score per digit 0..9; digitkit serves digit classifiers only"."""
         names = self.class_names
+        if not self.is_digit:
+            return f"one score per class ({self.num_classes} classes)"
         return (f"one score per {self.kind} {names[0]}..{names[-1]}; digitkit serves "
                 f"{self.kind} classifiers only")
 
@@ -179,6 +219,9 @@ class ModelContract:
         if self.ink:
             record["ink_polarity"] = _INK_TEXT[self.ink]
         record["preprocessing"] = _IN_GRAPH
+        if not self.is_digit:
+            record["layout"] = self.layout
+            record["pixel_policy"] = self.preprocessing.to_dict()
         return record
 
     def output_record(self) -> dict:
@@ -200,6 +243,9 @@ class ModelContract:
                  "input_value_range": json.dumps(inp["value_range"])}
         if "ink_polarity" in inp:
             props["input_ink_polarity"] = inp["ink_polarity"]
+        if "pixel_policy" in inp:
+            props["input_layout"] = inp["layout"]
+            props[PIXEL_POLICY_KEY] = json.dumps(inp["pixel_policy"], separators=(",", ":"))
         props.update(input_preprocessing=inp["preprocessing"], output_name=out["name"],
                      output_meaning=out["meaning"])
         return props
@@ -209,6 +255,10 @@ class ModelContract:
         shapes) and class names; the prose around them may be an older wording."""
         try:
             inp, out = record["input"], record["output"]
+            if (inp.get("pixel_policy") is not None) == self.is_digit:
+                return False
+            if not self.is_digit and inp["pixel_policy"] != self.preprocessing.to_dict():
+                return False
             return (inp["name"] == self.input_name and inp["shape"][1:] == list(self.input_shape)
                     and out["name"] == self.output_name
                     and out["shape"][1:] == [self.num_classes]
@@ -223,8 +273,37 @@ DIGIT_CONTRACT = ModelContract(
     class_names=tuple(str(d) for d in range(10)), preprocessing=MNIST_DIGIT,
     ink=WHITE_ON_BLACK)
 
-#: Every contract digitkit knows, for reading records back.
+#: Every fixed contract digitkit knows, for reading records back (general image contracts
+#: are rebuilt from their record: `image_contract`).
 CONTRACTS = (DIGIT_CONTRACT,)
+
+#: The ONNX metadata key of a general contract's pixel policy (JSON).
+PIXEL_POLICY_KEY = "input_pixel_policy"
+
+
+def image_contract(height: int, width: int, channels: int, class_names, policy=None,
+                   kind: str = "image") -> ModelContract:
+    """A general image classifier's contract: raw pixels float32 (N, H, W, C) 0..255 in,
+    C = 1 (gray) or 3 (RGB), probabilities (N, K) out, in the order of `class_names`.
+    `policy` (a PixelPolicy) says how a file becomes those pixels; by default the whole
+    picture squashed to (H, W), bilinear (Keras' image_dataset_from_directory's way)."""
+    if policy is None:
+        from digitkit.images.pixels import PixelPolicy
+
+        policy = PixelPolicy((int(height), int(width)), int(channels))
+    if tuple(policy.size) != (height, width) or policy.channels != channels:
+        raise ValueError(f"pixel policy {policy.size}x{policy.channels} does not match the "
+                         f"contract's input {height}x{width}x{channels}")
+    return ModelContract(kind=kind, height=int(height), width=int(width),
+                         channels=int(channels), layout="NHWC",
+                         class_names=tuple(str(n) for n in class_names),
+                         preprocessing=image_preprocessing(policy))
+
+
+def default_class_names(k: int) -> tuple[str, ...]:
+    """Names for a model that brings none: "0".."K-1", the output index (what every result
+    showed before names existed)."""
+    return tuple(str(i) for i in range(k))
 
 
 def contract_from_record(record: dict | None, where: str = "export.json") -> ModelContract:
@@ -235,8 +314,42 @@ def contract_from_record(record: dict | None, where: str = "export.json") -> Mod
     for contract in CONTRACTS:
         if contract.matches_record(record):
             return contract
+    try:
+        inp = record["input"]
+        policy_record = inp.get("pixel_policy")
+        if policy_record is not None:
+            from digitkit.images.pixels import PixelPolicy
+
+            policy = PixelPolicy.from_dict(policy_record, where)
+            contract = image_contract(*policy.size, policy.channels,
+                                      record["class_labels"], policy)
+            if contract.matches_record(record):
+                return contract
+    except (KeyError, TypeError, ValueError, AttributeError, DataError) as err:
+        why = err.reason if isinstance(err, DataError) else err
+        raise ModelError(f"{where}: records a model contract digitkit cannot read "
+                         f"({why})") from err
     raise ModelError(f"{where}: records a model contract digitkit does not know "
                      f"({json.dumps(record)[:120]})")
+
+
+def contract_from_metadata(props: dict, where: str) -> ModelContract | None:
+    """The contract an ONNX copy's metadata_props record (`onnx_metadata`), or None when they
+    record none (a model made elsewhere)."""
+    if "class_labels" not in props or "input_shape" not in props:
+        return None
+    try:
+        policy = props.get(PIXEL_POLICY_KEY)
+        record = {"input": {"name": props["input_name"],
+                            "shape": json.loads(props["input_shape"])},
+                  "output": {"name": props.get("output_name", "probabilities"),
+                             "shape": ["N", len(json.loads(props["class_labels"]))]},
+                  "class_labels": json.loads(props["class_labels"])}
+        if policy is not None:
+            record["input"]["pixel_policy"] = json.loads(policy)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelError(f"{where}: unreadable contract metadata ({err})") from err
+    return contract_from_record(record, where)
 
 
 # The digit contract's parts under their old names, for the modules that read them and are
