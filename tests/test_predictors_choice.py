@@ -244,3 +244,24 @@ def test_usage_errors(args, message, export_dir, folder, tmp_path):
     r = run_cli("infer", export_dir / "model.onnx", folder, "-o", tmp_path / "x.csv", *args)
     assert r.exit_code == 2, r.output
     assert message in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_auto_on_a_device_no_candidate_has_is_refused_naming_each(export_dir, folder,
+                                                                   mnist_dir, tmp_path):
+    from digitkit.errors import DependencyError
+
+    try:
+        RUNTIMES["onnxruntime"].check_device("cuda")
+        pytest.skip("CUDA is there")
+    except DependencyError:
+        pass
+    out = tmp_path / "rows.csv"
+    r = _auto(export_dir, folder, out, mnist_dir, "--device", "cuda")
+    assert r.exit_code == 1, r.output
+    (line,) = r.output.strip().splitlines()
+    assert line.startswith(f"digitkit: error: {export_dir}: --runtime auto has nothing to "
+                           "choose from (onnxruntime: this ONNX Runtime has no "
+                           "CUDAExecutionProvider")
+    if RUNTIMES["litert"].unavailable() is None:
+        assert "litert: litert runs on cpu, not cuda" in line
+    assert not out.exists() and not (_cache_root() / CACHE_DIR).exists()

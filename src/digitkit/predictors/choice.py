@@ -39,7 +39,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from digitkit.errors import DigitkitError, ModelError, UsageError, one_line
+from digitkit.errors import (
+    DependencyError,
+    DigitkitError,
+    ModelError,
+    UsageError,
+    one_line,
+)
 from digitkit.predictors.runtimes import DEFAULT_DEVICE, RUNTIMES, Runtime, device_kind
 
 #: `--runtime auto` and `--precision any`.
@@ -145,8 +151,11 @@ def candidates(model: str | os.PathLike, precision: str = "fp32",
             hashes[path] = sha256_file(path)
         why = None if loose else _not_validated(path, hashes[path], artifacts)
         why = why or row.unavailable()
-        if why is None and device_kind(device) not in row.devices:
-            why = f"runs on {' or '.join(row.devices)}, not {device_kind(device)}"
+        if why is None and device_kind(device) != DEFAULT_DEVICE:
+            try:
+                row.check_device(device)  # the row has no such device, or it is not there
+            except (UsageError, DependencyError) as err:
+                why = err.message.removeprefix(f"--device {device}: ")
         cand = Candidate(row, path, hashes[path])
         if why is None and reference is None and row.precision == "fp32":
             reference = cand  # the gate's reference, whether or not fp32 is allowed
