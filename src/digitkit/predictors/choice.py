@@ -124,14 +124,20 @@ def candidates(model: str | os.PathLike, precision: str = "fp32",
                device: str = DEFAULT_DEVICE, trust_model: bool = False) -> Candidates:
     """The candidates for `model` at `precision` (or `any`) on `device` (module docstring)."""
     from digitkit.artifacts import sha256_file
-    from digitkit.model.files import ModelCopies, identify, is_export_dir, read_export_dir
+    from digitkit.model.files import (
+        SAVEDMODEL,
+        ModelCopies,
+        identify,
+        is_export_dir,
+        read_export_dir,
+    )
 
     allowed = allowed_precisions(precision)
     p = Path(model)
     loose = not is_export_dir(p)
     if loose:
         file = identify(p)
-        if file.is_keras or file.kind == "savedmodel":
+        if file.is_keras or file.kind == SAVEDMODEL:
             raise UsageError(f"{p}: --runtime auto chooses among the ONNX and LiteRT copies of "
                              "a model; give its export directory, an .onnx or a .tflite file "
                              "(or name --runtime tensorflow)")
