@@ -73,7 +73,8 @@ def check_classes(name: str, output_shape) -> None:
     DIGIT_CONTRACT.check_classes(name, output_shape)
 
 
-def keras_source(model, name: str | None = None) -> SourceModel:
+def keras_source(model, name: str | None = None,
+                 contract: ModelContract = DIGIT_CONTRACT) -> SourceModel:
     """A loaded Keras model (one input, one output), called eagerly with training=False."""
     name = name or model.name
     if len(model.inputs) != 1 or len(model.outputs) != 1:
@@ -86,7 +87,7 @@ def keras_source(model, name: str | None = None) -> SourceModel:
     # Functional models name their outputs; a Sequential model's output is its last layer's.
     out_name = (getattr(model, "output_names", None) or [model.layers[-1].name])[0]
     return SourceModel(name, tuple(model.inputs[0].shape), call, tuple(model.outputs[0].shape),
-                       model.inputs[0].name, out_name)
+                       model.inputs[0].name, out_name, contract)
 
 
 def savedmodel_source(signature, name: str | None = None) -> SourceModel:
@@ -106,7 +107,7 @@ def savedmodel_source(signature, name: str | None = None) -> SourceModel:
                        signature.input_name, out_name)
 
 
-def onnx_source(session, name: str) -> SourceModel:
+def onnx_source(session, name: str, contract: ModelContract = DIGIT_CONTRACT) -> SourceModel:
     """An onnxruntime InferenceSession (open it with digitkit.predictors.ort.open_session).
     A static batch dimension (e.g. 1, as many PyTorch exports have) is run one batch at a time.
     """
@@ -132,4 +133,5 @@ def onnx_source(session, name: str) -> SourceModel:
         return np.concatenate([session.run([out.name], {inp.name: x[i:i + static]})[0]
                                for i in range(0, len(x), static)])[:n]
 
-    return SourceModel(name, tuple(inp.shape), call, tuple(out.shape), inp.name, out.name)
+    return SourceModel(name, tuple(inp.shape), call, tuple(out.shape), inp.name, out.name,
+                       contract)
