@@ -299,6 +299,9 @@ class InputConvention:
             values = "torch (x/255-mean)/std ImageNet"
         elif preset == "caffe":
             values = "caffe BGR x-ImageNet mean"
+        elif (self.scale == "standardized" and self.contract.channels == 3
+              and (self.mean, self.std) == (IMAGENET_MEAN, IMAGENET_STD)):
+            values = "BGR, torch (x/255-mean)/std ImageNet"  # the only other ImageNet one
         else:
             values = {
                 "raw": "raw 0..255",
