@@ -8,7 +8,7 @@ imports TensorFlow, ONNX or numpy.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from digitkit.errors import UsageError
 from digitkit.export.formats import EXPORT_FORMATS, FORMATS, QUANTIZE_CHOICES
@@ -73,6 +73,14 @@ class ExportConfig:
     #: How a model made elsewhere expects its input (the --input-* flags); NO_FLAGS: detected
     #: when the source does not honour digitkit's contract.
     conventions: ConventionFlags = NO_FLAGS
+    #: A general image classifier's labelled folder (one subfolder per class): the parity
+    #: images, the accuracy set and the int8 calibration (digitkit.export.evidence).
+    calibration: str | os.PathLike | None = None
+    #: A labels file naming a general model's outputs (digitkit.model.labels.read_labels).
+    labels: str | os.PathLike | None = None
+    #: PixelPolicy fields the pixel-policy flags set ({"size": (h, w), "resize": ...}); the
+    #: rest comes from the model's record or the default policy.
+    pixel_flags: dict = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "formats", normalise_formats(self.formats))

@@ -109,6 +109,9 @@ class ExportSource:
     serve: object = None
     detection: object = None
     loaded: object = field(default=None, repr=False)  # a LoadedSource, for the ONNX adapter
+    #: Where a general contract's class names and pixel policy came from (export.json
+    #: "source"); empty for digit models.
+    provenance: dict = field(default_factory=dict)
     _accuracy: float | None = field(default=None, repr=False)
     _proto: object = field(default=None, repr=False)
 
@@ -170,9 +173,10 @@ class ExportSource:
                 ADAPTER_KEY: adapter_description(self.convention)}
 
     def record(self) -> dict:
-        """export.json "source" keys beyond path, sha256 and copy (none for the identity)."""
+        """export.json "source" keys beyond path, sha256 and copy (for the identity: where a
+        general contract came from; nothing for a digit model)."""
         if not self.adapted:
-            return {}
+            return dict(self.provenance)
         from digitkit.model.adapters import adapter_description
 
         return {"kind": self.file.kind,
@@ -199,20 +203,124 @@ def honours_contract(model: ModelFile, config) -> bool:
 
 
 def open_export_source(model: ModelFile, config, say) -> tuple[ExportSource, object]:
-    """(the ExportSource of `model`, the MNIST data it was resolved on). The model is loaded
+    """(the ExportSource of `model`, the evidence its copies are held to: MNIST for a digit
+    model, a digitkit.export.evidence.CalibrationSet for a general one). The model is loaded
     first, so that an unsafe one is refused before anything is written or downloaded; a model
     made elsewhere then has its convention resolved (and printed with the evidence), is
     wrapped in the adapter, and has its own test accuracy measured."""
     from digitkit.data import load_mnist
+    from digitkit.export.evidence import export_evidence
     from digitkit.model.loading import load_keras_model
     from digitkit.predictors.adapted import load_source
 
+    general = general_source(model, config, say)
+    if general is not None:
+        evidence = export_evidence(general.contract, config, say)
+        if evidence.has_images:
+            general.test_accuracy(evidence.x_test, evidence.y_test)
+        return general, evidence
+    _digit_only(model, config)
     if honours_contract(model, config):
         source = own_source(model, load_keras_model(model.path, config.trust_model))
-        return source, load_mnist(config.data)
+        return source, export_evidence(source.contract, config, say)
     loaded = load_source(model.path, config.trust_model)  # as strict about code
     mnist = load_mnist(config.data)
     return adapted_source(loaded, config.conventions, mnist, say), mnist
+
+
+def _digit_only(model: ModelFile, config) -> None:
+    """The options only a general image classifier takes, refused for the digit paths."""
+    given = [flag for flag, value in (("--calibration", config.calibration),
+                                      ("--labels", config.labels)) if value is not None]
+    if config.pixel_flags:
+        given.append("the pixel-policy flags")
+    if given:
+        raise UsageError(f"{model.path}: {' and '.join(given)} apply to general image "
+                         "classifiers (input \"pixels\" (N,H,W,C), output \"probabilities\"); "
+                         "this model is exported as a digit model, validated on MNIST")
+
+
+def general_source(model: ModelFile, config, say) -> ExportSource | None:
+    """A Keras file presenting a general contract by name (input "pixels" (N,H,W,C) with C 1
+    or 3, output "probabilities" (N,K)) and taking raw pixels (no convention in its record):
+    its own adapter, the identity, under the contract it carries or the one made for it here.
+    None for any other model (read from its stored config, nothing loaded), and for a
+    (N,28,28,1) -> (N,10) model that carries no record: that is a digit model in NHWC, which
+    digitkit has always exported through the adapter on MNIST."""
+    if model.kind not in (KERAS_H5, KERAS_V3) or config.conventions.given:
+        return None
+    from digitkit.model.embedded import read_record
+    from digitkit.model.loading import load_keras_model, read_model_config
+    from digitkit.predictors.adapted import keras_ends
+
+    in_name, out_name, shape = keras_ends(read_model_config(model.path))
+    if (in_name != DIGIT_CONTRACT.input_name or out_name != DIGIT_CONTRACT.output_name
+            or shape is None or len(shape) != 4 or shape[3] not in (1, 3)
+            or not all(isinstance(d, int) and d > 0 for d in shape[1:])):
+        return None
+    record = read_record(model.path)
+    if record is not None and record.get("convention"):
+        return None  # trained on other pixels than raw: the adapter's path
+    keras_model = load_keras_model(model.path, config.trust_model, check_contract=False)
+    out_shape = tuple(keras_model.outputs[0].shape)
+    k = out_shape[-1] if len(out_shape) == 2 else None
+    if record is None and tuple(shape[1:]) == (28, 28, 1) and k == 10:
+        return None
+    if not isinstance(k, int) or k < 2:
+        raise ModelError(f"{model.path}: output shape {out_shape}, expected (None, K) with "
+                         "K >= 2 class probabilities")
+    contract, provenance = general_contract(model.path, tuple(shape[1:]), k, record, config)
+    contract.check_keras(model.path, keras_model)
+    say(f"contract: {contract.input_text()} -> {contract.output_text()}; "
+        f"{contract.preprocessing.summary}; class names from {provenance['class_names_from']}")
+    source = own_source(model, keras_model, contract)
+    source.provenance = provenance
+    return source
+
+
+def general_contract(path: Path, hwc: tuple, k: int, record: dict | None,
+                     config) -> tuple[ModelContract, dict]:
+    """(the contract of a general model with input (H,W,C) and K outputs, where its parts
+    came from). Class names: the ones it carries, else --labels FILE, else the class folders
+    of --calibration (Keras' order), else the output indices. Pixel policy: the one it
+    carries, else the default (squash, bilinear), with the pixel-policy flags applied."""
+    from digitkit.images.pixels import PixelPolicy
+    from digitkit.model.contract import contract_from_record, default_class_names, image_contract
+    from digitkit.model.labels import folder_class_names, read_labels
+
+    h, w, c = hwc
+    carried = None if record is None else contract_from_record(record["model"], str(path))
+    if carried is not None and carried.is_digit:
+        raise ModelError(f"{path}: carries the digit contract but its input is "
+                         f"(N,{h},{w},{c})")
+    if carried is not None:
+        names, names_from = carried.class_names, "the model's own record"
+        if config.labels is not None and read_labels(config.labels, k) != names:
+            raise UsageError(f"{path}: carries its own class names; --labels "
+                             f"{config.labels} names others (drop --labels)")
+    elif config.labels is not None:
+        names, names_from = read_labels(config.labels, k), f"--labels {config.labels}"
+    elif config.calibration is not None:
+        names = folder_class_names(config.calibration, k)
+        names_from = f"the class folders of {config.calibration} (sorted, Keras' order)"
+    else:
+        names = default_class_names(k)
+        names_from = "output indices (the model carries none; --labels FILE names them)"
+    policy = carried.pixel_policy if carried is not None else PixelPolicy((h, w), c)
+    policy_from = "the model's own record" if carried is not None else "the default"
+    flags = dict(config.pixel_flags)
+    size = flags.pop("size", None)
+    if size is not None and tuple(size) != (h, w):
+        raise UsageError(f"{path}: --input-size {size[0]}x{size[1]} but the model's input is "
+                         f"a fixed {h}x{w}; --input-size is for a dynamic height and width")
+    if flags:
+        policy = PixelPolicy(**{**policy.to_dict(), **flags})
+        policy_from += f" with {', '.join(sorted(flags))} from the flags"
+    contract = image_contract(h, w, c, names, policy)
+    provenance = {"class_names_from": names_from, "pixel_policy_from": policy_from}
+    if config.labels is not None:
+        provenance["labels_file"] = str(config.labels)
+    return contract, provenance
 
 
 def own_source(model: ModelFile, keras_model,
@@ -296,7 +404,9 @@ def recorded_export_source(copy: Path, recorded: dict, trust_model: bool = False
     from digitkit.model.loading import load_keras_model
 
     if not recorded.get("convention"):
-        return own_source(identify(copy), load_keras_model(copy, trust_model), contract)
+        model = load_keras_model(copy, trust_model, check_contract=contract.is_digit)
+        contract.check_keras(copy, model)
+        return own_source(identify(copy), model, contract)
     from digitkit.model.conventions import InputConvention
     from digitkit.model.detect import DECLARED, Detection
     from digitkit.predictors.adapted import load_source
@@ -317,7 +427,7 @@ def add_copy_accuracies(ctx, results: dict) -> None:
 
     from digitkit.predictors import open_predictor
 
-    x, y = ctx.mnist.x_test, ctx.mnist.y_test
+    x, y = ctx.data.x_test, ctx.data.y_test
     source = ctx.source_accuracy()
     for name, res in results.items():
         known = res.extra.get("accuracy") or {}
