@@ -108,7 +108,8 @@ def _ints(flag: str, text: str, sep: str, count) -> tuple[int, ...]:
 @click.option("--rtol", type=float, default=DEFAULT_RTOL, show_default=True,
               help="Relative part of the parity tolerance (as numpy.allclose).")
 @click.option("--images", "n_images", type=int, default=DEFAULT_N_IMAGES, show_default=True,
-              help="Real MNIST test images used by the parity check.")
+              help="Real images used by the parity check: MNIST test images (a general "
+                   "model: its --calibration images).")
 @click.option("--data", type=click.Path(path_type=str), default=None,
               help="MNIST location (IDX directory or mnist.npz); default: digitkit's data "
                    "resolution ($DIGITKIT_DATA, cache, download).")

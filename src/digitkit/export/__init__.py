@@ -132,7 +132,8 @@ def _build_and_validate(ctx, say) -> dict:
             results[fmt.name] = e.result
         done = (ctx.origin.progress(fmt.name)
                 or (fmt.done if ctx.test_images or not fmt.unevaluated else fmt.unevaluated)
-                .format(opset=ctx.config.opset, test_images=ctx.test_images))
+                .format(opset=ctx.config.opset, test_images=ctx.test_images,
+                        evidence="test" if ctx.contract.is_digit else "calibration"))
         say(f"{fmt.name}: {done} in {time.perf_counter() - t:.1f} s")
     return results
 

@@ -34,7 +34,9 @@ class ExportFormat:
     file: str  # its name in the export directory
     build: Callable  # (ctx, path): write the copy at path
     validate: Callable  # (ctx, path) -> ArtifactValidation of the copy at path
-    done: str  # progress line after "<name>: "; {opset} and {test_images} are filled in
+    #: progress line after "<name>: "; {opset}, {test_images} and {evidence} ("test" for
+    #: MNIST, "calibration" for a general model's folder) are filled in
+    done: str
     quantize: str | None = None  # the --quantize value that asks for it (None: --format NAME)
     made_from: str | None = None  # the format it is derived from, which must be built first
     #: (contract) -> the extra keys of its export.json record, fixed by the contract
@@ -223,11 +225,11 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("onnx", "ONNX", ONNX_FILE, build_onnx, validate_onnx_copy,
                  done="converted (opset {opset}), checked and validated"),
     ExportFormat("onnx-int8", "int8 ONNX", INT8_FILE, build_int8, validate_int8_copy,
-                 done="quantized and evaluated on {test_images} test images",
+                 done="quantized and evaluated on {test_images} {evidence} images",
                  quantize="int8", made_from="onnx"),
     ExportFormat("tflite", "LiteRT", TFLITE_FILE, build_tflite, validate_tflite_copy,
                  done="converted (weights frozen), validated and evaluated on {test_images} "
-                      "test images",
+                      "{evidence} images",
                  unevaluated="converted (weights frozen) and validated",
                  record=lambda contract: {"precision": "fp32",
                                           "signature": SERVING_SIGNATURE}),

@@ -86,6 +86,8 @@ def check_formats(model: ModelFile, formats: tuple[str, ...], all_formats: bool)
 
 #: Images per call when measuring a source's test accuracy.
 _ACCURACY_BATCH = 1000
+#: Images per call of a general model's reference outputs.
+_REFERENCE_SLICE = 100
 
 
 @dataclass
@@ -326,11 +328,15 @@ def general_contract(path: Path, hwc: tuple, k: int, record: dict | None,
 def own_source(model: ModelFile, keras_model,
                contract: ModelContract = DIGIT_CONTRACT) -> ExportSource:
     """A Keras model honouring `contract` itself: converted as it is, its own outputs the
-    reference (one call per batch, as Keras runs it)."""
+    reference (one call per batch, as Keras runs it; a general model's in slices of
+    _REFERENCE_SLICE images, since its inputs may be 224x224x3 and a case 1,000 of them)."""
     import numpy as np
 
     def reference(pixels):
-        return np.asarray(keras_model(pixels, training=False), dtype=np.float32)
+        if contract.is_digit or len(pixels) <= _REFERENCE_SLICE:
+            return np.asarray(keras_model(pixels, training=False), dtype=np.float32)
+        return np.concatenate([reference(pixels[i:i + _REFERENCE_SLICE])
+                               for i in range(0, len(pixels), _REFERENCE_SLICE)])
 
     return ExportSource(model, contract, reference, model=keras_model)
 
