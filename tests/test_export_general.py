@@ -249,3 +249,16 @@ def test_the_pixel_policy_flags_name_the_library_choices():
     assert result.exit_code == 2
     assert result.output == ("digitkit: error: --resize 'stretch': choose from squash, "
                              "center-crop, letterbox (see 'digitkit export --help')\n")
+
+
+def test_digit_exports_are_as_they_were(export_dir):
+    """A digit export carries nothing new: no SavedModel asset, no LiteRT metadata entry, no
+    calibration record; its cases are MNIST's."""
+    from digitkit.model.embedded import TFLITE_METADATA, tflite_metadata
+
+    assert not (export_dir / "saved_model" / "assets" / "digitkit.json").exists()
+    assert TFLITE_METADATA not in tflite_metadata(export_dir / "model.tflite")
+    manifest = json.loads((export_dir / "export.json").read_text())
+    assert "calibration" not in manifest and "class_names_from" not in manifest["source"]
+    assert manifest["artifacts"]["onnx"]["validation"]["cases"][0]["case"] == "mnist_test[:1000]"
+    assert manifest["artifacts"]["tflite"]["accuracy"]["max_difference_points"] == 0.05
