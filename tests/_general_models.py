@@ -60,3 +60,19 @@ def untrained_pixels_model(path: Path, size: tuple[int, int], channels: int, k: 
     model = pixels_model(size, channels, k, seed)
     model.save(path)
     return model
+
+
+def dynamic_size_model(path: Path, channels: int, k: int, seed: int = 0):
+    """A classifier with a dynamic input height and width (pixels (N,None,None,C), global
+    pooling), seeded random weights, saved at `path`."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((None, None, channels), name="pixels")
+    x = keras.layers.Rescaling(1 / 255)(inp)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(k, activation="softmax", name="probabilities")(x)
+    model = keras.Model(inp, out)
+    model.save(path)
+    return model

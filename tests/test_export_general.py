@@ -262,3 +262,28 @@ def test_digit_exports_are_as_they_were(export_dir):
     assert "calibration" not in manifest and "class_names_from" not in manifest["source"]
     assert manifest["artifacts"]["onnx"]["validation"]["cases"][0]["case"] == "mnist_test[:1000]"
     assert manifest["artifacts"]["tflite"]["accuracy"]["max_difference_points"] == 0.05
+
+
+def test_a_dynamic_input_size_is_fixed_by_input_size(tmp_path):
+    """A model taking any height and width is exported for the --input-size given: every copy
+    has that static input and records it; without the flag, one line asks for it."""
+    from _general_models import dynamic_size_model
+
+    model_path = tmp_path / "any.keras"
+    dynamic_size_model(model_path, 3, 4)
+    result = run_cli("export", model_path, "--out", tmp_path / "none")
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1].endswith(
+        "its input height and width are dynamic (?x?); give --input-size HxW")
+    out = tmp_path / "export"
+    result = run_cli("export", model_path, "--input-size", "20x18", "--out", out)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["model"]["input"]["shape"] == ["N", 20, 18, 3]
+    for name in ("onnx", "savedmodel", "tflite"):
+        assert manifest["artifacts"][name]["status"] == "passed"
+        assert _read_back(_copies(out)[name]).pixels_shape == (20, 18, 3)
+    import onnx
+
+    dims = onnx.load(str(out / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims[1:]] == [20, 18, 3]

@@ -257,9 +257,9 @@ def general_source(model: ModelFile, config, say) -> ExportSource | None:
 
     in_name, out_name, shape = keras_ends(read_model_config(model.path))
     if (in_name != DIGIT_CONTRACT.input_name or out_name != DIGIT_CONTRACT.output_name
-            or shape is None or len(shape) != 4 or shape[3] not in (1, 3)
-            or not all(isinstance(d, int) and d > 0 for d in shape[1:])):
+            or shape is None or len(shape) != 4 or shape[3] not in (1, 3)):
         return None
+    shape = _sized(model.path, tuple(shape), config.pixel_flags.get("size"))
     record = read_record(model.path)
     if record is not None and record.get("convention"):
         return None  # trained on other pixels than raw: the adapter's path
@@ -272,12 +272,44 @@ def general_source(model: ModelFile, config, say) -> ExportSource | None:
         raise ModelError(f"{model.path}: output shape {out_shape}, expected (None, K) with "
                          "K >= 2 class probabilities")
     contract, provenance = general_contract(model.path, tuple(shape[1:]), k, record, config)
-    contract.check_keras(model.path, keras_model)
+    _check_keras(model.path, keras_model, contract)
     say(f"contract: {contract.input_text()} -> {contract.output_text()}; "
         f"{contract.preprocessing.summary}; class names from {provenance['class_names_from']}")
     source = own_source(model, keras_model, contract)
     source.provenance = provenance
     return source
+
+
+def _sized(path: Path, shape: tuple, size) -> tuple:
+    """A general model's stored input shape with a dynamic height and width taken from
+    --input-size (the copies are then made for that size); UsageError without it."""
+    dynamic = [d for d in shape[1:3] if not isinstance(d, int) or d <= 0]
+    if not dynamic:
+        return shape
+    if size is None:
+        shown = "x".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in shape[1:3])
+        raise UsageError(f"{path}: its input height and width are dynamic ({shown}); give "
+                         "--input-size HxW")
+    fixed = [size[i] if not isinstance(d, int) or d <= 0 else d
+             for i, d in enumerate(shape[1:3])]
+    return (shape[0], *fixed, shape[3])
+
+
+def _check_keras(path: Path, keras_model, contract: ModelContract) -> None:
+    """contract.check_keras, where a dynamic input dimension fits any size."""
+    in_shape = tuple(keras_model.inputs[0].shape)
+    if len(in_shape) == 4 and any(d is None for d in in_shape[1:3]):
+        fits = all(d is None or d == w for d, w in zip(in_shape[1:], contract.input_shape,
+                                                       strict=True))
+        if not fits:
+            raise ModelError(f"{path}: input shape {in_shape}, expected "
+                             f"{(None, *contract.input_shape)} raw pixels")
+        out_shape = tuple(keras_model.outputs[0].shape)
+        if out_shape[1:] != contract.output_shape:
+            raise ModelError(f"{path}: output shape {out_shape}, expected "
+                             f"(None, {contract.num_classes})")
+        return
+    contract.check_keras(path, keras_model)
 
 
 def general_contract(path: Path, hwc: tuple, k: int, record: dict | None,
