@@ -215,6 +215,7 @@ def test_digit_models_refuse_the_general_options(src_h5, tmp_path, image_set):
     result = run_cli("export", src_h5, "--calibration", image_set, "--out", tmp_path / "e")
     assert result.exit_code == 2
     assert "--calibration apply to general image classifiers" in result.output
+    assert "this model is exported on MNIST" in result.output
 
 
 def test_validate_export_dir_rechecks_a_general_export(rgb_export, tmp_path):

@@ -238,8 +238,8 @@ def _digit_only(model: ModelFile, config) -> None:
         given.append("the pixel-policy flags")
     if given:
         raise UsageError(f"{model.path}: {' and '.join(given)} apply to general image "
-                         "classifiers (input \"pixels\" (N,H,W,C), output \"probabilities\"); "
-                         "this model is exported as a digit model, validated on MNIST")
+                         "classifiers presenting input \"pixels\" (N,H,W,C) and output "
+                         "\"probabilities\" (N,K); this model is exported on MNIST")
 
 
 def general_source(model: ModelFile, config, say) -> ExportSource | None:
@@ -455,17 +455,19 @@ def recorded_export_source(copy: Path, recorded: dict, trust_model: bool = False
 
 
 def add_copy_accuracies(ctx, results: dict) -> None:
-    """Each copy's top-1 accuracy on the whole MNIST test set beside the source's own (run
+    """Each copy's top-1 accuracy on the whole accuracy set (MNIST's test set; a general
+    model's calibration folder; nothing without one) beside the source's own (run
     under its convention), in the table's notes and in export.json ("test_accuracy"): the
     evidence that an adapter kept the source's behaviour. The identity adapter has nothing to
     show: its copies are held to the model itself."""
-    if not ctx.origin.adapted:
+    if not ctx.origin.adapted or not ctx.test_images:
         return
     import numpy as np
 
     from digitkit.predictors import open_predictor
 
     x, y = ctx.data.x_test, ctx.data.y_test
+    what = "MNIST test" if ctx.contract.is_digit else "calibration"
     source = ctx.source_accuracy()
     for name, res in results.items():
         known = res.extra.get("accuracy") or {}
@@ -480,7 +482,7 @@ def add_copy_accuracies(ctx, results: dict) -> None:
             continue
         res.extra["test_accuracy"] = {"copy": round(acc, 6), "source": round(source, 6),
                                       "test_images": int(len(x))}
-        line = (f"test accuracy {acc:.2%}, the source's own {source:.2%} ({len(x)} MNIST test "
+        line = (f"test accuracy {acc:.2%}, the source's own {source:.2%} ({len(x)} {what} "
                 "images)")
         res.notes = f"{line}; {res.notes}" if res.notes else line
 
