@@ -1,12 +1,186 @@
-"""Small general image classifiers for the tests (issue 18): Keras models presenting the
-general contract by name (input "pixels" (N,H,W,C) raw 0..255 with Rescaling inside, output
-"probabilities" (N,K)), trained in seconds on the `image_set` fixture's pixels or left with
-seeded random weights. Other test modules add builders here (add, do not rename)."""
+"""Small general (non-digit) image classifiers made elsewhere, trained in seconds on the
+`image_set` fixture's pixels (5 classes, 24x24x3 here), one per input convention, for the
+tests of the model layer (conventions, adapters, detection, sources) and of the rooms.
+
+Each is a Keras MLP (Flatten, Dense 32 relu, Dense K) fed the pixels prepared as its
+convention says and trained on them until it fits them, so that run under its own convention
+it is accurate and confident and under any other it is not: exactly what detection on a
+`--calibration` folder has to tell apart. `write_nchw_onnx` writes the NCHW ONNX model
+PyTorch users bring (ImageNet mean/std, logits out) with onnx.helper from such weights.
+
+Builders only; the session fixture `general_zoo` (tests/conftest.py) shares them.
+"""
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+
+import numpy as np
+
+#: The input size every model here takes (small: an MLP on 24x24x3 trains in seconds).
+SIZE = (24, 24)
+EPOCHS = 60
+
+#: name -> (convention fields beyond the contract, whether the model has its own Rescaling
+#: layer in front and takes raw pixels, the file it is saved as). Outputs are probabilities
+#: unless the fields say logits.
+GENERAL_FIXTURES = {
+    "tf": ({"scale": "tf"}, False, "tf.keras"),
+    "torch-nchw": ({"scale": "standardized", "layout": "NCHW"}, False, "torch.h5"),
+    "caffe": ({"scale": "caffe", "channel_order": "bgr"}, False, "caffe.keras"),
+    "rescaling-inside": ({}, True, "rescaling.keras"),
+    "unit-logits": ({"scale": "unit", "outputs": "logits"}, False, "logits.keras"),
+    "gray-unit": ({"scale": "unit"}, False, "gray.keras"),  # a 1-channel model, NHW input
+}
+
+
+def image_contract_for(labelled, channels: int = 3):
+    from digitkit.images.pixels import PixelPolicy
+    from digitkit.model.contract import image_contract
+
+    return image_contract(*SIZE, channels, labelled.class_names, PixelPolicy(SIZE, channels))
+
+
+def load_set(image_set: Path, channels: int = 3):
+    """The image set as the contract's raw pixels (n, 24, 24, C), squashed, bilinear."""
+    from digitkit.images.labelled import load_labelled
+    from digitkit.images.pixels import PixelPolicy, load_pixels_batch
+
+    return load_labelled(image_set, partial(load_pixels_batch,
+                                            policy=PixelPolicy(SIZE, channels)))
+
+
+def convention_of(name: str, contract):
+    from digitkit.model.conventions import InputConvention
+
+    fields_, _, _ = GENERAL_FIXTURES[name]
+    extra = dict(fields_)
+    layout = extra.pop("layout", "NHW" if contract.channels == 1 else "NHWC")
+    return InputConvention(layout=layout, contract=contract, **extra)
+
+
+def train_mlp(x: np.ndarray, y: np.ndarray, k: int, logits: bool = False,
+              rescaling: float | None = None, seed: int = 0):
+    """A Keras MLP fitted to (x, y): x already in the model's own input convention."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input(shape=x.shape[1:], name="image")
+    h = inp
+    if rescaling is not None:
+        h = keras.layers.Rescaling(rescaling, name="rescale")(h)
+    h = keras.layers.Flatten()(h)
+    h = keras.layers.Dense(32, activation="relu")(h)
+    out = keras.layers.Dense(k, activation=None if logits else "softmax", name="scores")(h)
+    model = keras.Model(inp, out, name="classifier")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=logits))
+    # A convention that leaves values in the hundreds (raw, caffe) trains too, slower: the
+    # same epochs fit it anyway on 200 images.
+    model.fit(x, y, epochs=EPOCHS, batch_size=32, verbose=0, shuffle=True)
+    return model
+
+
+def build(name: str, out_dir: Path, labelled, gray_labelled=None) -> tuple[Path, object]:
+    """(path, convention) of the fixture `name`, trained on `labelled` (gray_labelled for a
+    1-channel fixture) and saved in `out_dir`."""
+    fields_, inside, filename = GENERAL_FIXTURES[name]
+    data = gray_labelled if name.startswith("gray") else labelled
+    contract = image_contract_for(data, data.pixels.shape[-1])
+    convention = convention_of(name, contract)
+    if inside:
+        x = data.pixels
+        model = train_mlp(x, data.labels, contract.num_classes, rescaling=1 / 255)
+    else:
+        x = convention.apply(data.pixels)
+        model = train_mlp(x, data.labels, contract.num_classes,
+                          logits=fields_.get("outputs") == "logits")
+    path = Path(out_dir) / filename
+    model.save(path)
+    return path, convention
+
+
+def write_nchw_onnx(path: Path, labelled, opset: int = 13, batch="batch") -> tuple[Path, object]:
+    """(path, convention): an NCHW ONNX classifier (input "input" (batch, 3, 24, 24), output
+    "logits") trained on ImageNet-standardized pixels (torch), written with onnx.helper from a
+    Keras MLP's weights: what a PyTorch user's export looks like."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    contract = image_contract_for(labelled)
+    from digitkit.model.conventions import LOGITS, InputConvention
+
+    convention = InputConvention(layout="NCHW", scale="standardized", outputs=LOGITS,
+                                 contract=contract)
+    model = train_mlp(convention.apply(labelled.pixels), labelled.labels,
+                      contract.num_classes, logits=True, seed=1)
+    dense = [la for la in model.layers if la.__class__.__name__ == "Dense"]
+    (w1, b1), (w2, b2) = (la.get_weights() for la in dense)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for a, n in
+             ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))]
+    nodes = [helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+             helper.make_node("Gemm", ["flat", "w1", "b1"], ["h"]),
+             helper.make_node("Relu", ["h"], ["hr"]),
+             helper.make_node("Gemm", ["hr", "w2", "b2"], ["logits"])]
+    k = contract.num_classes
+    graph = helper.make_graph(
+        nodes, "nchw_torch",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, *SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, k])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    proto.ir_version = 7
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+    return Path(path), convention
+
+
+@dataclass
+class GeneralZoo:
+    """The trained fixtures, built on first use: `path(name)`, `convention(name)` (its
+    training convention, under its contract), `labelled` / `gray` (the calibration pixels)."""
+
+    root: Path
+    image_set: Path
+    labelled: object = None
+    gray: object = None
+    _built: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.labelled = load_set(self.image_set, 3)
+        self.gray = load_set(self.image_set, 1)
+
+    def _get(self, name: str):
+        if name not in self._built:
+            if name == "nchw-onnx":
+                self._built[name] = write_nchw_onnx(self.root / "nchw.onnx", self.labelled)
+            else:
+                self._built[name] = build(name, self.root, self.labelled, self.gray)
+        return self._built[name]
+
+    def path(self, name: str) -> Path:
+        return self._get(name)[0]
+
+    def convention(self, name: str):
+        return self._get(name)[1]
+
+    def contract(self, name: str):
+        return self.convention(name).contract
+
+    def pixels(self, name: str) -> np.ndarray:
+        return (self.gray if name.startswith("gray") else self.labelled).pixels
+
+    def labels(self, name: str) -> np.ndarray:
+        return (self.gray if name.startswith("gray") else self.labelled).labels
+
+
+#: Every fixture name (the Keras ones and the ONNX one).
+GENERAL_NAMES = (*GENERAL_FIXTURES, "nchw-onnx")
+
+
+# -- Keras models presenting the general contract by name (input "pixels" (N,H,W,C) raw
+# 0..255 with Rescaling inside, output "probabilities" (N,K)): the export room's tests.
 
 
 def labelled_pixels(root, size: tuple[int, int], channels: int, class_names=None):
@@ -16,7 +190,7 @@ def labelled_pixels(root, size: tuple[int, int], channels: int, class_names=None
     from digitkit.images.pixels import PixelPolicy, load_pixels_batch
 
     policy = PixelPolicy(tuple(size), channels)
-    return load_labelled(root, functools.partial(load_pixels_batch, policy=policy),
+    return load_labelled(root, partial(load_pixels_batch, policy=policy),
                          class_names=class_names)
 
 

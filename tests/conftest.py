@@ -140,6 +140,15 @@ def image_set(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def general_zoo(tmp_path_factory, image_set):
+    """Small general image classifiers made elsewhere, one per input convention
+    (tests/_general_models.py), trained on first use on the `image_set` pixels and shared."""
+    from _general_models import GeneralZoo
+
+    return GeneralZoo(tmp_path_factory.mktemp("general_zoo"), image_set)
+
+
 # -- batch inference (tests/test_infer_*.py) --------------------------------------------------
 
 

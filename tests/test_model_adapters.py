@@ -269,3 +269,156 @@ def test_savedmodel_source_detected_and_adapted(zoo, pixels, mnist_test, tmp_pat
     proto, _ = tf2onnx.convert.from_function(adapted, input_signature=adapted.input_signature,
                                              opset=17)
     _same(_ort_run(proto, pixels), predict_under(source, conv, pixels))
+
+
+# ------------------------------------------------------------------ general image contracts
+
+
+def _general_contract(channels: int = 3):
+    from digitkit.images.pixels import PixelPolicy
+    from digitkit.model.contract import image_contract
+
+    return image_contract(8, 6, channels, ["a", "b", "c", "d"], PixelPolicy((8, 6), channels))
+
+
+def _general_conventions(contract):
+    """Every candidate in every layout the contract allows, logits and declared per-channel
+    values too."""
+    from digitkit.model.conventions import layouts_for
+
+    out = []
+    for layout in layouts_for(contract):
+        shape = (None, *contract.layout_shape(layout))
+        out += candidates(shape, layout=layout, contract=contract)
+    out.append(InputConvention(layout="NHWC", scale="standardized", mean=(0.3, 0.5, 0.7)[
+        :contract.channels], std=(0.1, 0.2, 0.3)[:contract.channels], outputs=LOGITS,
+        contract=contract))
+    return out
+
+
+@pytest.fixture(scope="module")
+def general_pixels():
+    """Random 8x6 RGB pictures over every value 0..255, one all black and one all white."""
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (40, 8, 6, 3)).astype(np.float32)
+    x[0], x[1] = 0, 255
+    return x
+
+
+def _dense_model(input_shape, k: int = 4, seed: int = 0):
+    """A Keras model of the convention's input shape: Flatten, Dense (fixed random weights)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input(shape=input_shape, name="image")
+    out = keras.layers.Dense(k)(keras.layers.Flatten()(inp))
+    return keras.Model(inp, out, name="foreign")
+
+
+def _onnx_dense(input_shape, k: int = 4, seed: int = 0):
+    """The same as ONNX nodes: Flatten, Gemm, from numpy weights (an NCHW or NHWC export)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    n = int(np.prod(input_shape))
+    w = rng.normal(0, 0.05, (n, k)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"], axis=1),
+         helper.make_node("Gemm", ["f", "w"], ["y"])], "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", *input_shape])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", k])],
+        [numpy_helper.from_array(w, "w")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 7
+    return proto
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_general_adapters_match_apply(general_pixels, channels):
+    """Every general convention as Keras layers (wrap_keras), TensorFlow ops
+    (adapted_function) and ONNX nodes (adapt_onnx), each against the numpy reference."""
+    from digitkit.model.foreign import SourceModel
+
+    contract = _general_contract(channels)
+    x = general_pixels[..., :channels]
+    models, protos = {}, {}
+    for conv in _general_conventions(contract):
+        shape = conv.input_shape
+        if shape not in models:
+            models[shape] = _dense_model(shape)
+            protos[shape] = _onnx_dense(shape)
+        model = models[shape]
+        source = SourceModel("m", (None, *shape), lambda a, m=model: np.asarray(m(a)),
+                             (None, 4), contract=contract)
+        ref = predict_under(source, conv, x)
+        _same(np.asarray(wrap_keras(model, conv)(x, training=False)), ref)
+        _same(adapted_function(model, conv)(x)[OUTPUT_NAME].numpy(), ref)
+        # the ONNX twin has other weights: hold it to its own reference
+        proto = protos[shape]
+        from digitkit.predictors.ort import open_session
+
+        adapted = adapt_onnx(proto, conv)
+        _same(_ort_run_general(adapted, x, contract), _onnx_reference(proto, conv, x, open_session))
+        assert onnx_convention(adapted) == conv  # read back under the recorded contract
+
+
+def _ort_run_general(proto, pixels, contract):
+    import tempfile
+    from pathlib import Path
+
+    from digitkit.predictors.ort import open_session
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "adapted.onnx"
+        path.write_bytes(proto.SerializeToString())
+        session = open_session(path)
+        assert [i.name for i in session.get_inputs()] == [contract.input_name]
+        assert session.get_inputs()[0].shape[1:] == list(contract.input_shape)
+        return session.run([contract.output_name], {contract.input_name: pixels})[0]
+
+
+def _onnx_reference(proto, conv, x, open_session):
+    import tempfile
+    from pathlib import Path
+
+    from digitkit.model.foreign import onnx_source
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "source.onnx"
+        path.write_bytes(proto.SerializeToString())
+        source = onnx_source(open_session(path), "source", contract=conv.contract)
+        return predict_under(source, conv, x)
+
+
+def test_general_wrapped_keras_reloads_and_converts(general_pixels, tmp_path):
+    """A BGR NCHW per-channel adapter saved as .keras reloads under the safe loader (built-in
+    layers only), and converts through tf2onnx like the export room converts it."""
+    import logging
+
+    import tf2onnx
+
+    from digitkit.model.foreign import SourceModel
+    from digitkit.model.loading import import_tensorflow, load_keras_model
+
+    tf = import_tensorflow()
+    contract = _general_contract()
+    conv = InputConvention(layout="NCHW", scale="standardized", channel_order="bgr",
+                           outputs=LOGITS, contract=contract)
+    model = _dense_model(conv.input_shape)
+    source = SourceModel("m", (None, *conv.input_shape), lambda a: np.asarray(model(a)),
+                         (None, 4), contract=contract)
+    ref = predict_under(source, conv, general_pixels)
+    wrapped = wrap_keras(model, conv)
+    wrapped.save(tmp_path / "wrapped.keras")
+    reloaded = load_keras_model(tmp_path / "wrapped.keras", check_contract=False)
+    _same(np.asarray(reloaded(general_pixels, training=False)), ref)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *contract.input_shape), tf.float32,
+                                                name=contract.input_name)])
+    def serve(pixels):
+        return {contract.output_name: wrapped(pixels, training=False)}
+
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature,
+                                             opset=17)
+    _same(_ort_run_general(proto, general_pixels, contract), ref)

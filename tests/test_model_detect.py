@@ -125,11 +125,16 @@ def test_flags_narrow_the_candidates(zoo, mnist_test):
                           flags=ConventionFlags(ink=BLACK_ON_WHITE))
 
 
-def test_not_a_digit_classifier_is_refused(zoo):
-    with pytest.raises(ModelError) as refused:
-        zoo.source("five-classes")
+def test_not_a_digit_classifier_is_a_general_one(zoo):
+    """A 28x28 model with 5 outputs is no digit classifier: it is a general one (issue 18), and
+    without labelled images of its own classes its convention is refused, not guessed."""
+    source = zoo.source("five-classes")
+    assert not source.contract.is_digit and source.contract.num_classes == 5
+    assert source.contract.input_shape == (28, 28, 1)
+    with pytest.raises(ConventionError) as refused:
+        resolve_convention(source, None, None)
     line = _one_line(refused.value)
-    assert "outputs (N, 5), expected (N, 10)" in line and "digit classifiers only" in line
+    assert "cannot be told" in line and "--calibration DIR" in line and "--preprocess" in line
     with pytest.raises(ModelError, match="expected \\(N, 10\\)"):
         check_classes("x.onnx", ["batch", 1000])
     # a source that states no output shape is caught on its first call
@@ -188,3 +193,111 @@ def test_detection_sample_spans_the_set():
     xs, ys = detection_sample(x, x, 2000)
     assert len(xs) == 2000 and xs[0] == 0 and xs[-1] >= 9995 and np.all(np.diff(xs) == 5)
     assert len(detection_sample(x[:50], x[:50], 2000)[0]) == 50
+
+
+# ------------------------------------------------------------------ general image classifiers
+
+
+from _general_models import GENERAL_NAMES  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def general_sources(general_zoo):
+    """Every general fixture loaded the way commands load it, with --calibration naming its
+    classes: {name: SourceModel}."""
+    from digitkit.predictors.adapted import load_source
+
+    return {name: load_source(general_zoo.path(name), calibration=general_zoo.image_set).source
+            for name in GENERAL_NAMES}
+
+
+@pytest.mark.parametrize("name", GENERAL_NAMES)
+def test_calibration_detects_each_general_convention(general_zoo, general_sources, name):
+    """tf mode, torch mean/std (NCHW), caffe BGR, Rescaling inside, logits out, a gray model,
+    and an NCHW ONNX with ImageNet mean/std and logits: detection on the labelled folder picks
+    the convention each was trained on, by loss, and says what it scored."""
+    from digitkit.model.detect import DETECTED, calibration_data, load_calibration
+
+    source = general_sources[name]
+    assert source.contract.class_names == ("astronaut", "brick", "cat", "coffee", "coins")
+    cal = load_calibration(source.contract, general_zoo.image_set)
+    found = resolve_convention(source, cal.pixels, cal.labels, data=calibration_data(cal))
+    assert found.how == DETECTED
+    assert found.convention == general_zoo.convention(name), found.table()
+    assert found.best.accuracy >= found.best.floor
+    assert f"on {len(cal)} calibration images in " in found.evidence()
+    assert found.to_dict()["data"].startswith("calibration images in ")
+
+
+def test_credible_floor_is_relative_to_chance():
+    from digitkit.model.detect import credible_floor
+
+    assert credible_floor(5, 200) == pytest.approx(0.6)
+    assert credible_floor(1000, 50_000) == pytest.approx(0.5005)
+    assert credible_floor(2, 20) == pytest.approx(0.5 + 3 * (0.25 / 20) ** 0.5)
+
+
+def test_untrained_general_model_is_not_credible(general_zoo):
+    """A model that cannot tell the classes apart under any convention is refused, with the
+    floor stated against chance for its K classes."""
+    import keras
+
+    from digitkit.model.foreign import keras_source
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input(shape=(24, 24, 3))
+    out = keras.layers.Dense(5, activation="softmax")(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, out)
+    source = keras_source(model, "untrained.keras", general_zoo.contract("tf"))
+    cal = general_zoo.labelled
+    with pytest.raises(ConventionError) as refused:
+        resolve_convention(source, cal.pixels, cal.labels)
+    line = _one_line(refused.value)
+    assert "credible classifier of its 5 classes" in line and "below 60%: chance is 20%" in line
+    assert "--calibration DIR" in line
+
+
+def test_without_calibration_a_general_model_says_it_or_is_refused(general_zoo):
+    """No labelled images: a Keras model whose graph begins with its own Rescaling takes raw
+    pixels (stated by its layers; outputs read off it); a declared preset is taken as given;
+    anything else is refused in one line naming --calibration and the flags."""
+    from digitkit.model.detect import DECLARED, STATED
+    from digitkit.predictors.adapted import load_source
+
+    inside = load_source(general_zoo.path("rescaling-inside")).source
+    found = resolve_convention(inside, None, None)
+    assert found.how == STATED and found.convention == general_zoo.convention(
+        "rescaling-inside").__class__(layout="NHWC", contract=inside.contract)
+    assert found.summary().startswith("stated by its own layers (Rescaling layer 'rescale'")
+    onnx_src = load_source(general_zoo.path("nchw-onnx")).source
+    assert onnx_src.contract.class_names == ("0", "1", "2", "3", "4")
+    declared = resolve_convention(onnx_src, None, None, ConventionFlags(preset="torch"))
+    assert declared.how == DECLARED and declared.convention.outputs == LOGITS
+    assert declared.convention.layout == "NCHW" and declared.convention.preset == "torch"
+    with pytest.raises(ConventionError) as refused:
+        resolve_convention(onnx_src, None, None)
+    line = _one_line(refused.value)
+    assert line.startswith("nchw.onnx: its input convention cannot be told")
+    assert "--calibration DIR" in line and "--preprocess {tf,torch,caffe}" in line
+    with pytest.raises(Exception, match="--ink is for digit models"):
+        resolve_convention(onnx_src, None, None, ConventionFlags(ink=BLACK_ON_WHITE))
+
+
+def test_an_embedded_record_states_the_convention(general_zoo, tmp_path):
+    """A Keras file that records its contract and convention (digitkit.model.embedded) needs
+    no flags and no data: names and convention come from the record."""
+    import shutil
+
+    from digitkit.model.detect import STATED
+    from digitkit.model.embedded import write_contract
+    from digitkit.predictors.adapted import load_source
+
+    path = tmp_path / "recorded.keras"
+    shutil.copyfile(general_zoo.path("caffe"), path)
+    conv = general_zoo.convention("caffe")
+    write_contract(path, conv.contract, conv.to_dict())
+    source = load_source(path).source
+    assert source.contract == conv.contract
+    found = resolve_convention(source, None, None)
+    assert found.how == STATED and found.convention == conv
+    assert found.summary() == "stated by its embedded record: caffe BGR x-ImageNet mean"

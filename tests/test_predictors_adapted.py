@@ -143,3 +143,40 @@ def test_declared_flags_override_detection_and_need_no_data(zoo, mnist_dir, tmp_
     with pytest.raises(UsageError, match="LiteRT copy"):
         (tmp_path / "m.tflite").write_bytes(b"x")
         runnable_model(tmp_path / "m.tflite", flags)
+
+
+@pytest.mark.parametrize("name", ["caffe", "nchw-onnx"])
+def test_general_adapted_copies_carry_their_contract(general_zoo, name):
+    """The adapted copy of a general model (a .keras for Keras, adapter nodes for ONNX) takes
+    the contract's raw pixels (N, 24, 24, 3), reproduces the source under its convention, is
+    read back as honouring its contract, and carries its class names and pixel policy."""
+    from digitkit.model.adapters import onnx_convention
+    from digitkit.model.contract import contract_from_metadata
+    from digitkit.model.embedded import read_contract
+
+    loaded = load_source(general_zoo.path(name), calibration=general_zoo.image_set)
+    conv = InputConvention.from_dict(general_zoo.convention(name).to_dict(),
+                                     loaded.source.contract)
+    x = general_zoo.pixels(name)[:50]
+    ref = predict_under(loaded.source, conv, x)
+    copy = adapted_copy(loaded, conv)
+    assert adapted_copy(loaded, conv) == copy  # cached
+    contract = loaded.source.contract
+    if copy.suffix == ".onnx":
+        import onnx
+
+        from digitkit.predictors.ort import open_session
+
+        proto = onnx.load(str(copy))
+        props = {p.key: p.value for p in proto.metadata_props}
+        assert contract_from_metadata(props, "copy") == contract
+        assert contract_status(copy) == (ADAPTED, onnx_convention(proto))
+        assert onnx_convention(proto) == conv
+        got = open_session(copy).run(None, {"pixels": x})[0]
+    else:
+        from digitkit.model.loading import load_keras_model
+
+        assert read_contract(copy) == contract and contract_status(copy) == (CONTRACT, None)
+        got = np.asarray(load_keras_model(copy)(x, training=False))
+    assert np.abs(got - ref).max() < 2e-5
+    np.testing.assert_array_equal(got.argmax(1), ref.argmax(1))

@@ -9,13 +9,17 @@ ONNX, int8) is run on raw pixels like digitkit's own models and nobody has to re
 source's preprocessing:
 
   wrap_keras(model, convention)      a new Keras model of built-in layers only (Rescaling,
-                                     UnitNormalization, Reshape, Softmax) around the source:
-                                     it converts with tf2onnx and reloads under safe_mode
+                                     per channel where the convention is; a frozen 1x1 Dense
+                                     permutation for BGR; UnitNormalization, Permute, Reshape,
+                                     Softmax) around the source: it converts with tf2onnx and
+                                     reloads under safe_mode
   adapted_function(call, convention) the same as a tf.function serving signature around any
                                      TensorFlow callable (a SavedModel's signature)
   adapt_onnx(proto, convention)      ONNX nodes prepended to a foreign ONNX graph (its own
-                                     opset, input name and batch dimension kept), a Softmax
-                                     appended; the convention recorded in metadata_props
+                                     opset, input name and batch dimension kept: Sub/Div/Mul
+                                     per channel, Gather for BGR, Transpose for NCHW, Reshape),
+                                     a Softmax appended; the convention recorded in
+                                     metadata_props, and a general contract with it
 
 Each is checked against `InputConvention.apply` (numpy), the reference. TensorFlow and onnx
 are imported inside the functions that need them.
@@ -29,7 +33,9 @@ import numpy as np
 
 from digitkit.errors import ModelError, one_line
 from digitkit.model.conventions import (
+    BGR,
     BLACK_ON_WHITE,
+    CAFFE_MEAN,
     LOGITS,
     InputConvention,
     fits_layout,
@@ -89,15 +95,34 @@ def wrap_keras(model, convention: InputConvention):
     if c.scale == "unit":
         x = layers.Rescaling(1.0 / 255, name=name("adapter_scale"))(x)
     elif c.scale == "standardized":
-        # (x/255 - mean)/std as one affine map: x * 1/(255 std) - mean/std
-        x = layers.Rescaling(1.0 / (255 * c.std), offset=-c.mean / c.std,
-                             name=name("adapter_standardize"))(x)
+        # (x/255 - mean)/std as one affine map: x * 1/(255 std) - mean/std (per channel: a
+        # list of C scales and offsets, broadcast over the last axis)
+        if isinstance(c.mean, tuple):
+            scale = [1.0 / (255 * s) for s in c.std]
+            offset = [-m / s for m, s in zip(c.mean, c.std, strict=True)]
+        else:
+            scale, offset = 1.0 / (255 * c.std), -c.mean / c.std
+        x = layers.Rescaling(scale, offset=offset, name=name("adapter_standardize"))(x)
     elif c.scale == "l2":
         # keras.utils.normalize's L2 over the same axis of (N, H, W); its epsilon (1e-12
         # on the squared norm) only matters for an all-zero slice, which stays 0 either way.
         x = layers.UnitNormalization(axis=c.l2_axis, name=name("adapter_l2"))(x)
+    elif c.scale == "tf":
+        x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name=name("adapter_tf"))(x)
+    elif c.scale == "caffe":
+        x = layers.Rescaling(1.0, offset=[-m for m in CAFFE_MEAN], name=name("adapter_caffe"))(x)
+    if c.channel_order == BGR:
+        # No built-in layer reverses one axis; a frozen 1x1 Dense with a permutation matrix
+        # does, exactly (each output is one input times 1 plus zeros).
+        flip = layers.Dense(contract.channels, use_bias=False, trainable=False,
+                            name=name("adapter_bgr"))
+        x = flip(x)
+        flip.set_weights([np.eye(contract.channels, dtype=np.float32)[::-1]])
     if c.layout != contract.layout:
-        x = layers.Reshape(c.input_shape, name=name("adapter_layout"))(x)
+        if contract.layout == "NHWC" and c.layout == "NCHW":
+            x = layers.Permute((3, 1, 2), name=name("adapter_layout"))(x)
+        else:
+            x = layers.Reshape(c.input_shape, name=name("adapter_layout"))(x)
     y = model(x)
     if c.outputs == LOGITS:
         y = layers.Softmax(name=name(contract.output_name))(y)
@@ -108,7 +133,8 @@ def wrap_keras(model, convention: InputConvention):
 
 def tf_apply(pixels, convention: InputConvention):
     """The convention as TensorFlow ops on the contract's float32 pixels, in the numpy
-    reference's order (255-x, /255, -mean, /std, L2 with a zero norm read as 1, reshape)."""
+    reference's order (255-x, /255, -mean, /std per channel, L2 with a zero norm read as 1,
+    x/127.5-1, -caffe mean, channels reversed, transpose or reshape)."""
     import tensorflow as tf
 
     c = convention
@@ -118,12 +144,21 @@ def tf_apply(pixels, convention: InputConvention):
     if c.scale == "unit":
         x = x / 255.0
     elif c.scale == "standardized":
-        x = (x / 255.0 - c.mean) / c.std
+        x = (x / 255.0 - tf.constant(c.mean, tf.float32)) / tf.constant(c.std, tf.float32)
     elif c.scale == "l2":
         norm = tf.sqrt(tf.reduce_sum(tf.square(x), axis=c.l2_axis, keepdims=True))
         x = x / tf.where(norm == 0.0, tf.ones_like(norm), norm)
+    elif c.scale == "tf":
+        x = x / 127.5 - 1.0
+    elif c.scale == "caffe":
+        x = x - tf.constant(CAFFE_MEAN, tf.float32)
+    if c.channel_order == BGR:
+        x = tf.reverse(x, axis=[-1])
     if c.layout != c.contract.layout:
-        x = tf.reshape(x, (-1, *c.input_shape))
+        if c.contract.layout == "NHWC" and c.layout == "NCHW":
+            x = tf.transpose(x, (0, 3, 1, 2))
+        else:
+            x = tf.reshape(x, (-1, *c.input_shape))
     return x
 
 
@@ -241,8 +276,12 @@ def _input_nodes(w: _Nodes, c: InputConvention, opset: int, in_type: int, out: s
         x = w.add("Sub", [w.const(255.0), x])
     if c.scale in ("unit", "standardized"):
         x = w.add("Div", [x, w.const(255.0)])
-    if c.scale == "standardized":
+    if c.scale == "standardized":  # a per-channel (C,) constant broadcasts over NHWC
         x = w.add("Div", [w.add("Sub", [x, w.const(c.mean)]), w.const(c.std)])
+    elif c.scale == "tf":
+        x = w.add("Sub", [w.add("Div", [x, w.const(127.5)]), w.const(1.0)])
+    elif c.scale == "caffe":
+        x = w.add("Sub", [x, w.const(CAFFE_MEAN)])
     elif c.scale == "l2":
         axis = 2 if c.l2_axis == -1 else 1  # of (N, H, W)
         if opset >= 18:  # ReduceL2 takes its axes as an input from opset 18 on
@@ -250,8 +289,14 @@ def _input_nodes(w: _Nodes, c: InputConvention, opset: int, in_type: int, out: s
         else:
             norm = w.add("ReduceL2", [x], axes=[axis], keepdims=1)
         x = w.add("Div", [x, w.add("Max", [norm, w.const(_TINY)])])
+    if c.channel_order == BGR:  # the last axis of (N, H, W, C), reversed
+        x = w.add("Gather", [x, w.const(list(range(c.contract.channels))[::-1], np.int64)],
+                  axis=3)
     if c.layout != c.contract.layout:
-        x = w.add("Reshape", [x, w.const([-1, *c.input_shape], np.int64)])
+        if c.contract.layout == "NHWC" and c.layout == "NCHW":
+            x = w.add("Transpose", [x], perm=[0, 3, 1, 2])
+        else:
+            x = w.add("Reshape", [x, w.const([-1, *c.input_shape], np.int64)])
     if in_type != TensorProto.FLOAT:
         x = w.add("Cast", [x], to=in_type)
     w.add("Identity", [x], out=out)
@@ -343,6 +388,8 @@ def adapt_onnx(proto, convention: InputConvention, name: str | None = None):
 
     props = {p.key: p.value for p in proto.metadata_props}
     c = convention
+    if not contract.is_digit:  # a general contract travels with the copy (digits: implied)
+        props.update(contract.onnx_metadata())
     props.update({CONVENTION_KEY: json.dumps(c.to_dict()), ADAPTER_KEY: adapter_description(c),
                   SOURCE_INPUT_KEY: src_in_name, SOURCE_OUTPUT_KEY: src_out_name})
     helper.set_model_props(proto, props)
@@ -354,12 +401,17 @@ def adapt_onnx(proto, convention: InputConvention, name: str | None = None):
 
 
 def onnx_convention(proto) -> InputConvention | None:
-    """The source convention an adapted ONNX model records (None: not adapted by digitkit).
-    A model carrying it already honours the contract and must not be adapted again."""
-    for p in proto.metadata_props:
-        if p.key == CONVENTION_KEY:
-            try:
-                return InputConvention.from_dict(json.loads(p.value))
-            except ValueError as err:
-                raise ModelError(f"{CONVENTION_KEY} metadata is not valid JSON") from err
-    return None
+    """The source convention an adapted ONNX model records (None: not adapted by digitkit),
+    under the contract its metadata records (a digit contract when it records none). A model
+    carrying it already honours the contract and must not be adapted again."""
+    from digitkit.model.contract import DIGIT_CONTRACT, contract_from_metadata
+
+    props = {p.key: p.value for p in proto.metadata_props}
+    if CONVENTION_KEY not in props:
+        return None
+    contract = contract_from_metadata(props, proto.graph.name or "ONNX model") or DIGIT_CONTRACT
+    try:
+        record = json.loads(props[CONVENTION_KEY])
+    except ValueError as err:
+        raise ModelError(f"{CONVENTION_KEY} metadata is not valid JSON") from err
+    return InputConvention.from_dict(record, contract)

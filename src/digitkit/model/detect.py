@@ -1,9 +1,20 @@
 """Which input convention a model made elsewhere was trained on, found from evidence.
 
 With nothing declared, every convention compatible with the model's input shape
-(digitkit.model.conventions.candidates) is scored on real MNIST test images with labels, by
-accuracy AND by the model's own loss (mean cross-entropy on the true labels). The convention
-with the lowest loss among the credible ones wins, unless another is too close to call.
+(digitkit.model.conventions.candidates) is scored on labelled images, by accuracy AND by the
+model's own loss (mean cross-entropy on the true labels): real MNIST test images for a digit
+model, the user's labelled folder (--calibration DIR, `load_calibration`) for a general image
+classifier. The convention with the lowest loss among the credible ones wins, unless another
+is too close to call.
+
+Credible: for digits, at least MIN_ACCURACY (80%); for a general classifier of K classes,
+relative to chance (1/K): at least halfway from chance to perfect AND three binomial standard
+errors above chance on the images scored (`credible_floor`), so that neither many classes nor
+a small folder make a guess look like evidence.
+
+Without labelled images, a general model's convention comes from what it states about itself
+(SourceModel.stated: its embedded record, or its own Rescaling/Normalization layers), or the
+flags; otherwise it is refused in one line naming --calibration and the flags. Never a guess.
 
 Why the loss: a ReLU convnet trained on x/255 and fed 0..255 keeps almost all of its accuracy
 (95.0% vs 95.2% in the issue) while its probabilities saturate; its cross-entropy is several
@@ -22,16 +33,16 @@ import numpy as np
 
 from digitkit.errors import ModelError
 from digitkit.model.conventions import (
-    DECLARE_HINT,
     LOGITS,
     NO_FLAGS,
     PROBABILITIES,
     ConventionFlags,
     InputConvention,
     candidates,
+    declare_hint,
     declared_convention,
 )
-from digitkit.model.foreign import SourceModel
+from digitkit.model.foreign import RAW_FROM_RECORD, SourceModel
 
 #: MNIST test images scored per candidate. 2,000 put the standard error of a ~95% accuracy
 #: at 0.5 points (and paired differences between candidates, on the same images, well below
@@ -63,6 +74,22 @@ LOSS_EPSILON = 1e-7
 #: Outputs are probabilities when no value is below -SIMPLEX_TOL and every row sums to 1
 #: within SIMPLEX_TOL (float32 softmax rows sum to 1 within ~1e-6).
 SIMPLEX_TOL = 1e-3
+#: A general classifier is credible at least this share of the way from chance (1/K) to
+#: perfect: 60% for 5 classes, 55% for 10, ~50% for 1,000. A model under a wrong convention
+#: keeps some of its accuracy (a colour swap or a shifted mean only blurs its features), so
+#: the floor sits well above chance; a right convention on the user's own folder clears it
+#: unless the model is no good on that data, which is worth refusing too.
+CREDIBLE_SHARE = 0.5
+#: ... and this many binomial standard errors above chance on the images scored, so that a
+#: small folder cannot pass by luck (20 images of 2 classes need 17 right).
+CREDIBLE_SIGMAS = 3.0
+#: What digit detection scores on, for messages.
+MNIST_DATA = "MNIST test images"
+CALIBRATION_DATA = "calibration images"
+#: Stand-in pictures when a convention is taken from flags or the model itself and no
+#: labelled images are at hand: what the model outputs (probabilities or logits) is read off
+#: them; nothing is scored.
+STAND_IN_IMAGES = 16
 
 
 class ConventionError(ModelError):
@@ -106,15 +133,24 @@ def detection_sample(images: np.ndarray, labels: np.ndarray,
     return images[idx], labels[idx]
 
 
+def credible_floor(k: int, n: int) -> float:
+    """The accuracy a general classifier of `k` classes must reach on `n` labelled images to
+    be credible under a convention (CREDIBLE_SHARE, CREDIBLE_SIGMAS)."""
+    chance = 1.0 / k
+    return max(chance + CREDIBLE_SHARE * (1 - chance),
+               chance + CREDIBLE_SIGMAS * float(np.sqrt(chance * (1 - chance) / max(n, 1))))
+
+
 @dataclass(frozen=True)
 class Score:
     convention: InputConvention
     accuracy: float
     loss: float  # mean cross-entropy on the true labels, nats
+    floor: float = MIN_ACCURACY  # credible from here (digits: MIN_ACCURACY)
 
     @property
     def credible(self) -> bool:
-        return self.accuracy >= MIN_ACCURACY
+        return self.accuracy >= self.floor
 
     def line(self) -> str:
         return f"{self.convention.describe():<38} {self.accuracy:8.1%} {self.loss:8.3f}"
@@ -125,10 +161,15 @@ def score(probabilities: np.ndarray, labels: np.ndarray, convention) -> Score:
     labels = np.asarray(labels).astype(np.int64)
     accuracy = float(np.mean(p.argmax(axis=1) == labels))
     picked = np.clip(p[np.arange(len(labels)), labels], LOSS_EPSILON, 1.0)
-    return Score(convention, accuracy, float(-np.mean(np.log(picked))))
+    contract = convention.contract
+    floor = (MIN_ACCURACY if contract.is_digit
+             else credible_floor(contract.num_classes, len(labels)))
+    return Score(convention, accuracy, float(-np.mean(np.log(picked))), floor)
 
 
-DETECTED, DECLARED, CONTRACT = "detected", "declared", "contract"
+#: How a convention was chosen: scored on labelled images; declared by flags; the model
+#: presents its contract by name; the model states it (embedded record, own layers).
+DETECTED, DECLARED, CONTRACT, STATED = "detected", "declared", "contract", "stated"
 
 
 @dataclass(frozen=True)
@@ -143,6 +184,8 @@ class Detection:
     how: str = DETECTED
     images: int = 0
     equivalent: tuple[InputConvention, ...] = field(default=())  # same outputs as the chosen
+    data: str = MNIST_DATA  # what the scores were measured on, for people
+    stated_by: str | None = None  # STATED: where the model states it
 
     @property
     def declared(self) -> bool:
@@ -165,7 +208,8 @@ class Detection:
             what += " (logits: softmax added)"
         if self.how != DETECTED:
             acc = f", {self.best.accuracy:.1%}" if self.best else ""
-            label = "declared" if self.declared else "digitkit contract"
+            label = ("declared" if self.declared else f"stated by {self.stated_by}"
+                     if self.how == STATED else "digitkit contract")
             return f"{label}: {what}{acc}"
         line = f"detected: {what}, {self.best.accuracy:.1%}"
         if self.equivalent:
@@ -175,13 +219,18 @@ class Detection:
             line += f"; next best: {nxt.convention.describe()}, {nxt.accuracy:.1%}"
         return line
 
+    def evidence(self) -> str:
+        """" on 2,000 MNIST test images" (empty when nothing was scored), to follow summary."""
+        return f" on {self.images:,} {self.data}" if self.scores else ""
+
     def table(self) -> list[str]:
         head = f"{'input convention':<38} {'accuracy':>8} {'loss':>8}"
         return [head] + [s.line() for s in self.scores]
 
     def to_dict(self) -> dict:
-        """For export.json: the convention, how it was chosen, and the evidence."""
-        return {
+        """For export.json: the convention, how it was chosen, and the evidence (a general
+        model's record also says what it was measured on)."""
+        d = {
             "convention": self.convention.to_dict(),
             "how": self.how,
             "summary": self.summary(),
@@ -189,10 +238,13 @@ class Detection:
             "candidates": [{"convention": s.convention.describe(), "accuracy": s.accuracy,
                             "loss": s.loss} for s in self.scores],
         }
+        if not self.convention.contract.is_digit:
+            d["data"] = self.data
+        return d
 
 
 def _refuse(source: SourceModel, why: str) -> ConventionError:
-    return ConventionError(f"{source.name}: {why}; {DECLARE_HINT}")
+    return ConventionError(f"{source.name}: {why}; {declare_hint(source.contract)}")
 
 
 def _outputs(source: SourceModel, flags: ConventionFlags, *outputs: np.ndarray) -> str:
@@ -208,10 +260,13 @@ def _outputs(source: SourceModel, flags: ConventionFlags, *outputs: np.ndarray) 
 
 def detect_convention(source: SourceModel, images: np.ndarray, labels: np.ndarray,
                       flags: ConventionFlags = NO_FLAGS,
-                      n: int = DEFAULT_DETECTION_IMAGES) -> Detection:
-    """Score every candidate the flags allow on `n` of the labelled MNIST `images` (raw
-    pixels of the source's contract); ConventionError when none is credible or the best two
-    are too close."""
+                      n: int = DEFAULT_DETECTION_IMAGES, data: str | None = None) -> Detection:
+    """Score every candidate the flags allow on `n` of the labelled `images` (raw pixels of
+    the source's contract: MNIST test images for digits, a calibration folder's for a
+    general contract; `data` names them for people); ConventionError when none is credible
+    or the best two are too close."""
+    data = data or _data_name(source)
+    flags.check_for(source.contract)
     x, y = detection_sample(images, labels, n)
     layout = flags.layout_for(source.input_shape, source.contract)
     pool = [c for c in candidates(source.input_shape, layout=layout, contract=source.contract)
@@ -225,16 +280,22 @@ def detect_convention(source: SourceModel, images: np.ndarray, labels: np.ndarra
     scores = tuple(scored[i] for i in order)
     best_i = order[0]
     if not scores[0].credible:
-        raise _refuse(source, "no input convention makes it a credible digit classifier "
-                      f"(best: {scores[0].convention.describe()}, {scores[0].accuracy:.1%} on "
-                      f"{len(x)} MNIST test images, below {MIN_ACCURACY:.0%})")
+        best = scores[0]
+        if source.contract.is_digit:
+            raise _refuse(source, "no input convention makes it a credible digit classifier "
+                          f"(best: {best.convention.describe()}, {best.accuracy:.1%} on "
+                          f"{len(x)} {data}, below {MIN_ACCURACY:.0%})")
+        k = source.contract.num_classes
+        raise _refuse(source, "no input convention makes it a credible classifier of its "
+                      f"{k} classes (best: {best.convention.describe()}, {best.accuracy:.1%} "
+                      f"on {len(x)} {data}, below {best.floor:.0%}: chance is {1 / k:.0%})")
     same = [i for i in order if np.max(np.abs(probs[i] - probs[best_i])) < EQUIVALENT_ATOL]
     chosen_i = min(same)  # the simplest of the equivalent conventions
     equivalent = tuple(pool[i] for i in sorted(same) if i != chosen_i)
     chosen = pool[chosen_i]
     if chosen_i != best_i:  # list the chosen one first; its score is the best's within atol
         scores = (scored[chosen_i], *(s for s in scores if s.convention != chosen))
-    detection = Detection(chosen, scores, DETECTED, len(x), equivalent)
+    detection = Detection(chosen, scores, DETECTED, len(x), equivalent, data)
     best = scores[0]
     for other in scores[1:]:  # ranked by loss, but a close accuracy can sit further down
         if (other.convention not in equivalent and other.credible
@@ -243,41 +304,92 @@ def detect_convention(source: SourceModel, images: np.ndarray, labels: np.ndarra
             raise _refuse(source, "input convention too close to call: "
                           f"{best.convention.describe()} ({best.accuracy:.1%}, loss "
                           f"{best.loss:.3f}) vs {other.convention.describe()} "
-                          f"({other.accuracy:.1%}, loss {other.loss:.3f}) on {len(x)} MNIST "
-                          "test images")
+                          f"({other.accuracy:.1%}, loss {other.loss:.3f}) on {len(x)} {data}")
     return detection
 
 
-def resolve_convention(source: SourceModel, images: np.ndarray, labels: np.ndarray | None,
-                       flags: ConventionFlags = NO_FLAGS,
-                       n: int = DEFAULT_DETECTION_IMAGES) -> Detection:
-    """The one entry for every command. In order: the declared convention (--input-scale
-    given: no candidates scored, the outputs read off the model unless --outputs is given);
-    the contract, for a model that presents it by name and no flags are given (digitkit's own
-    models and exports: nothing to adapt); else `detect_convention`. The chosen convention's
-    own accuracy is measured when labels are given."""
+def _data_name(source: SourceModel) -> str:
+    return MNIST_DATA if source.contract.is_digit else CALIBRATION_DATA
+
+
+def resolve_convention(source: SourceModel, images: np.ndarray | None,
+                       labels: np.ndarray | None, flags: ConventionFlags = NO_FLAGS,
+                       n: int = DEFAULT_DETECTION_IMAGES, data: str | None = None) -> Detection:
+    """The one entry for every command. In order: the declared convention (--input-scale or
+    --preprocess given: no candidates scored, the outputs read off the model unless --outputs
+    is given); the contract, for a model that presents it by name and no flags are given
+    (digitkit's own models and exports: nothing to adapt); the convention its embedded record
+    states; else `detect_convention` on the labelled images (MNIST test images for digits; a
+    calibration folder's for a general contract, `data` naming it); without labels, a general
+    model's own layers (SourceModel.stated), else a refusal naming --calibration and the flags.
+    The chosen convention's own accuracy is measured when labels are given. `images` may be
+    None when there are no labels (stand-ins are run to read the outputs)."""
     contract = source.contract
+    data = data or _data_name(source)
+    flags.check_for(contract)
+    if (not contract.is_digit and images is not None
+            and tuple(np.shape(images)[1:]) != contract.pixels_shape):
+        # MNIST test images handed over for a general model (a caller that knows only
+        # digits) are not pictures of its classes: no evidence, as if none were given
+        images, labels = None, None
     chosen = declared_convention(flags, source.input_shape, contract)
+    stated_by = None
     if chosen is None and not flags.given and source.honours_contract:
         chosen, how = InputConvention(layout=contract.layout, contract=contract), CONTRACT
+    elif chosen is None and not flags.given and source.stated is not None and (
+            labels is None or source.stated_by == RAW_FROM_RECORD):
+        chosen, how, stated_by = source.stated, STATED, source.stated_by
     elif chosen is None:
         if labels is None:
-            raise _refuse(source, "detecting its input convention needs labelled MNIST test "
-                          "images")
-        return detect_convention(source, images, labels, flags, n)
+            if contract.is_digit:
+                raise _refuse(source, "detecting its input convention needs labelled MNIST "
+                              "test images")
+            raise _refuse(source, "its input convention cannot be told: it records none and "
+                          "does not prepare its own pixels (no Rescaling/Normalization layer "
+                          "first)")
+        return detect_convention(source, images, labels, flags, n, data)
     else:
         how = DECLARED
-    if labels is None:
+    if images is None or len(images) == 0:
+        rng = np.random.default_rng(0)
+        x, y = rng.integers(0, 256, (STAND_IN_IMAGES, *contract.pixels_shape)).astype(
+            np.float32), None
+    elif labels is None:
         x, y = images[:n], None
     else:
         x, y = detection_sample(images, labels, n)
     out = source(chosen.apply(x))
-    if how == DECLARED:
+    if how == DECLARED or (how == STATED and stated_by != RAW_FROM_RECORD):
         chosen = chosen.with_outputs(_outputs(source, flags, out))
-    elif not is_simplex(out):
+    elif how == CONTRACT and not is_simplex(out):
         raise ConventionError(f"{source.name}: named like digitkit's contract "
                               f"('{contract.input_name}' -> '{contract.output_name}') but its "
-                              f"outputs are not probabilities; {DECLARE_HINT}")
+                              f"outputs are not probabilities; {declare_hint(contract)}")
     probs = softmax(out) if chosen.outputs == LOGITS else out
     scores = (score(probs, y, chosen),) if y is not None else ()
-    return Detection(chosen, scores, how, len(x))
+    return Detection(chosen, scores, how, len(x) if y is not None else 0, data=data,
+                     stated_by=stated_by)
+
+
+def load_calibration(contract, root, per_class: int | None = None):
+    """A labelled folder (--calibration DIR) as the contract's raw pixels, decoded by the
+    pipeline infer uses (digitkit.images.labelled.load_labelled with the contract's pixel
+    policy), its folders matched to the contract's class names. DataError (one line, naming
+    the folder) when nothing in it decodes."""
+    from functools import partial
+
+    from digitkit.images.labelled import load_labelled
+    from digitkit.images.pixels import load_pixels_batch
+
+    if contract.is_digit:
+        from digitkit.errors import UsageError
+
+        raise UsageError("--calibration is for general image models; a digit model's "
+                         "convention is detected on MNIST test images (--data)")
+    return load_labelled(root, partial(load_pixels_batch, policy=contract.pixel_policy),
+                         contract.class_names, per_class)
+
+
+def calibration_data(labelled) -> str:
+    """"calibration images in DIR": what detection on a LabelledSet scored, for people."""
+    return f"{CALIBRATION_DATA} in {labelled.root}"

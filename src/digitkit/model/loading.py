@@ -59,10 +59,10 @@ def read_model_config(path: str | os.PathLike) -> dict:
 
 def load_keras_model(path: str | os.PathLike, trust_model: bool = False,
                      check_contract: bool = True):
-    """Load a Keras .h5/.keras model that honours the contract, refusing code-carrying models
-    unless `trust_model`. `check_contract=False` loads a model made elsewhere, whatever its
-    input and output shapes (digitkit.model.foreign and adapters take it from there); the
-    refusal of code-carrying models is the same either way."""
+    """Load a Keras .h5/.keras model that honours its contract (`keras_contract`), refusing
+    code-carrying models unless `trust_model`. `check_contract=False` loads a model made
+    elsewhere, whatever its input and output shapes (digitkit.model.foreign and adapters take
+    it from there); the refusal of code-carrying models is the same either way."""
     model_file = identify(path)
     p = model_file.path
     if model_file.kind not in (KERAS_H5, KERAS_V3):
@@ -80,8 +80,31 @@ def load_keras_model(path: str | os.PathLike, trust_model: bool = False,
     except Exception as err:  # noqa: BLE001 - any loader failure is a bad model file for the user
         raise ModelError(f"{p}: cannot load Keras model ({one_line(err)})") from err
     if check_contract:
-        DIGIT_CONTRACT.check_keras(p, model)
+        keras_contract(p, model).check_keras(p, model)
     return model
+
+
+def keras_contract(path, model):
+    """The contract a Keras model is held to: the one its file records
+    (digitkit.model.embedded), else a general image contract for a model presenting one by
+    name ("pixels" (N, H, W, C) -> "probabilities" (N, K), names "0".."K-1"), else
+    DIGIT_CONTRACT (whose check refuses anything else, as always)."""
+    from digitkit.model.embedded import read_contract
+
+    recorded = read_contract(path)
+    if recorded is not None:
+        return recorded
+    from digitkit.model.foreign import named_contract_shape, shape_contract
+
+    if len(model.inputs) == 1 and len(model.outputs) == 1:
+        in_shape = tuple(model.inputs[0].shape)
+        out_name = (getattr(model, "output_names", None) or [model.layers[-1].name])[0]
+        if named_contract_shape(model.inputs[0].name, out_name, in_shape) and len(in_shape) == 4:
+            try:
+                return shape_contract(str(path), in_shape, tuple(model.outputs[0].shape))
+            except ModelError:
+                pass  # the digit check below names what is wrong
+    return DIGIT_CONTRACT
 
 
 @dataclass

@@ -6,9 +6,14 @@ contract (model.adapters). This module opens every source kind through the one l
 (model.loading for Keras and SavedModels, predictors.ort.open_session for ONNX) and writes the
 adapted copy a command runs:
 
-  load_source(path, trust_model)     the loaded model (LoadedSource: file, SourceModel, native)
+  load_source(path, trust_model, ...) the loaded model (LoadedSource: file, SourceModel,
+                                     native) under its contract: the one it records, digits
+                                     for digit shapes, else a general image contract from its
+                                     shapes, --labels / --calibration names and the pixel
+                                     policy flags (digitkit.model.foreign.derive_contract)
   open_source(path, trust_model)     just its SourceModel
-  contract_status(path, trust_model) CONTRACT (digitkit's names and shape), ADAPTED (carries
+  contract_status(path, trust_model) CONTRACT (digitkit's names and a contract's shape, digit
+                                     or general), ADAPTED (carries
                                      the convention metadata of digitkit's adapter) or FOREIGN,
                                      read cheaply: no TensorFlow for .onnx and Keras files
   adapted_copy(loaded, convention)   the adapted model as a file of the source's own family
@@ -28,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitkit.errors import ModelError, one_line
-from digitkit.model.contract import INPUT_NAME, OUTPUT_NAME
-from digitkit.model.conventions import InputConvention, fits_layout
+from digitkit.model.contract import OUTPUT_NAME
+from digitkit.model.conventions import InputConvention
 from digitkit.model.files import (
     KERAS_H5,
     KERAS_V3,
@@ -39,7 +44,7 @@ from digitkit.model.files import (
     ModelFile,
     identify,
 )
-from digitkit.model.foreign import SourceModel
+from digitkit.model.foreign import SourceModel, named_contract_shape
 
 CONTRACT, ADAPTED, FOREIGN = "contract", "adapted", "foreign"
 #: Adapted copies live under digitkit's cache directory (digitkit.data.cache_dir, beside the
@@ -75,18 +80,27 @@ def source_kind(path: str | os.PathLike) -> ModelFile:
     return model
 
 
-def load_source(path: str | os.PathLike, trust_model: bool = False) -> LoadedSource:
+def load_source(path: str | os.PathLike, trust_model: bool = False, *, labels=None,
+                calibration=None, policy=None, layout: str | None = None) -> LoadedSource:
     """Load a source model of any kind. Keras files go through the safe loader (code-carrying
     models refused unless `trust_model`), whatever their shapes; a SavedModel is loaded as a
     TensorFlow graph (no Python code is deserialised; a graph that does more than compute is
-    refused unless `trust_model`); ONNX through ONNX Runtime."""
+    refused unless `trust_model`); ONNX through ONNX Runtime.
+
+    Its contract (digitkit.model.foreign.derive_contract): the one it records (a Keras
+    file's or SavedModel's embedded record, an ONNX file's metadata), else digits for digit
+    shapes, else a general image contract. `labels` (--labels FILE), `calibration`
+    (--calibration DIR: its subfolder names name the classes when nothing else does),
+    `policy` (a PolicyFlags) and `layout` (--input-layout) are the flags that shape it."""
     from digitkit.model.foreign import keras_source, onnx_source, savedmodel_source
 
     model = source_kind(path)
     p = model.path
+    shape_it = _ContractFor(p.name, labels, calibration, policy, layout)
     if model.kind == ONNX:
         import onnx
 
+        from digitkit.model.contract import contract_from_metadata
         from digitkit.predictors.ort import open_session
 
         session = open_session(p)  # a file ONNX Runtime cannot run fails here, with its reason
@@ -94,12 +108,21 @@ def load_source(path: str | os.PathLike, trust_model: bool = False) -> LoadedSou
             proto = onnx.load(str(p))
         except Exception as err:  # noqa: BLE001 - onnx raises several types for bad files
             raise ModelError(f"{p}: not a usable ONNX model ({one_line(err)})") from err
-        return LoadedSource(model, onnx_source(session, p.name), proto)
+        props = {q.key: q.value for q in proto.metadata_props}
+        contract = shape_it(session.get_inputs()[0].shape, session.get_outputs()[0].shape,
+                            contract_from_metadata(props, str(p)))
+        return LoadedSource(model, onnx_source(session, p.name, contract), proto)
+    record, stated = _embedded(p)
     if model.kind == SAVEDMODEL:
         from digitkit.model.loading import load_savedmodel
 
         signature = load_savedmodel(p, trust_model)
-        return LoadedSource(model, savedmodel_source(signature, p.name), signature)
+        outs = signature.fn.structured_outputs
+        out_shape = (outs[signature.output_names[0]].shape.as_list()
+                     if len(signature.output_names) == 1 else None)
+        contract = shape_it(signature.input_shape, out_shape, record)
+        source = savedmodel_source(signature, p.name, contract)
+        return LoadedSource(model, _with_stated(source, stated), signature)
     import warnings
 
     from digitkit.model.loading import load_keras_model
@@ -109,7 +132,79 @@ def load_source(path: str | os.PathLike, trust_model: bool = False) -> LoadedSou
         # arguments: advice for the file's author, noise for its user.
         warnings.simplefilter("ignore", UserWarning)
         keras_model = load_keras_model(p, trust_model, check_contract=False)
-    return LoadedSource(model, keras_source(keras_model, p.name), keras_model)
+    if len(keras_model.inputs) != 1 or len(keras_model.outputs) != 1:
+        raise ModelError(f"{p.name}: expected one input and one output, got "
+                         f"{len(keras_model.inputs)} and {len(keras_model.outputs)}")
+    contract = shape_it(tuple(keras_model.inputs[0].shape), tuple(keras_model.outputs[0].shape),
+                        record)
+    source = keras_source(keras_model, p.name, contract)
+    if stated is None and not contract.is_digit:
+        from digitkit.model.foreign import RAW_FROM_LAYERS, keras_preprocessing
+
+        where = keras_preprocessing(keras_model)
+        if where is not None:
+            stated = (None, f"{RAW_FROM_LAYERS} ({where})")
+    return LoadedSource(model, _with_stated(source, stated), keras_model)
+
+
+class _ContractFor:
+    """The contract of a source being loaded, once its shapes are known: the flags' names
+    (--labels, else the calibration folder's subfolders when the model records no names) and
+    pixel policy, through the one rule (digitkit.model.foreign.derive_contract)."""
+
+    def __init__(self, name, labels, calibration, policy, layout):
+        self.name, self.labels, self.calibration = name, labels, calibration
+        self.policy, self.layout = policy, layout
+
+    def __call__(self, input_shape, output_shape, record):
+        from digitkit.model.foreign import derive_contract
+        from digitkit.model.labels import folder_class_names, read_labels
+
+        shape = tuple(output_shape) if output_shape is not None else ()
+        k = shape[-1] if len(shape) == 2 and isinstance(shape[-1], int) else None
+        names = None
+        if self.labels is not None:
+            names = read_labels(self.labels, k)
+        elif self.calibration is not None and (record is None or record.is_digit):
+            names = folder_class_names(self.calibration, k)
+        general = (self.labels is not None or self.calibration is not None
+                   or bool(self.policy and self.policy.given))
+        return derive_contract(self.name, tuple(input_shape), output_shape, names=names,
+                               record=record, policy=self.policy, layout=self.layout,
+                               general=general)
+
+
+def _embedded(path: Path):
+    """(the contract a Keras file or SavedModel records, (its convention record, where it was
+    read)) or Nones: read without running anything (digitkit.model.embedded)."""
+    from digitkit.model.contract import contract_from_record
+    from digitkit.model.embedded import read_record
+    from digitkit.model.foreign import RAW_FROM_RECORD
+
+    record = read_record(path)
+    if record is None:
+        return None, None
+    contract = contract_from_record(record["model"], str(path))
+    stated = record.get("convention")
+    return contract, ((stated, RAW_FROM_RECORD) if stated else None)
+
+
+def _with_stated(source: SourceModel, stated) -> SourceModel:
+    """The source with the convention it states about itself: (a convention record or None
+    for raw pixels in its own layout, where it was read)."""
+    if stated is None:
+        return source
+    from dataclasses import replace
+
+    from digitkit.model.conventions import layout_of
+
+    record, by = stated
+    contract = source.contract
+    if record is None:
+        conv = InputConvention(layout=layout_of(source.input_shape, contract), contract=contract)
+    else:
+        conv = InputConvention.from_dict(record, contract)
+    return replace(source, stated=conv, stated_by=by)
 
 
 def open_source(path: str | os.PathLike, trust_model: bool = False) -> SourceModel:
@@ -135,7 +230,7 @@ def contract_status(path: str | os.PathLike,
         from digitkit.model.loading import read_model_config
 
         names = keras_ends(read_model_config(model.path))
-        return (CONTRACT if _named_contract(*names) else FOREIGN), None
+        return (CONTRACT if named_contract_shape(*names) else FOREIGN), None
     if model.kind == SAVEDMODEL:
         if (model.path.parent / MANIFEST).is_file():
             return CONTRACT, None
@@ -161,11 +256,6 @@ def stated_input_shape(path: str | os.PathLike) -> tuple | None:
         inputs = [i for i in g.input if i.name not in inits]
         return _dims(inputs[0]) if len(inputs) == 1 else None
     return None
-
-
-def _named_contract(input_name, output_name, input_shape) -> bool:
-    return (input_name == INPUT_NAME and output_name == OUTPUT_NAME and input_shape is not None
-            and fits_layout(input_shape, "NHW"))
 
 
 def _read_onnx(path: Path):
@@ -198,7 +288,7 @@ def _onnx_status(path: Path) -> tuple[str, InputConvention | None]:
     outputs = [o.name for o in g.output]
     if len(inputs) != 1 or OUTPUT_NAME not in outputs:
         return FOREIGN, None
-    named = _named_contract(inputs[0].name, OUTPUT_NAME, _dims(inputs[0]))
+    named = named_contract_shape(inputs[0].name, OUTPUT_NAME, _dims(inputs[0]))
     return (CONTRACT if named else FOREIGN), None
 
 
@@ -294,6 +384,11 @@ def _write_adapted(loaded: LoadedSource, convention: InputConvention, out: Path)
         tf.saved_model.save(module, str(out), signatures={"serving_default": serve})
     else:
         adapters.wrap_keras(loaded.native, convention).save(out)
+    if kind != ONNX and not convention.contract.is_digit:
+        # the copy takes raw pixels: it carries its contract (names, policy), no convention
+        from digitkit.model.embedded import write_contract
+
+        write_contract(out, convention.contract)
 
 
 __all__ = ["ADAPTED", "CONTRACT", "FOREIGN", "LoadedSource", "adapted_copy", "adapted_onnx",
