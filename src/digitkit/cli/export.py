@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
-from digitkit.cli.conventions import convention_options, take_convention_flags
+from digitkit.cli.conventions import (
+    convention_options,
+    policy_options,
+    take_convention_flags,
+    take_policy_flags,
+)
 from digitkit.cli.options import trust_model_option
 from digitkit.export.config import (
     DEFAULT_ATOL,
@@ -20,68 +25,6 @@ from digitkit.export.config import (
     ExportConfig,
 )
 from digitkit.model.files import INT8_FILE, ONNX_FILE
-
-# The pixel-policy flags of a general image classifier. They belong in cli/conventions.py's
-# shared decorator (every command that reads files for a model takes them); they live here
-# until that decorator has them, as one decorator and one parser so that moving them is a
-# cut and paste. The choices are checked by the parser against digitkit.images.resize's
-# tables (importing them here would import numpy for --help); the metavars name them for
-# people, and tests/test_export_general.py holds the two equal.
-RESIZE_METAVAR = "[squash|center-crop|letterbox]"
-INTERPOLATION_METAVAR = "[bilinear|bicubic|area]"
-_POLICY_KEYS = ("input_size", "resize", "crop_fraction", "pad", "interpolation")
-_POLICY_FLAGS = (
-    click.option("--input-size", "input_size", default=None, metavar="HxW",
-                 help="A general model's input height and width, for a model whose input "
-                 "size is dynamic. [default: the model's own]"),
-    click.option("--resize", default=None, metavar=RESIZE_METAVAR,
-                 help="How a file is fitted to the model's input. [default: the model's "
-                 "record, else squash]"),
-    click.option("--crop-fraction", "crop_fraction", type=float, default=None,
-                 help="With --resize center-crop: the centred part kept (0 < F <= 1)."),
-    click.option("--pad", default=None, metavar="R,G,B",
-                 help="With --resize letterbox: the pad colour (or one gray level)."),
-    click.option("--interpolation", default=None, metavar=INTERPOLATION_METAVAR,
-                 help="Resampling filter. [default: the model's record, else bilinear]"),
-)
-
-
-def pixel_policy_options(command):
-    for option in reversed(_POLICY_FLAGS):
-        command = option(command)
-    return command
-
-
-def take_pixel_policy_flags(options: dict) -> dict:
-    """The PixelPolicy fields the flags set (removed from **options), parsed; UsageError for
-    a malformed value (the policy itself checks the ranges)."""
-    from digitkit.images.resize import INTERPOLATIONS, RESIZE_MODES
-
-    flags = {k: options.pop(k, None) for k in _POLICY_KEYS}
-    for key, choices in (("resize", RESIZE_MODES), ("interpolation", INTERPOLATIONS)):
-        if flags[key] is not None and flags[key] not in choices:
-            raise click.UsageError(f"--{key} {flags[key]!r}: choose from "
-                                   f"{', '.join(choices)}")
-    out = {k: v for k, v in flags.items() if v is not None and k not in ("input_size", "pad")}
-    if flags["input_size"] is not None:
-        out["size"] = _ints("--input-size", flags["input_size"], "x", 2)
-    if flags["pad"] is not None:
-        pad = _ints("--pad", flags["pad"], ",", (1, 3))
-        out["pad"] = pad[0] if len(pad) == 1 else pad
-    return out
-
-
-def _ints(flag: str, text: str, sep: str, count) -> tuple[int, ...]:
-    counts = count if isinstance(count, tuple) else (count,)
-    parts = text.lower().replace(" ", "").split(sep)
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) not in counts:
-        want = "HxW, e.g. 224x224" if sep == "x" else "R,G,B or one gray level, e.g. 114,114,114"
-        raise click.UsageError(f"{flag} {text!r}: expected {want}")
-    return values
 
 
 @click.command()
@@ -127,7 +70,7 @@ def _ints(flag: str, text: str, sep: str, count) -> tuple[int, ...]:
 @click.option("--force", is_flag=True, help="Overwrite an existing export.")
 @trust_model_option
 @convention_options
-@pixel_policy_options
+@policy_options
 def command(model, view, port, no_browser, **options):
     """Export MODEL to SavedModel, ONNX and LiteRT, each copy validated against MODEL.
 
@@ -157,9 +100,9 @@ def command(model, view, port, no_browser, **options):
     from digitkit.export import export_model
 
     flags = take_convention_flags(options)
-    pixel_flags = take_pixel_policy_flags(options)
-    manifest = export_model(model, ExportConfig(conventions=flags, pixel_flags=pixel_flags,
-                                                **options), echo=click.echo)
+    policy = take_policy_flags(options)
+    manifest = export_model(model, ExportConfig(conventions=flags, policy=policy, **options),
+                            echo=click.echo)
     click.echo(f"export ok: {manifest['export_dir']} ({manifest['seconds']:.1f} s)")
     if view:
         from pathlib import Path

@@ -8,11 +8,11 @@ imports TensorFlow, ONNX or numpy.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from digitkit.errors import UsageError
 from digitkit.export.formats import EXPORT_FORMATS, FORMATS, QUANTIZE_CHOICES
-from digitkit.model.conventions import NO_FLAGS, ConventionFlags
+from digitkit.model.conventions import NO_FLAGS, NO_POLICY, ConventionFlags, PolicyFlags
 
 #: ONNX opset. 17 is the newest opset every supported runtime runs (onnxruntime >= 1.13,
 #: so every release our pin allows), it has LayerNormalization as a native op, and it sits in
@@ -78,9 +78,9 @@ class ExportConfig:
     calibration: str | os.PathLike | None = None
     #: A labels file naming a general model's outputs (digitkit.model.labels.read_labels).
     labels: str | os.PathLike | None = None
-    #: PixelPolicy fields the pixel-policy flags set ({"size": (h, w), "resize": ...}); the
-    #: rest comes from the model's record or the default policy.
-    pixel_flags: dict = field(default_factory=dict)
+    #: The pixel policy flags (--input-size, --resize, ...): how files become a general
+    #: model's pixels, over what it records (digitkit.model.conventions.PolicyFlags).
+    policy: PolicyFlags = NO_POLICY
 
     def __post_init__(self):
         object.__setattr__(self, "formats", normalise_formats(self.formats))

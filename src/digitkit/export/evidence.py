@@ -16,7 +16,6 @@ x_test, y_test, source), so both flow through the same steps.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -44,6 +43,12 @@ class CalibrationSet:
     def has_images(self) -> bool:
         return self.x_test is not None and len(self.x_test) > 0
 
+    @property
+    def data_name(self) -> str | None:
+        """"calibration images in DIR": what detection scores, for people (None: none)."""
+        folder = self.record.get("folder")
+        return f"calibration images in {folder}" if folder else None
+
     def describe(self) -> str:
         """"200 calibration images": what the accuracy lines say they counted."""
         return f"{len(self.x_test):,} calibration images" if self.has_images else ""
@@ -62,12 +67,9 @@ def load_calibration(root: str | os.PathLike | None, contract, say) -> Calibrati
         say("no --calibration folder: copies are validated on seeded random pixels and edge "
             "inputs; no accuracy lines, no int8 copy")
         return CalibrationSet()
-    from digitkit.images.labelled import load_labelled
-    from digitkit.images.pixels import load_pixels_batch
+    from digitkit.model.detect import load_calibration as load_labelled_folder
 
-    decode = functools.partial(load_pixels_batch, policy=contract.pixel_policy)
-    found = load_labelled(root, decode, class_names=contract.class_names,
-                          per_class=per_class_cap(contract.num_classes))
+    found = load_labelled_folder(contract, root, per_class_cap(contract.num_classes))
     counts = found.counts()
     skipped = len(found.failures)
     say(f"calibration: {len(found):,} images of {sum(1 for n in counts.values() if n)} "

@@ -209,152 +209,118 @@ def open_export_source(model: ModelFile, config, say) -> tuple[ExportSource, obj
     model, a digitkit.export.evidence.CalibrationSet for a general one). The model is loaded
     first, so that an unsafe one is refused before anything is written or downloaded; a model
     made elsewhere then has its convention resolved (and printed with the evidence), is
-    wrapped in the adapter, and has its own test accuracy measured."""
+    wrapped in the adapter, and has its own accuracy measured.
+
+    Its contract is the model layer's one rule (digitkit.model.foreign.derive_contract, in
+    load_source): what it records, digit shapes as digits, else a general image contract
+    from its shapes, --labels or the --calibration folder's names and the pixel policy
+    flags."""
     from digitkit.data import load_mnist
     from digitkit.export.evidence import export_evidence
     from digitkit.model.loading import load_keras_model
     from digitkit.predictors.adapted import load_source
 
-    general = general_source(model, config, say)
-    if general is not None:
-        evidence = export_evidence(general.contract, config, say)
-        if evidence.has_images:
-            general.test_accuracy(evidence.x_test, evidence.y_test)
-        return general, evidence
-    _digit_only(model, config)
-    if honours_contract(model, config):
+    if _digit_by_name(model) and honours_contract(model, config) and not _general_flags(config):
         source = own_source(model, load_keras_model(model.path, config.trust_model))
         return source, export_evidence(source.contract, config, say)
-    loaded = load_source(model.path, config.trust_model)  # as strict about code
-    mnist = load_mnist(config.data)
-    return adapted_source(loaded, config.conventions, mnist, say), mnist
+    loaded = load_source(model.path, config.trust_model,  # as strict about code
+                         labels=config.labels, calibration=config.calibration,
+                         policy=config.policy, layout=config.conventions.layout)
+    if loaded.source.contract.is_digit:
+        _digit_only(model, config)
+        mnist = load_mnist(config.data)
+        return adapted_source(loaded, config.conventions, mnist, say), mnist
+    return general_source(loaded, config, say)
+
+
+def _general_flags(config) -> bool:
+    return (config.calibration is not None or config.labels is not None
+            or bool(config.policy.given))
+
+
+def _digit_by_name(model: ModelFile) -> bool:
+    """A Keras file whose stored config presents digitkit's digit contract by its shape
+    ((N,28,28)): digitkit's own digit model, exported as it always was."""
+    if model.kind not in (KERAS_H5, KERAS_V3):
+        return False
+    from digitkit.model.loading import read_model_config
+    from digitkit.predictors.adapted import keras_ends
+
+    shape = keras_ends(read_model_config(model.path))[2]
+    return shape is not None and tuple(shape[1:]) == DIGIT_CONTRACT.input_shape
 
 
 def _digit_only(model: ModelFile, config) -> None:
-    """The options only a general image classifier takes, refused for the digit paths."""
+    """The options only a general image classifier takes, refused for a model recording
+    digitkit's digit contract (derive_contract turns anything else general when they are
+    given)."""
     given = [flag for flag, value in (("--calibration", config.calibration),
                                       ("--labels", config.labels)) if value is not None]
-    if config.pixel_flags:
-        given.append("the pixel-policy flags")
+    given += config.policy.given
     if given:
         raise UsageError(f"{model.path}: {' and '.join(given)} apply to general image "
-                         "classifiers presenting input \"pixels\" (N,H,W,C) and output "
-                         "\"probabilities\" (N,K); this model is exported on MNIST")
+                         "classifiers; this model records digitkit's digit contract and is "
+                         "exported on MNIST")
 
 
-def general_source(model: ModelFile, config, say) -> ExportSource | None:
-    """A Keras file presenting a general contract by name (input "pixels" (N,H,W,C) with C 1
-    or 3, output "probabilities" (N,K)) and taking raw pixels (no convention in its record):
-    its own adapter, the identity, under the contract it carries or the one made for it here.
-    None for any other model (read from its stored config, nothing loaded), and for a
-    (N,28,28,1) -> (N,10) model that carries no record: that is a digit model in NHWC, which
-    digitkit has always exported through the adapter on MNIST."""
-    if model.kind not in (KERAS_H5, KERAS_V3) or config.conventions.given:
-        return None
-    from digitkit.model.embedded import read_record
-    from digitkit.model.loading import load_keras_model, read_model_config
-    from digitkit.predictors.adapted import keras_ends
+def general_source(loaded, config, say) -> tuple[ExportSource, object]:
+    """(the ExportSource of a general image classifier `loaded` under its contract, its
+    evidence). Its convention is resolved by the model layer's one entry (resolve_convention:
+    declared by the flags, its contract by name, stated by its record or its own layers, or
+    detected on the --calibration folder), printed with the evidence. A Keras model that
+    honours its contract by name is its own adapter, the identity (converted as it is, its
+    own outputs the reference); any other is wrapped in the adapter and validated against
+    the source run under its convention."""
+    from digitkit.export.evidence import export_evidence
+    from digitkit.model.detect import CONTRACT, DETECTED, resolve_convention
 
-    in_name, out_name, shape = keras_ends(read_model_config(model.path))
-    if (in_name != DIGIT_CONTRACT.input_name or out_name != DIGIT_CONTRACT.output_name
-            or shape is None or len(shape) != 4 or shape[3] not in (1, 3)):
-        return None
-    shape = _sized(model.path, tuple(shape), config.pixel_flags.get("size"))
-    record = read_record(model.path)
-    if record is not None and record.get("convention"):
-        return None  # trained on other pixels than raw: the adapter's path
-    keras_model = load_keras_model(model.path, config.trust_model, check_contract=False)
-    out_shape = tuple(keras_model.outputs[0].shape)
-    k = out_shape[-1] if len(out_shape) == 2 else None
-    if record is None and tuple(shape[1:]) == (28, 28, 1) and k == 10:
-        return None
-    if not isinstance(k, int) or k < 2:
-        raise ModelError(f"{model.path}: output shape {out_shape}, expected (None, K) with "
-                         "K >= 2 class probabilities")
-    contract, provenance = general_contract(model.path, tuple(shape[1:]), k, record, config)
-    _check_keras(model.path, keras_model, contract)
+    contract = loaded.source.contract
+    provenance = _provenance(loaded, config)
     say(f"contract: {contract.input_text()} -> {contract.output_text()}; "
         f"{contract.preprocessing.summary}; class names from {provenance['class_names_from']}")
-    source = own_source(model, keras_model, contract)
-    source.provenance = provenance
-    return source
-
-
-def _sized(path: Path, shape: tuple, size) -> tuple:
-    """A general model's stored input shape with a dynamic height and width taken from
-    --input-size (the copies are then made for that size); UsageError without it."""
-    dynamic = [d for d in shape[1:3] if not isinstance(d, int) or d <= 0]
-    if not dynamic:
-        return shape
-    if size is None:
-        shown = "x".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in shape[1:3])
-        raise UsageError(f"{path}: its input height and width are dynamic ({shown}); give "
-                         "--input-size HxW")
-    fixed = [size[i] if not isinstance(d, int) or d <= 0 else d
-             for i, d in enumerate(shape[1:3])]
-    return (shape[0], *fixed, shape[3])
-
-
-def _check_keras(path: Path, keras_model, contract: ModelContract) -> None:
-    """contract.check_keras, where a dynamic input dimension fits any size."""
-    in_shape = tuple(keras_model.inputs[0].shape)
-    if len(in_shape) == 4 and any(d is None for d in in_shape[1:3]):
-        fits = all(d is None or d == w for d, w in zip(in_shape[1:], contract.input_shape,
-                                                       strict=True))
-        if not fits:
-            raise ModelError(f"{path}: input shape {in_shape}, expected "
-                             f"{(None, *contract.input_shape)} raw pixels")
-        out_shape = tuple(keras_model.outputs[0].shape)
-        if out_shape[1:] != contract.output_shape:
-            raise ModelError(f"{path}: output shape {out_shape}, expected "
-                             f"(None, {contract.num_classes})")
-        return
-    contract.check_keras(path, keras_model)
-
-
-def general_contract(path: Path, hwc: tuple, k: int, record: dict | None,
-                     config) -> tuple[ModelContract, dict]:
-    """(the contract of a general model with input (H,W,C) and K outputs, where its parts
-    came from). Class names: the ones it carries, else --labels FILE, else the class folders
-    of --calibration (Keras' order), else the output indices. Pixel policy: the one it
-    carries, else the default (squash, bilinear), with the pixel-policy flags applied."""
-    from digitkit.images.pixels import PixelPolicy
-    from digitkit.model.contract import contract_from_record, default_class_names, image_contract
-    from digitkit.model.labels import folder_class_names, read_labels
-
-    h, w, c = hwc
-    carried = None if record is None else contract_from_record(record["model"], str(path))
-    if carried is not None and carried.is_digit:
-        raise ModelError(f"{path}: carries the digit contract but its input is "
-                         f"(N,{h},{w},{c})")
-    if carried is not None:
-        names, names_from = carried.class_names, "the model's own record"
-        if config.labels is not None and read_labels(config.labels, k) != names:
-            raise UsageError(f"{path}: carries its own class names; --labels "
-                             f"{config.labels} names others (drop --labels)")
-    elif config.labels is not None:
-        names, names_from = read_labels(config.labels, k), f"--labels {config.labels}"
-    elif config.calibration is not None:
-        names = folder_class_names(config.calibration, k)
-        names_from = f"the class folders of {config.calibration} (sorted, Keras' order)"
+    evidence = export_evidence(contract, config, say)
+    detection = resolve_convention(loaded.source, evidence.x_test, evidence.y_test,
+                                   config.conventions, data=evidence.data_name)
+    if detection.how == CONTRACT and loaded.file.kind in (KERAS_H5, KERAS_V3):
+        source = own_source(loaded.file, loaded.native, contract)
     else:
-        names = default_class_names(k)
-        names_from = "output indices (the model carries none; --labels FILE names them)"
-    policy = carried.pixel_policy if carried is not None else PixelPolicy((h, w), c)
-    policy_from = "the model's own record" if carried is not None else "the default"
-    flags = dict(config.pixel_flags)
-    size = flags.pop("size", None)
-    if size is not None and tuple(size) != (h, w):
-        raise UsageError(f"{path}: --input-size {size[0]}x{size[1]} but the model's input is "
-                         f"a fixed {h}x{w}; --input-size is for a dynamic height and width")
-    if flags:
-        policy = PixelPolicy(**{**policy.to_dict(), **flags})
-        policy_from += f" with {', '.join(sorted(flags))} from the flags"
-    contract = image_contract(h, w, c, names, policy)
-    provenance = {"class_names_from": names_from, "pixel_policy_from": policy_from}
+        say(detection.summary() + detection.evidence())
+        if detection.how == DETECTED:
+            for line in detection.table():
+                say(f"  {line}")
+        source = _adapted(loaded, detection)
+    source.provenance = provenance
+    if evidence.has_images:
+        source.test_accuracy(evidence.x_test, evidence.y_test)
+    return source, evidence
+
+
+def _provenance(loaded, config) -> dict:
+    """Where a general contract's class names and pixel policy came from (export.json
+    "source"), by the precedence of derive_contract."""
+    from digitkit.model.contract import contract_from_metadata
+    from digitkit.model.embedded import read_record
+
+    if loaded.file.kind == ONNX:
+        props = {p.key: p.value for p in loaded.native.metadata_props}
+        recorded = contract_from_metadata(props, str(loaded.file.path)) is not None
+    else:
+        recorded = read_record(loaded.file.path) is not None
     if config.labels is not None:
-        provenance["labels_file"] = str(config.labels)
-    return contract, provenance
+        names = f"--labels {config.labels}"
+    elif recorded:
+        names = "the model's own record"
+    elif config.calibration is not None:
+        names = f"the class folders of {config.calibration} (sorted, Keras' order)"
+    else:
+        names = "output indices (the model records none; --labels FILE names them)"
+    policy = "the model's own record" if recorded else "the default"
+    if config.policy.given:
+        policy += f" with {', '.join(config.policy.given)}"
+    record = {"class_names_from": names, "pixel_policy_from": policy}
+    if config.labels is not None:
+        record["labels_file"] = str(config.labels)
+    return record
 
 
 def own_source(model: ModelFile, keras_model,
@@ -449,7 +415,14 @@ def recorded_export_source(copy: Path, recorded: dict, trust_model: bool = False
     from digitkit.model.detect import DECLARED, Detection
     from digitkit.predictors.adapted import load_source
 
-    loaded = load_source(copy, trust_model)
+    # The copy's own shapes under the recorded contract's size (a dynamic or flat input
+    # was given one by --input-size at export time).
+    policy = None
+    if not contract.is_digit:
+        from digitkit.model.conventions import PolicyFlags
+
+        policy = PolicyFlags(input_size=(contract.height, contract.width))
+    loaded = load_source(copy, trust_model, policy=policy)
     convention = InputConvention.from_dict(recorded["convention"], contract)
     return _adapted(loaded, Detection(convention, how=DECLARED))
 
