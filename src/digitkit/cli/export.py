@@ -89,11 +89,12 @@ def command(model, view, port, no_browser, **options):
 
     \b
     MODEL may be made anywhere: a Keras .h5 (Keras 3 or tf.keras 2), a .keras file, a
-    SavedModel directory or an .onnx file. Unless it is one of digitkit's own, its input
-    convention is detected on MNIST test images (the evidence is printed) or declared with
-    the --input-* flags, and every copy wraps it in an adapter that takes raw pixels
-    (N,28,28) 0..255 and returns probabilities, validated against MODEL run on its own
-    convention. An .onnx MODEL becomes ONNX copies only.
+    SavedModel directory or an .onnx file. Unless it takes raw pixels itself, its input
+    convention is detected (a digit model on MNIST test images, a general one on
+    --calibration; the evidence is printed) or declared with the --input-*, --channel-order
+    and --preprocess flags, and every copy wraps it in an adapter that takes raw pixels
+    0..255 and returns probabilities, validated against MODEL run on its own convention.
+    An .onnx MODEL becomes ONNX copies only.
     """
     if view and options["formats"] == "savedmodel":
         raise click.UsageError("--view opens the ONNX result: use --format onnx or all")

@@ -276,11 +276,14 @@ def general_source(loaded, config, say) -> tuple[ExportSource, object]:
 
     contract = loaded.source.contract
     provenance = _provenance(loaded, config)
-    say(f"contract: {contract.input_text()} -> {contract.output_text()}; "
-        f"{contract.preprocessing.summary}; class names from {provenance['class_names_from']}")
-    evidence = export_evidence(contract, config, say)
+    lines = [f"contract: {contract.input_text()} -> {contract.output_text()}; "
+             f"{contract.preprocessing.summary}; class names from "
+             f"{provenance['class_names_from']}"]
+    evidence = export_evidence(contract, config, lines.append)
     detection = resolve_convention(loaded.source, evidence.x_test, evidence.y_test,
                                    config.conventions, data=evidence.data_name)
+    for line in lines:  # once the model is accepted: a refusal stays one line
+        say(line)
     if detection.how == CONTRACT and loaded.file.kind in (KERAS_H5, KERAS_V3):
         source = own_source(loaded.file, loaded.native, contract)
     else:
