@@ -105,3 +105,15 @@ def test_every_copy_reads_back_and_matches_the_source_under_its_convention(
             assert np.mean(got.argmax(1) == reference.argmax(1)) >= 0.8
         else:
             np.testing.assert_allclose(got, reference, atol=1e-5, rtol=1e-5, err_msg=k)
+
+
+def test_validate_export_dir_rechecks_it_under_the_recorded_convention(foreign_export):
+    """The copies re-checked against the source copy run under the convention export.json
+    records (no detection), on the calibration folder it names."""
+    from digitkit.export import validate_export_dir
+
+    name, out, result = foreign_export
+    assert result.exit_code == 0, result.output
+    results = validate_export_dir(out, n_images=40)
+    assert results and all(r.ok for r in results), [r.to_dict() for r in results if not r.ok]
+    assert results[0].cases[0].case == "calibration[:40]"
