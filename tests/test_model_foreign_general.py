@@ -138,3 +138,29 @@ def test_load_source_names_from_labels_calibration_or_indices(general_zoo, tmp_p
     from digitkit.model.loading import load_keras_model
 
     load_keras_model(tmp_path / "own.keras")  # its contract checked: the general one
+
+
+def test_keras_applications_model_takes_raw_pixels(tmp_path):
+    """keras.applications' MobileNetV3Small (random weights, 5 classes) begins with its own
+    Rescaling layer: loaded through the safe loader it is a general 32x32x3 model that states
+    raw pixels, so it runs with no flags and no data, and its adapter only renames its ends."""
+    keras = pytest.importorskip("keras")
+    import numpy as np
+
+    from digitkit.model.detect import STATED, predict_under, resolve_convention
+    from digitkit.model.foreign import RAW_FROM_LAYERS
+    from digitkit.predictors.adapted import FOREIGN, contract_status, load_source
+
+    model = keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3),
+                                                classes=5)
+    model.save(tmp_path / "mobilenet.keras")
+    assert contract_status(tmp_path / "mobilenet.keras") == (FOREIGN, None)
+    source = load_source(tmp_path / "mobilenet.keras").source
+    assert source.contract.input_shape == (32, 32, 3) and source.contract.num_classes == 5
+    assert source.stated_by.startswith(f"{RAW_FROM_LAYERS} (Rescaling layer")
+    found = resolve_convention(source, None, None)
+    assert found.how == STATED and found.convention.scale == "raw"
+    assert found.convention.outputs == "probabilities"  # read off its softmax
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(predict_under(source, found.convention, x),
+                               np.asarray(model(x, training=False)), rtol=1e-5, atol=1e-6)

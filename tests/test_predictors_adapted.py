@@ -180,3 +180,28 @@ def test_general_adapted_copies_carry_their_contract(general_zoo, name):
         got = np.asarray(load_keras_model(copy)(x, training=False))
     assert np.abs(got - ref).max() < 2e-5
     np.testing.assert_array_equal(got.argmax(1), ref.argmax(1))
+
+
+def test_general_savedmodel_source(general_zoo, tmp_path):
+    """A SavedModel made elsewhere (Keras' model.export of the NCHW torch fixture): opened
+    under a general contract named by --calibration, detected on that folder, and its adapted
+    SavedModel takes the contract's raw pixels and carries its contract in its assets."""
+    from digitkit.model.detect import load_calibration, resolve_convention
+    from digitkit.model.embedded import read_contract
+    from digitkit.model.loading import load_keras_model, load_savedmodel
+
+    keras_model = load_keras_model(general_zoo.path("torch-nchw"), check_contract=False)
+    keras_model.export(tmp_path / "sm", verbose=False)
+    loaded = load_source(tmp_path / "sm", calibration=general_zoo.image_set)
+    contract = loaded.source.contract
+    assert contract.input_shape == (24, 24, 3) and contract.class_names[0] == "astronaut"
+    cal = load_calibration(contract, general_zoo.image_set)
+    found = resolve_convention(loaded.source, cal.pixels, cal.labels)
+    assert found.convention.preset == "torch" and found.convention.layout == "NCHW"
+    copy = adapted_copy(loaded, found.convention)
+    assert read_contract(copy) == contract and contract_status(copy)[0] == CONTRACT
+    signature = load_savedmodel(copy)
+    x = cal.pixels[:20]
+    got = signature(x)[signature.output_names[0]]
+    ref = predict_under(loaded.source, found.convention, x)
+    assert np.abs(got - ref).max() < 2e-5
