@@ -44,7 +44,7 @@ def export_model(source: str | os.PathLike, config: ExportConfig | None = None,
     from digitkit.export import origin as origins
     from digitkit.export.context import ExportContext
     from digitkit.export.manifest import build_manifest, install, prepare_target, staging_dir
-    from digitkit.export.validate import human_size, make_cases
+    from digitkit.export.validate import human_size
     from digitkit.model.loading import import_tensorflow
     from digitkit.predictors.adapted import source_sha256
 
@@ -63,15 +63,15 @@ def export_model(source: str | os.PathLike, config: ExportConfig | None = None,
     if src_file.kind != ONNX:  # an ONNX source's copies are ONNX graphs: no TensorFlow
         import_tensorflow("digitkit export")
     src_sha = source_sha256(src)
-    origin, mnist = origins.open_export_source(src_file, config, say)
+    origin, data = origins.open_export_source(src_file, config, say)
     ensure_dir(target.out)
-    cases = make_cases(mnist.x_test, config.n_images, origin.contract)
+    cases = parity_cases(data, config.n_images, origin.contract)
     origin.fill_reference(cases)  # the source under its own convention
     say(f"loaded {src} ({human_size(_size(src))}), sha256 {src_sha[:12]}; "
-        f"validating on {len(cases[0].pixels)} MNIST test images + {len(cases) - 1} edge batches")
+        f"validating on {_cases_text(cases, data)}")
 
     with staging_dir(target.out) as staging:
-        ctx = ExportContext(config, src, origin, staging, cases, mnist, src_sha)
+        ctx = ExportContext(config, src, origin, staging, cases, data, src_sha)
         results = _build_and_validate(ctx, say)
         origins.add_copy_accuracies(ctx, results)
         artifacts = install(target, staging, results, origin.contract)
@@ -87,6 +87,28 @@ def export_model(source: str | os.PathLike, config: ExportConfig | None = None,
         err.manifest = manifest
         raise err
     return manifest
+
+
+def parity_cases(data, n_images: int, contract) -> list:
+    """The parity cases of an export: MNIST test images and edge inputs for a digit model;
+    calibration pixels, seeded random pixels and edge inputs for a general one."""
+    from digitkit.export.evidence import is_general
+    from digitkit.export.validate import general_cases, make_cases
+
+    if is_general(data):
+        return general_cases(data.x_test, n_images, contract)
+    return make_cases(data.x_test, n_images, contract)
+
+
+def _cases_text(cases: list, data) -> str:
+    from digitkit.export.evidence import is_general
+
+    if not is_general(data):
+        return f"{len(cases[0].pixels)} MNIST test images + {len(cases) - 1} edge batches"
+    real = len(cases[0].pixels) if data.has_images else 0
+    noise = len(cases[1 if real else 0].pixels)
+    head = f"{real} calibration images + " if real else ""
+    return f"{head}{noise} seeded random images + {len(cases) - (2 if real else 1)} edge batches"
 
 
 def _size(path: Path) -> int:
@@ -109,7 +131,9 @@ def _build_and_validate(ctx, say) -> dict:
         except BuildFailed as e:
             results[fmt.name] = e.result
         done = (ctx.origin.progress(fmt.name)
-                or fmt.done.format(opset=ctx.config.opset, test_images=ctx.test_images))
+                or (fmt.done if ctx.test_images or not fmt.unevaluated else fmt.unevaluated)
+                .format(opset=ctx.config.opset, test_images=ctx.test_images,
+                        evidence="test" if ctx.contract.is_digit else "calibration"))
         say(f"{fmt.name}: {done} in {time.perf_counter() - t:.1f} s")
     return results
 
@@ -135,15 +159,17 @@ def validate_export_dir(export_dir: str | os.PathLike, data=None, atol: float = 
     convention export.json records, both under the contract it records.
 
     Runs the export's own validate steps on the float copies present (--format's); the int8
-    copy is held to test accuracy, which the export measured and recorded.
+    copy is held to test accuracy, which the export measured and recorded. A general model's
+    copies are re-checked on the calibration folder export.json names when it is still there,
+    else on seeded random pixels.
     """
     import json
 
     from digitkit.data import load_mnist
     from digitkit.export.context import ExportContext
+    from digitkit.export.evidence import load_calibration
     from digitkit.export.formats import EXPORT_FORMATS
     from digitkit.export.origin import recorded_export_source
-    from digitkit.export.validate import make_cases
     from digitkit.model.contract import contract_from_record
 
     root = Path(export_dir)
@@ -156,11 +182,16 @@ def validate_export_dir(export_dir: str | os.PathLike, data=None, atol: float = 
         raise ModelError(f"{root}: no {copy.name} here; not a digitkit export directory")
     config = ExportConfig(atol=atol, rtol=rtol, n_images=n_images, data=data,
                           trust_model=trust_model)
-    mnist = load_mnist(data)
-    cases = make_cases(mnist.x_test, n_images, contract)
+    if contract.is_digit:
+        evidence = load_mnist(data)
+    else:
+        folder = (record.get("calibration") or {}).get("folder")
+        folder = folder if folder and Path(folder).is_dir() else None
+        evidence = load_calibration(folder, contract, lambda _line: None)
+    cases = parity_cases(evidence, n_images, contract)
     origin = recorded_export_source(copy, recorded, trust_model, contract)
     origin.fill_reference(cases)
-    ctx = ExportContext(config, copy, origin, root, cases, mnist)
+    ctx = ExportContext(config, copy, origin, root, cases, evidence)
     return [fmt.validate(ctx, ctx.path(fmt.name)) for fmt in EXPORT_FORMATS.values()
             if fmt.quantize is None and ctx.path(fmt.name).exists()]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from digitkit.errors import UsageError
 from digitkit.export.formats import EXPORT_FORMATS, FORMATS, QUANTIZE_CHOICES
-from digitkit.model.conventions import NO_FLAGS, ConventionFlags
+from digitkit.model.conventions import NO_FLAGS, NO_POLICY, ConventionFlags, PolicyFlags
 
 #: ONNX opset. 17 is the newest opset every supported runtime runs (onnxruntime >= 1.13,
 #: so every release our pin allows), it has LayerNormalization as a native op, and it sits in
@@ -73,6 +73,14 @@ class ExportConfig:
     #: How a model made elsewhere expects its input (the --input-* flags); NO_FLAGS: detected
     #: when the source does not honour digitkit's contract.
     conventions: ConventionFlags = NO_FLAGS
+    #: A general image classifier's labelled folder (one subfolder per class): the parity
+    #: images, the accuracy set and the int8 calibration (digitkit.export.evidence).
+    calibration: str | os.PathLike | None = None
+    #: A labels file naming a general model's outputs (digitkit.model.labels.read_labels).
+    labels: str | os.PathLike | None = None
+    #: The pixel policy flags (--input-size, --resize, ...): how files become a general
+    #: model's pixels, over what it records (digitkit.model.conventions.PolicyFlags).
+    policy: PolicyFlags = NO_POLICY
 
     def __post_init__(self):
         object.__setattr__(self, "formats", normalise_formats(self.formats))

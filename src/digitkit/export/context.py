@@ -23,7 +23,10 @@ class ExportContext:
     origin: object
     workdir: Path  # where copies are built (staging) or found (an existing export directory)
     cases: list  # digitkit.export.validate.Case, references filled in
-    mnist: object  # digitkit.data.MnistData: test images (int8 accuracy), training (calibration)
+    #: The evidence (digitkit.export.evidence): digitkit.data.MnistData for a digit model
+    #: (test images: accuracy; training images: int8 calibration), a CalibrationSet for a
+    #: general one (its --calibration folder's pixels, both roles; none without a folder).
+    data: object
     source_sha256: str = ""  # written into the ONNX metadata
     _serve: object = field(default=None, repr=False)
 
@@ -42,15 +45,20 @@ class ExportContext:
         return self.workdir / EXPORT_FORMATS[name].file
 
     def calibration_images(self):
-        return self.mnist.x_train[:DEFAULT_CALIBRATION_IMAGES]
+        return self.data.x_train[:DEFAULT_CALIBRATION_IMAGES]
 
     @property
     def test_images(self) -> int:
-        return len(self.mnist.x_test)
+        """Images in the accuracy set (0: none, a general model without --calibration)."""
+        x = self.data.x_test
+        return 0 if x is None else len(x)
 
-    def source_accuracy(self) -> float:
-        """The source's top-1 accuracy on the whole test set (what float copies match)."""
-        return self.origin.test_accuracy(self.mnist.x_test, self.mnist.y_test)
+    def source_accuracy(self) -> float | None:
+        """The source's top-1 accuracy on the whole accuracy set (what float copies match);
+        None without one."""
+        if not self.test_images:
+            return None
+        return self.origin.test_accuracy(self.data.x_test, self.data.y_test)
 
     def serving_function(self):
         """The one tf.function every TensorFlow-built copy is made of (SavedModel and ONNX

@@ -34,11 +34,16 @@ class ExportFormat:
     file: str  # its name in the export directory
     build: Callable  # (ctx, path): write the copy at path
     validate: Callable  # (ctx, path) -> ArtifactValidation of the copy at path
-    done: str  # progress line after "<name>: "; {opset} and {test_images} are filled in
+    #: progress line after "<name>: "; {opset}, {test_images} and {evidence} ("test" for
+    #: MNIST, "calibration" for a general model's folder) are filled in
+    done: str
     quantize: str | None = None  # the --quantize value that asks for it (None: --format NAME)
     made_from: str | None = None  # the format it is derived from, which must be built first
     #: (contract) -> the extra keys of its export.json record, fixed by the contract
     record: Callable[[ModelContract], dict] = field(default=lambda contract: {})
+    #: The progress line when there is no accuracy set (a general model without
+    #: --calibration); None: `done` either way.
+    unevaluated: str | None = None
 
 
 class BuildFailed(Exception):
@@ -69,13 +74,19 @@ def savedmodel_signature(contract: ModelContract) -> dict:
 
 
 def build_savedmodel(ctx, path) -> None:
-    """SavedModel with one named signature; the model is tracked so its variables are saved."""
+    """SavedModel with one named signature; the model is tracked so its variables are saved.
+    A general contract rides along in assets/ (digitkit.model.embedded), so the copy needs
+    no flags; a digit copy is as it always was (its contract is the only digit one)."""
     tf = import_tensorflow("writing a SavedModel")
     serve = ctx.serving_function()
     module = tf.Module()
     module.model = ctx.model
     module.serve = serve
     tf.saved_model.save(module, str(path), signatures={SERVING_SIGNATURE: serve})
+    if not ctx.contract.is_digit:
+        from digitkit.model.embedded import write_contract
+
+        write_contract(path, ctx.contract)
 
 
 def validate_savedmodel_copy(ctx, path):
@@ -155,7 +166,9 @@ def validate_onnx_copy(ctx, path):
 
 
 def build_int8(ctx, path) -> None:
-    """Static int8 copy of the float ONNX model, calibrated on MNIST training images. A failed
+    """Static int8 copy of the float ONNX model, calibrated on MNIST training images (a
+    general model: its --calibration folder's pixels). It keeps the float copy's metadata
+    (the contract included): quantize_static copies metadata_props. A failed
     quantization is a failed copy, not a failed export: the float copies stand on their own."""
     from digitkit.export.quantize import quantize_int8
     from digitkit.export.validate import ArtifactValidation
@@ -172,7 +185,7 @@ def build_int8(ctx, path) -> None:
 def validate_int8_copy(ctx, path):
     from digitkit.export.quantize import check_int8
 
-    return check_int8(path, ctx.path("onnx"), ctx.cases, ctx.mnist,
+    return check_int8(path, ctx.path("onnx"), ctx.cases, ctx.data,
                       ctx.config.max_accuracy_drop, len(ctx.calibration_images()),
                       contract=ctx.contract)
 
@@ -182,19 +195,24 @@ def validate_int8_copy(ctx, path):
 
 def build_tflite(ctx, path) -> None:
     """A float32 LiteRT flatbuffer from TensorFlow's own converter, weights frozen (see
-    digitkit.export.tflite for the two traps that takes)."""
+    digitkit.export.tflite for the two traps that takes). A general contract rides along in
+    the file's metadata (digitkit.model.embedded); a digit copy is as it always was."""
     from digitkit.export.tflite import convert_tflite
 
     try:
         convert_tflite(ctx.model, path, ctx.contract)
     except Exception as err:  # noqa: BLE001 - the converter raises many types
         raise ModelError(f"{ctx.source}: LiteRT conversion failed ({one_line(err)})") from err
+    if not ctx.contract.is_digit:
+        from digitkit.model.embedded import write_tflite_contract
+
+        write_tflite_contract(path, ctx.contract)
 
 
 def validate_tflite_copy(ctx, path):
     from digitkit.export.tflite import check_tflite
 
-    return check_tflite(path, ctx.cases, ctx.config.atol, ctx.mnist, ctx.source_accuracy(),
+    return check_tflite(path, ctx.cases, ctx.config.atol, ctx.data, ctx.source_accuracy(),
                         ctx.config.rtol, contract=ctx.contract)
 
 
@@ -207,11 +225,12 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("onnx", "ONNX", ONNX_FILE, build_onnx, validate_onnx_copy,
                  done="converted (opset {opset}), checked and validated"),
     ExportFormat("onnx-int8", "int8 ONNX", INT8_FILE, build_int8, validate_int8_copy,
-                 done="quantized and evaluated on {test_images} test images",
+                 done="quantized and evaluated on {test_images} {evidence} images",
                  quantize="int8", made_from="onnx"),
     ExportFormat("tflite", "LiteRT", TFLITE_FILE, build_tflite, validate_tflite_copy,
                  done="converted (weights frozen), validated and evaluated on {test_images} "
-                      "test images",
+                      "{evidence} images",
+                 unevaluated="converted (weights frozen) and validated",
                  record=lambda contract: {"precision": "fp32",
                                           "signature": SERVING_SIGNATURE}),
 )}

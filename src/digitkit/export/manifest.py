@@ -130,7 +130,10 @@ def _record(out: Path, name: str, fmt: str, status: str) -> dict:
 def build_manifest(ctx, target: Target, artifacts: dict, results: dict,
                    seconds: float) -> dict:
     """export.json: the source, the contract (its JSON form), the options and versions, and
-    every copy with its validation (`ctx` is the run's ExportContext)."""
+    every copy with its validation (`ctx` is the run's ExportContext). A general image
+    classifier's also records its calibration folder ("calibration": folder, images per
+    class, skipped files, the pixel policy they were decoded by; folder null without one)
+    and, under "source", where its class names and pixel policy came from."""
     config = ctx.config
     for name, res in results.items():
         artifacts[name]["validation"] = res.to_dict()
@@ -144,6 +147,7 @@ def build_manifest(ctx, target: Target, artifacts: dict, results: dict,
         "source": {"path": str(ctx.source), "sha256": ctx.source_sha256, "copy": target.copy,
                    **ctx.origin.record()},
         "model": ctx.contract.to_dict(),
+        **({} if ctx.contract.is_digit else {"calibration": ctx.data.record}),
         "config": {
             "formats": list(config.formats),
             "opset": config.opset if "onnx" in config.formats else None,
@@ -153,7 +157,7 @@ def build_manifest(ctx, target: Target, artifacts: dict, results: dict,
             "quantize": config.quantize,
             "max_accuracy_drop_points": config.max_accuracy_drop if config.quantize else None,
             "validation_images": config.n_images,
-            "data_source": ctx.mnist.source,
+            "data_source": ctx.data.source,
             "versions": library_versions(EXPORT_PACKAGES),
         },
         "artifacts": artifacts,

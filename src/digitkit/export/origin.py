@@ -86,6 +86,8 @@ def check_formats(model: ModelFile, formats: tuple[str, ...], all_formats: bool)
 
 #: Images per call when measuring a source's test accuracy.
 _ACCURACY_BATCH = 1000
+#: Images per call of a general model's reference outputs.
+_REFERENCE_SLICE = 100
 
 
 @dataclass
@@ -109,6 +111,9 @@ class ExportSource:
     serve: object = None
     detection: object = None
     loaded: object = field(default=None, repr=False)  # a LoadedSource, for the ONNX adapter
+    #: Where a general contract's class names and pixel policy came from (export.json
+    #: "source"); empty for digit models.
+    provenance: dict = field(default_factory=dict)
     _accuracy: float | None = field(default=None, repr=False)
     _proto: object = field(default=None, repr=False)
 
@@ -170,9 +175,10 @@ class ExportSource:
                 ADAPTER_KEY: adapter_description(self.convention)}
 
     def record(self) -> dict:
-        """export.json "source" keys beyond path, sha256 and copy (none for the identity)."""
+        """export.json "source" keys beyond path, sha256 and copy (for the identity: where a
+        general contract came from; nothing for a digit model)."""
         if not self.adapted:
-            return {}
+            return dict(self.provenance)
         from digitkit.model.adapters import adapter_description
 
         return {"kind": self.file.kind,
@@ -199,30 +205,139 @@ def honours_contract(model: ModelFile, config) -> bool:
 
 
 def open_export_source(model: ModelFile, config, say) -> tuple[ExportSource, object]:
-    """(the ExportSource of `model`, the MNIST data it was resolved on). The model is loaded
+    """(the ExportSource of `model`, the evidence its copies are held to: MNIST for a digit
+    model, a digitkit.export.evidence.CalibrationSet for a general one). The model is loaded
     first, so that an unsafe one is refused before anything is written or downloaded; a model
     made elsewhere then has its convention resolved (and printed with the evidence), is
-    wrapped in the adapter, and has its own test accuracy measured."""
+    wrapped in the adapter, and has its own accuracy measured.
+
+    Its contract is the model layer's one rule (digitkit.model.foreign.derive_contract, in
+    load_source): what it records, digit shapes as digits, else a general image contract
+    from its shapes, --labels or the --calibration folder's names and the pixel policy
+    flags."""
     from digitkit.data import load_mnist
+    from digitkit.export.evidence import export_evidence
     from digitkit.model.loading import load_keras_model
     from digitkit.predictors.adapted import load_source
 
-    if honours_contract(model, config):
+    if _digit_by_name(model) and honours_contract(model, config) and not _general_flags(config):
         source = own_source(model, load_keras_model(model.path, config.trust_model))
-        return source, load_mnist(config.data)
-    loaded = load_source(model.path, config.trust_model)  # as strict about code
-    mnist = load_mnist(config.data)
-    return adapted_source(loaded, config.conventions, mnist, say), mnist
+        return source, export_evidence(source.contract, config, say)
+    loaded = load_source(model.path, config.trust_model,  # as strict about code
+                         labels=config.labels, calibration=config.calibration,
+                         policy=config.policy, layout=config.conventions.layout)
+    if loaded.source.contract.is_digit:
+        _digit_only(model, config)
+        mnist = load_mnist(config.data)
+        return adapted_source(loaded, config.conventions, mnist, say), mnist
+    return general_source(loaded, config, say)
+
+
+def _general_flags(config) -> bool:
+    return (config.calibration is not None or config.labels is not None
+            or bool(config.policy.given))
+
+
+def _digit_by_name(model: ModelFile) -> bool:
+    """A Keras file whose stored config presents digitkit's digit contract by its shape
+    ((N,28,28)): digitkit's own digit model, exported as it always was."""
+    if model.kind not in (KERAS_H5, KERAS_V3):
+        return False
+    from digitkit.model.loading import read_model_config
+    from digitkit.predictors.adapted import keras_ends
+
+    shape = keras_ends(read_model_config(model.path))[2]
+    return shape is not None and tuple(shape[1:]) == DIGIT_CONTRACT.input_shape
+
+
+def _digit_only(model: ModelFile, config) -> None:
+    """The options only a general image classifier takes, refused for a model recording
+    digitkit's digit contract (derive_contract turns anything else general when they are
+    given)."""
+    given = [flag for flag, value in (("--calibration", config.calibration),
+                                      ("--labels", config.labels)) if value is not None]
+    given += config.policy.given
+    if given:
+        raise UsageError(f"{model.path}: {' and '.join(given)} apply to general image "
+                         "classifiers; this model records digitkit's digit contract and is "
+                         "exported on MNIST")
+
+
+def general_source(loaded, config, say) -> tuple[ExportSource, object]:
+    """(the ExportSource of a general image classifier `loaded` under its contract, its
+    evidence). Its convention is resolved by the model layer's one entry (resolve_convention:
+    declared by the flags, its contract by name, stated by its record or its own layers, or
+    detected on the --calibration folder), printed with the evidence. A Keras model that
+    honours its contract by name is its own adapter, the identity (converted as it is, its
+    own outputs the reference); any other is wrapped in the adapter and validated against
+    the source run under its convention."""
+    from digitkit.export.evidence import export_evidence
+    from digitkit.model.detect import CONTRACT, DETECTED, resolve_convention
+
+    contract = loaded.source.contract
+    provenance = _provenance(loaded, config)
+    lines = [f"contract: {contract.input_text()} -> {contract.output_text()}; "
+             f"{contract.preprocessing.summary}; class names from "
+             f"{provenance['class_names_from']}"]
+    evidence = export_evidence(contract, config, lines.append)
+    detection = resolve_convention(loaded.source, evidence.x_test, evidence.y_test,
+                                   config.conventions, data=evidence.data_name)
+    for line in lines:  # once the model is accepted: a refusal stays one line
+        say(line)
+    if detection.how == CONTRACT and loaded.file.kind in (KERAS_H5, KERAS_V3):
+        source = own_source(loaded.file, loaded.native, contract)
+    else:
+        say(detection.summary() + detection.evidence())
+        if detection.how == DETECTED:
+            for line in detection.table():
+                say(f"  {line}")
+        source = _adapted(loaded, detection)
+    source.provenance = provenance
+    if evidence.has_images:
+        source.test_accuracy(evidence.x_test, evidence.y_test)
+    return source, evidence
+
+
+def _provenance(loaded, config) -> dict:
+    """Where a general contract's class names and pixel policy came from (export.json
+    "source"), by the precedence of derive_contract."""
+    from digitkit.model.contract import contract_from_metadata
+    from digitkit.model.embedded import read_record
+
+    if loaded.file.kind == ONNX:
+        props = {p.key: p.value for p in loaded.native.metadata_props}
+        recorded = contract_from_metadata(props, str(loaded.file.path)) is not None
+    else:
+        recorded = read_record(loaded.file.path) is not None
+    if config.labels is not None:
+        names = f"--labels {config.labels}"
+    elif recorded:
+        names = "the model's own record"
+    elif config.calibration is not None:
+        names = f"the class folders of {config.calibration} (sorted, Keras' order)"
+    else:
+        names = "output indices (the model records none; --labels FILE names them)"
+    policy = "the model's own record" if recorded else "the default"
+    if config.policy.given:
+        policy += f" with {', '.join(config.policy.given)}"
+    record = {"class_names_from": names, "pixel_policy_from": policy}
+    if config.labels is not None:
+        record["labels_file"] = str(config.labels)
+    return record
 
 
 def own_source(model: ModelFile, keras_model,
                contract: ModelContract = DIGIT_CONTRACT) -> ExportSource:
     """A Keras model honouring `contract` itself: converted as it is, its own outputs the
-    reference (one call per batch, as Keras runs it)."""
+    reference (one call per batch, as Keras runs it; a general model's in slices of
+    _REFERENCE_SLICE images, since its inputs may be 224x224x3 and a case 1,000 of them)."""
     import numpy as np
 
     def reference(pixels):
-        return np.asarray(keras_model(pixels, training=False), dtype=np.float32)
+        if contract.is_digit or len(pixels) <= _REFERENCE_SLICE:
+            return np.asarray(keras_model(pixels, training=False), dtype=np.float32)
+        return np.concatenate([reference(pixels[i:i + _REFERENCE_SLICE])
+                               for i in range(0, len(pixels), _REFERENCE_SLICE)])
 
     return ExportSource(model, contract, reference, model=keras_model)
 
@@ -296,28 +411,39 @@ def recorded_export_source(copy: Path, recorded: dict, trust_model: bool = False
     from digitkit.model.loading import load_keras_model
 
     if not recorded.get("convention"):
-        return own_source(identify(copy), load_keras_model(copy, trust_model), contract)
+        model = load_keras_model(copy, trust_model, check_contract=contract.is_digit)
+        contract.check_keras(copy, model)
+        return own_source(identify(copy), model, contract)
     from digitkit.model.conventions import InputConvention
     from digitkit.model.detect import DECLARED, Detection
     from digitkit.predictors.adapted import load_source
 
-    loaded = load_source(copy, trust_model)
+    # The copy's own shapes under the recorded contract's size (a dynamic or flat input
+    # was given one by --input-size at export time).
+    policy = None
+    if not contract.is_digit:
+        from digitkit.model.conventions import PolicyFlags
+
+        policy = PolicyFlags(input_size=(contract.height, contract.width))
+    loaded = load_source(copy, trust_model, policy=policy)
     convention = InputConvention.from_dict(recorded["convention"], contract)
     return _adapted(loaded, Detection(convention, how=DECLARED))
 
 
 def add_copy_accuracies(ctx, results: dict) -> None:
-    """Each copy's top-1 accuracy on the whole MNIST test set beside the source's own (run
+    """Each copy's top-1 accuracy on the whole accuracy set (MNIST's test set; a general
+    model's calibration folder; nothing without one) beside the source's own (run
     under its convention), in the table's notes and in export.json ("test_accuracy"): the
     evidence that an adapter kept the source's behaviour. The identity adapter has nothing to
     show: its copies are held to the model itself."""
-    if not ctx.origin.adapted:
+    if not ctx.origin.adapted or not ctx.test_images:
         return
     import numpy as np
 
     from digitkit.predictors import open_predictor
 
-    x, y = ctx.mnist.x_test, ctx.mnist.y_test
+    x, y = ctx.data.x_test, ctx.data.y_test
+    what = "MNIST test" if ctx.contract.is_digit else "calibration"
     source = ctx.source_accuracy()
     for name, res in results.items():
         known = res.extra.get("accuracy") or {}
@@ -332,7 +458,7 @@ def add_copy_accuracies(ctx, results: dict) -> None:
             continue
         res.extra["test_accuracy"] = {"copy": round(acc, 6), "source": round(source, 6),
                                       "test_images": int(len(x))}
-        line = (f"test accuracy {acc:.2%}, the source's own {source:.2%} ({len(x)} MNIST test "
+        line = (f"test accuracy {acc:.2%}, the source's own {source:.2%} ({len(x)} {what} "
                 "images)")
         res.notes = f"{line}; {res.notes}" if res.notes else line
 
