@@ -68,7 +68,8 @@ def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferS
     # What the rows are made with, recorded with them; a resume must match it.
     record = record_for(serving.path, runnable.convention, spec.top_k,
                         spec.limits.max_file_size, serving.name, serving.precision)
-    spec = replace(spec, model=runnable.path)
+    spec = replace(spec, model=runnable.path, contract=runnable.contract)
+    names = spec.names
     served = {"runtime": serving.name, "precision": serving.precision}
     eng = get_engine(spec.engine)
     eng.check(spec)  # a missing extra or a bad model fails before any work
@@ -96,7 +97,8 @@ def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferS
     spec = replace(spec, fmt=fmt.name)
     if fmt.stdout_refused and out is None:
         raise UsageError(fmt.stdout_refused)
-    summary = InferSummary(output=None if out is None else str(out), **served)
+    summary = InferSummary(output=None if out is None else str(out), class_names=names,
+                           **served)
     done = DoneSet()  # 16 bytes a row: resume over millions of rows stays small
     append_at = None
     if resume and out is not None and out.exists():

@@ -106,7 +106,7 @@ def _columns(rows: list[Row]) -> tuple[list, list, list]:
 def _encode_parquet(chunk: Classified):
     from digitkit.infer.results.columns import table_of
 
-    return table_of(chunk.paths, chunk.reasons, chunk.order, chunk.top)
+    return table_of(chunk.paths, chunk.reasons, chunk.order, chunk.top, chunk.names)
 
 
 def _join_tables(tables: list):
@@ -181,11 +181,12 @@ def format_for(path: str | os.PathLike | None) -> str:
 
 
 def encode_predictions(paths: list, reasons: list[str], probs: np.ndarray | None, top_k: int,
-                       fmt: str) -> EncodedRows:
+                       fmt: str, names: tuple[str, ...] | None = None) -> EncodedRows:
     """The rows of `paths` in format `fmt`, with the summary's counts; `probs` holds one
-    (10,) row per good path (reason ""), in order. Paths are escaped here (`escape_path`),
-    so every format, and the warnings, get the same text."""
-    chunk = classified(paths, reasons, probs, top_k)
+    (K,) row per good path (reason ""), in order; `names`: the class names rows carry (None:
+    a digit model's digits, `rows.row_names`). Paths are escaped here (`escape_path`), so
+    every format, and the warnings, get the same text."""
+    chunk = classified(paths, reasons, probs, top_k, names)
     counts = counts_of(chunk)
     return EncodedRows(counts.count, counts.errors, counts.confusion,
                        result_format(fmt).encode(chunk))

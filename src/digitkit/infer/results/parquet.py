@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from digitkit.errors import DataError, DigitkitError, UsageError, one_line
-from digitkit.infer.results.columns import schema
+from digitkit.infer.results.columns import is_result_schema, schema
 from digitkit.infer.results.rows import Row
 
 #: Rows per row group of a result file: ~65,000 rows of ~100 bytes is ~6 MB held in memory
@@ -43,7 +43,7 @@ def _open_existing(path: Path):
     except (pa.ArrowException, OSError) as err:
         raise DataError(path, f"cannot resume: not a readable Parquet file ({one_line(err)})") \
             from err
-    if not f.schema_arrow.equals(schema()):
+    if not is_result_schema(f.schema_arrow):
         raise DataError(path, "cannot resume: not a digitkit Parquet result file (columns "
                               f"{', '.join(f.schema_arrow.names)})")
     return f
@@ -71,8 +71,6 @@ class ParquetRowWriter:
     def __init__(self, path: str | os.PathLike | None, *, append_at: int | None = None,
                  force: bool = False, metadata: dict[bytes, bytes] | None = None):
         """`metadata`: the file's key-value metadata (`digitkit.infer.results.provenance`)."""
-        import pyarrow.parquet as pq
-
         from digitkit.infer.results.textfile import check_new_output
 
         if path in (None, "-"):
@@ -88,21 +86,37 @@ class ParquetRowWriter:
         # would be 0600 whatever the umask.
         self._tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
         os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        try:
-            self._writer = pq.ParquetWriter(self._tmp, schema().with_metadata(metadata or {}))
-        except BaseException:
-            self._tmp.unlink(missing_ok=True)
-            raise
+        self._metadata = metadata or {}
         self._pending: list = []
         self._rows = 0
+        self._writer = None
+        self._open = True
+        # The schema is the rows' (digits or class names): the existing file's on resume,
+        # else the first table's (`write`); a file closed without rows gets the digits'.
         if existing is not None:
+            self._start(existing.schema_arrow)
             with self._failing():
                 for batch in existing.iter_batches(batch_size=ROW_GROUP_ROWS):
                     self._writer.write_batch(batch)
 
+    def _start(self, arrow_schema) -> None:
+        import pyarrow.parquet as pq
+
+        try:
+            self._writer = pq.ParquetWriter(
+                self._tmp, arrow_schema.remove_metadata().with_metadata(self._metadata))
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            self._open = False
+            raise
+
     def write(self, table) -> None:
         if table is None or not table.num_rows:
             return
+        if self._writer is None:
+            if not self._open:
+                raise DigitkitError(f"{self.path}: the result file is closed")
+            self._start(table.schema)
         self._pending.append(table)
         self._rows += table.num_rows
         while self._rows >= ROW_GROUP_ROWS:  # full row groups out; the rest waits
@@ -123,8 +137,11 @@ class ParquetRowWriter:
 
     def close(self) -> None:
         """Write what is buffered, finish the file and move it into place."""
-        if self._writer is None:
+        if not self._open:
             return
+        self._open = False
+        if self._writer is None:
+            self._start(schema())
         try:
             with self._failing():
                 self._flush()
@@ -151,6 +168,7 @@ class ParquetRowWriter:
             except Exception:
                 pass
             self._writer = None
+            self._open = False
             self._tmp.unlink(missing_ok=True)
             kept = ("it holds the rows it held before this run" if self.path.exists()
                     else "no rows were kept")

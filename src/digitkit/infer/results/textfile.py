@@ -108,13 +108,14 @@ def _scan_csv(p: Path, f, start: int, on_row) -> int:
         for rec in records:
             if bad is not None:
                 raise DataError(p, f"cannot resume: malformed row at byte {bad[0]} ({bad[1]})")
-            if len(rec) == 6 and (not rec[1] or (len(rec[1]) == 1 and "0" <= rec[1] <= "9")):
-                on_row(Row(rec[0], int(rec[1]) if rec[1] else None, error=rec[5]))
+            if len(rec) == 6:
+                lab = rec[1]  # a digit, or a general classifier's class name
+                on_row(Row(rec[0], (int(lab) if len(lab) == 1 and "0" <= lab <= "9" else lab)
+                           if lab else None, error=rec[5]))
             else:
                 # Only the very last record may be cut off: find where it starts.
                 last = _records_end(buf[:cut - 1])
-                bad = (good_end + last, f"{len(rec)} fields, expected 6"
-                       if len(rec) != 6 else f"label {rec[1]!r}")
+                bad = (good_end + last, f"{len(rec)} fields, expected 6")
         good_end += cut
     if bad is not None:
         good_end = bad[0]
