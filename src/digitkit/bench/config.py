@@ -122,6 +122,10 @@ class BenchConfig:
     data: str | os.PathLike | None = None  # MNIST location; None: digitkit.data's resolution
     check_images: int = DEFAULT_CHECK_IMAGES
     trust_model: bool = False  # run models model.safety refuses (--trust-model)
+    #: a labelled folder (one subfolder per class, named like the model's classes): the
+    #: inputs timed and the accuracy column; None: MNIST for digit models, seeded random
+    #: pixels of the contract's shape (no accuracy) for any other classifier
+    calibration: str | os.PathLike | None = None
 
     def __post_init__(self):
         self.requested_runtimes  # noqa: B018 - parse now, so a bad value fails before any work
