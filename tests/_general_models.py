@@ -73,3 +73,62 @@ def predict_pixels(w: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
     logits = x.reshape(len(x), -1).astype(np.float32) @ w + b
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def write_general_export(out: Path, contract, calibration: np.ndarray, seed: int = 0,
+                         labels: np.ndarray | None = None, epochs: int = 30) -> Path:
+    """An export directory of a small Keras classifier of `contract` (Rescaling inside, so
+    it takes raw pixels; seeded random weights) with every copy the runtime table loads:
+    model.keras (carrying its contract), saved_model/, model.onnx (with the contract's
+    metadata_props), model.int8.onnx (calibrated on `calibration`), model.tflite, and
+    export.json's "model" record. Made by hand with TensorFlow, tf2onnx and the export
+    room's own int8 and LiteRT converters: the predictor contract's fixture for a general
+    model, independent of `digitkit export`. With `labels` (of `calibration`) it is trained
+    on them for `epochs` (seconds): confident outputs, so top-1 agreement is meaningful."""
+    import json
+
+    import keras
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    from digitkit.export.quantize import quantize_int8
+    from digitkit.export.tflite import convert_tflite
+    from digitkit.model.embedded import write_contract
+
+    out = Path(out)
+    out.mkdir(parents=True)
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(contract.pixels_shape, name=contract.input_name)
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(contract.num_classes)(x)
+    probs = keras.layers.Softmax(name=contract.output_name)(x)
+    model = keras.Model(inputs, probs)
+    if labels is not None:
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(calibration, labels, epochs=epochs, batch_size=32, verbose=0)
+    model.save(out / "model.keras")
+    write_contract(out / "model.keras", contract)
+
+    spec = tf.TensorSpec((None, *contract.pixels_shape), tf.float32, name=contract.input_name)
+
+    @tf.function(input_signature=[spec])
+    def serve(pixels):
+        return {contract.output_name: model(pixels, training=False)}
+
+    module = tf.Module()
+    module.model = model
+    module.serve = serve
+    tf.saved_model.save(module, str(out / "saved_model"), signatures={"serving_default": serve})
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature,
+                                             opset=17)
+    onnx.helper.set_model_props(proto, contract.onnx_metadata())
+    onnx.save(proto, str(out / "model.onnx"))
+    quantize_int8(out / "model.onnx", out / "model.int8.onnx", calibration,
+                  input_name=contract.input_name)
+    convert_tflite(model, out / "model.tflite", contract)
+    (out / "export.json").write_text(json.dumps({"model": contract.to_dict()}))
+    return out
