@@ -166,8 +166,10 @@ def command(paths, output, resume, force, confusion, quiet, num_workers, shard_s
         if summary.labelled:
             save_confusion(summary, confusion, force=force)
         else:
-            click.echo("warning: no files in class folders (0..9): no confusion matrix written",
-                       err=True)
+            folders = ("0..9" if summary.class_names is None
+                       else "named like the model's classes")
+            click.echo(f"warning: no files in class folders ({folders}): no confusion matrix "
+                       "written", err=True)
     if not quiet:
         # The report goes where it cannot corrupt the rows.
         click.echo(format_summary(summary), err=to_stdout)
