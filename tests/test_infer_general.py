@@ -250,3 +250,46 @@ def test_a_gray_one_channel_model(image_set, photos, tmp_path):
     s = run_infer(InferSpec(path, workers=2), [photos], out, warn=lambda m: None)
     assert {p: r["label"] or None for p, r in _csv_rows(out).items()} == want
     assert s.labelled == sum(v is not None for v in want.values())
+
+
+# -- an export directory: every copy carries the contract -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def general_export(image_set, tmp_path_factory):
+    """(contract, export directory) of a small Keras classifier with every copy
+    (tests/_general_models.write_general_export): model.keras with its embedded record,
+    saved_model/, model.onnx with metadata, model.int8.onnx, model.tflite, export.json."""
+    pytest.importorskip("tensorflow", reason="building the copies needs the tensorflow extra")
+    from _general_models import write_general_export
+    from digitkit.images.labelled import load_labelled
+    from digitkit.images.pixels import PolicyDecoder
+
+    contract = image_contract(24, 24, 3, CLASSES)
+    s = load_labelled(image_set, PolicyDecoder(contract.pixel_policy), per_class=40)
+    out = write_general_export(tmp_path_factory.mktemp("gx") / "export", contract, s.pixels,
+                               labels=s.labels)
+    return contract, out
+
+
+@pytest.mark.parametrize("runtime", [None, "tensorflow"])
+def test_an_export_directory_needs_no_flags_on_any_copy(general_export, photos, tmp_path,
+                                                        runtime):
+    from digitkit.predictors.tf import KerasPredictor
+
+    contract, export = general_export
+    assert model_contract(export) == contract
+    for copy in ("model.keras", "model.onnx", "model.tflite", "saved_model"):
+        assert model_contract(export / copy) == contract, copy
+    paths = _files(photos)
+    pixels, reasons = load_pixels_batch(paths, contract.pixel_policy)
+    names = iter(np.asarray(CLASSES)[KerasPredictor(export / "model.keras").predict(pixels)
+                                     .argmax(1)])
+    want = {p: None if r else str(next(names)) for p, r in zip(paths, reasons, strict=True)}
+    out = tmp_path / "rows.csv"
+    s = run_infer(InferSpec(export, runtime=runtime, workers=2), [photos], out,
+                  warn=lambda m: None)
+    got = {p: r["label"] or None for p, r in _csv_rows(out).items()}
+    agree = sum(got[p] == want[p] for p in want) / len(want)
+    assert agree >= 0.99, agree  # fp32 copies: the source's labels (near-ties aside)
+    assert s.runtime == ("tf-savedmodel" if runtime else "onnxruntime")

@@ -94,7 +94,7 @@ def format_summary(summary: InferSummary) -> str:
         lines.append(f"accuracy over {summary.labelled:,} files in class folders: "
                      f"{summary.accuracy:.4f}")
         lines.append("")
-        lines.append(classification_report_from_confusion(summary.confusion, summary.names))
+        lines.append(classification_report_from_confusion(summary.confusion, summary.class_names))
     return "\n".join(lines)
 
 
