@@ -197,6 +197,27 @@ def test_a_resumed_run_counts_named_rows_again(odd, rgb, photos, tmp_path):
     _check_rows(_csv_rows(out), _expected_odd(rgb, photos), json.loads)
 
 
+@pytest.mark.parametrize(("suffix", "row"), [
+    (".csv", 'p,dog,0.5,"[""dog""]",0.5,'),
+    (".jsonl", '{"path": "p", "label": "dog", "confidence": 0.5, "top_k_labels": ["dog"], '
+               '"top_k_probs": [0.5], "error": ""}'),
+    (".jsonl", '{"path": "p", "label": 3, "confidence": 0.5, "top_k_labels": [3], '
+               '"top_k_probs": [0.5], "error": ""}')])
+def test_a_resume_refuses_rows_not_named_by_the_model(odd, photos, tmp_path, suffix, row):
+    from digitkit.errors import DataError
+
+    _, path, *_ = odd
+    out = tmp_path / f"rows{suffix}"
+    run_infer(InferSpec(path, workers=0), [photos / "brick"], out, warn=lambda m: None)
+    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    head = lines[:1] if suffix == ".csv" else []
+    out.write_text("".join(head + [row + "\n"] + lines[len(head):]), encoding="utf-8")
+    before = out.read_bytes()
+    with pytest.raises(DataError, match="cannot resume: malformed row"):
+        run_infer(InferSpec(path, workers=0), [photos], out, resume=True, warn=lambda m: None)
+    assert out.read_bytes() == before
+
+
 # -- Ray ------------------------------------------------------------------------------------
 
 
@@ -272,24 +293,29 @@ def general_export(image_set, tmp_path_factory):
     return contract, out
 
 
-@pytest.mark.parametrize("runtime", [None, "tensorflow"])
+@pytest.mark.parametrize(("copy", "runtime", "served"), [
+    (None, None, "onnxruntime"), (None, "tensorflow", "tf-savedmodel"),
+    ("model.keras", None, "tensorflow"), ("model.tflite", None, "litert")])
 def test_an_export_directory_needs_no_flags_on_any_copy(general_export, photos, tmp_path,
-                                                        runtime):
+                                                        copy, runtime, served):
     from digitkit.predictors.tf import KerasPredictor
 
     contract, export = general_export
     assert model_contract(export) == contract
-    for copy in ("model.keras", "model.onnx", "model.tflite", "saved_model"):
-        assert model_contract(export / copy) == contract, copy
+    for name in ("model.keras", "model.onnx", "model.tflite", "saved_model"):
+        assert model_contract(export / name) == contract, name
     paths = _files(photos)
     pixels, reasons = load_pixels_batch(paths, contract.pixel_policy)
     names = iter(np.asarray(CLASSES)[KerasPredictor(export / "model.keras").predict(pixels)
                                      .argmax(1)])
     want = {p: None if r else str(next(names)) for p, r in zip(paths, reasons, strict=True)}
     out = tmp_path / "rows.csv"
-    s = run_infer(InferSpec(export, runtime=runtime, workers=2), [photos], out,
+    if copy == "model.tflite":
+        pytest.importorskip("ai_edge_litert", reason="LiteRT is the runtimes extra")
+    model = export if copy is None else export / copy
+    s = run_infer(InferSpec(model, runtime=runtime, workers=2), [photos], out,
                   warn=lambda m: None)
     got = {p: r["label"] or None for p, r in _csv_rows(out).items()}
     agree = sum(got[p] == want[p] for p in want) / len(want)
     assert agree >= 0.99, agree  # fp32 copies: the source's labels (near-ties aside)
-    assert s.runtime == ("tf-savedmodel" if runtime else "onnxruntime")
+    assert s.runtime == served

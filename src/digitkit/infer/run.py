@@ -108,7 +108,7 @@ def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferS
         found = read_record(out, fmt)
         if found is not None:  # a mismatch is refused before the (long) scan
             check_resume(out, found, record, has_rows=True)
-        append_at = fmt.scan(out, _seen)
+        append_at = fmt.scan(out, _seen, names)
         check_resume(out, found, record, has_rows=bool(summary.total))
 
     paths = find(inputs)

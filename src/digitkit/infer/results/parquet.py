@@ -49,9 +49,11 @@ def _open_existing(path: Path):
     return f
 
 
-def scan_parquet(path: str | os.PathLike, on_row: Callable[[Row], None]) -> int:
+def scan_parquet(path: str | os.PathLike, on_row: Callable[[Row], None],
+                 names: tuple[str, ...] | None = None) -> int:
     """Call `on_row` for every row of an existing result file (resume); returns the count.
-    The signature is `textfile.scan_csv`'s, so `run_infer` treats every format alike."""
+    The signature is `textfile.scan_csv`'s, so `run_infer` treats every format alike (the
+    file's schema types its labels: `names` is not needed to read them)."""
     f = _open_existing(Path(path))
     n = 0
     for b in f.iter_batches(columns=["path", "label", "error"]):

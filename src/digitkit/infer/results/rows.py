@@ -326,38 +326,38 @@ def label_indices(labels: list, names: tuple[str, ...] | None = None) -> np.ndar
 # -- text -> rows (resume) ------------------------------------------------------------------
 
 
-def parse_csv_record(rec: list[str]) -> Row:
+def parse_csv_record(rec: list[str], names: tuple[str, ...] | None = None) -> Row:
+    """The Row of one CSV record; `names`: the class names its labels must be (None: a
+    digit model's rows, labels the digits). ValueError for a record that is not a row."""
     if len(rec) != len(COLUMNS):
         raise ValueError(f"{len(rec)} fields, expected {len(COLUMNS)}")
     path, label, conf, labels, probs, error = rec
     if label == "":
         return Row(path, error=error)
-    if labels.startswith("["):  # a general classifier's names (see `_labels_field`)
-        names = json.loads(labels)
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ValueError("top_k_labels is not a list of class names")
-        return Row(path, label, float(conf), tuple(names),
+    if names is None:
+        return Row(path, int(label), float(conf), tuple(int(v) for v in labels.split()),
                    tuple(float(v) for v in probs.split()), error)
-    return Row(path, _digit_or_name(label), float(conf), tuple(int(v) for v in labels.split()),
-               tuple(float(v) for v in probs.split()), error)
+    top = json.loads(labels)  # a general classifier's names (see `_labels_field`)
+    if label not in names or not isinstance(top, list) or not all(n in names for n in top):
+        raise ValueError(f"label {label!r} is not one of the model's class names")
+    return Row(path, label, float(conf), tuple(top), tuple(float(v) for v in probs.split()),
+               error)
 
 
-def _digit_or_name(label: str) -> int | str:
-    """A CSV label as read back: a digit model's digit as the number, else the name."""
-    return int(label) if len(label) == 1 and "0" <= label <= "9" else label
-
-
-def parse_json_line(line: str) -> Row:
+def parse_json_line(line: str, names: tuple[str, ...] | None = None) -> Row:
     """The Row of one JSON Lines line; ValueError naming what is wrong with one that is not a
-    result row (resume refuses the file with it: never a traceback)."""
+    result row (resume refuses the file with it: never a traceback). `names`: the class
+    names its label must be (None: a digit model's rows, labels the digits)."""
     d = json.loads(line)
     if not isinstance(d, dict) or not isinstance(d.get("path"), str):
         raise ValueError("not a result row (no path text)")
     label, confidence, error = d.get("label"), d.get("confidence"), d.get("error") or ""
     labels, probs = d.get("top_k_labels") or (), d.get("top_k_probs") or ()
-    if label is not None and not isinstance(label, str) and (type(label) is not int
-                                                             or not 0 <= label <= 9):
-        raise ValueError(f"label {label!r} is not a digit or a class name")
+    if names is not None:
+        if label is not None and (not isinstance(label, str) or label not in names):
+            raise ValueError(f"label {label!r} is not one of the model's class names")
+    elif label is not None and (type(label) is not int or not 0 <= label <= 9):
+        raise ValueError(f"label {label!r} is not a digit")
     if not (confidence is None or type(confidence) in (int, float)) or not isinstance(error, str) \
             or not isinstance(labels, (list, tuple)) or not isinstance(probs, (list, tuple)):
         raise ValueError("not a result row (a field of the wrong type)")

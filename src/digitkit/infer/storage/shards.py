@@ -109,7 +109,7 @@ def shard_bytes(rows: EncodedRows, fmt: str) -> bytes:
 def shard_counts(data: bytes, fmt: str, names: tuple[str, ...] | None = None) -> RowCounts:
     """The counts of a shard file already written (resume), as its writer reported them;
     `names`: the class names its rows carry (None: digits)."""
-    paths, labels, errors = result_format(fmt).shard_rows(data)
+    paths, labels, errors = result_format(fmt).shard_rows(data, names)
     failed = [(p, e) for p, e in zip(paths, errors, strict=True) if e]
     good = [(p, lab) for p, lab, e in zip(paths, labels, errors, strict=True) if not e]
     confusion = confusion_of([p for p, _ in good], label_indices([lab for _, lab in good], names),
