@@ -62,7 +62,8 @@ def actor_predictor(spec: InferSpec):
         raise UsageError("the ray engine runs a model file (.onnx, .tflite) on ONNX Runtime, "
                          "OpenVINO or LiteRT, not TensorFlow; export the model with "
                          "`digitkit export` first")
-    return open_serving(serving.path, serving.runtime, 1, spinning=False, settings=_ACTOR_ORT)
+    return open_serving(serving.path, serving.runtime, 1, spinning=False, settings=_ACTOR_ORT,
+                        device=spec.device)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class ModelPayload:
     data: bytes
     name: str
     runtime: str | None
+    device: str = "cpu"  # --device (predictors.runtimes.parse_device)
     contract: object = None
 
     @property
@@ -88,7 +90,7 @@ def model_payload(spec: InferSpec) -> ModelPayload:
     predictor = actor_predictor(spec).load()
     path = Path(predictor.model_path)
     return ModelPayload(path.read_bytes(), path.name,
-                        serving_model(path, spec.runtime, spec.precision).runtime,
+                        serving_model(path, spec.runtime, spec.precision).runtime, spec.device,
                         spec.resolved_contract)
 
 
@@ -180,7 +182,7 @@ def classifier_class(model: ModelPayload, limits: InputLimits | None = None):
             path = self._scratch / model.name
             path.write_bytes(model.data)
             self._predictor = open_serving(path, model.runtime, 1, spinning=False,
-                                           settings=_ACTOR_ORT).load()
+                                           settings=_ACTOR_ORT, device=model.device).load()
             path.unlink()  # the runtime holds the model in memory (or a mapping) now
             self._filesystems: dict = {}
 
