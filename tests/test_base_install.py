@@ -107,3 +107,26 @@ def test_parquet_output_names_its_extra(no_tf_env, linear_onnx, png_test_dir, tm
     line = r.stderr.strip()
     assert "\n" not in line and "pip install 'digitkit[parquet]'" in line
     assert not out.exists()
+
+
+def test_a_general_classifier_runs_without_tensorflow(no_tf_env, image_set, tmp_path):
+    """Issue 18: an ONNX image classifier carrying its contract (names, 24x24x3, policy):
+    infer and bench need nothing beyond the base install either."""
+    from _general_models import fit_pixel_linear, write_pixel_onnx
+    from digitkit.model.contract import image_contract
+
+    contract = image_contract(24, 24, 3, ("astronaut", "brick", "cat", "coffee", "coins"))
+    w, b = fit_pixel_linear(image_set, contract, per_class=10)
+    model = write_pixel_onnx(tmp_path / "photos.onnx", contract, w, b)
+    out = tmp_path / "rows.csv"
+    r = _digitkit(no_tf_env, "infer", model, image_set / "cat", "-o", out, "--workers", "2")
+    assert r.returncode in (0, 3), r.stderr  # 3: a file the set makes undecodable, if any
+    import csv
+
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert rows and all(r["label"] in contract.class_names or r["error"] for r in rows)
+    assert "accuracy over" in r.stdout and "Traceback" not in r.stderr
+    r = _digitkit(no_tf_env, "bench", model, "--runtimes", "onnxruntime", "--batch-sizes", "4",
+                  "--iterations", "2", "--calibration", image_set)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr

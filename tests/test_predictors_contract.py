@@ -11,6 +11,10 @@ opened as `bench` opens it (`open_runtime`) on its copy of one real export, and 
   one-line DependencyError naming the extra to install.
 What only one runtime does (regime sessions, OpenVINO's precision, LiteRT's resizing) is
 tested in that runtime's own file.
+
+Every check runs on two exports: digitkit's digit model ((N, 28, 28) -> (N, 10)) and a
+general image classifier of the issue-18 contract ((N, 24, 24, 3) raw pixels -> (N, 5),
+its copies carrying the contract; tests/_general_models.py), on the pixels of its contract.
 """
 
 from __future__ import annotations
@@ -43,19 +47,41 @@ _BAD_NAMES = {"onnx": "bad.onnx", "onnx_int8": "bad.int8.onnx", "tflite": "bad.t
               "keras": "bad.h5", "saved_model": "bad_saved_model"}
 
 
+@pytest.fixture(scope="module", params=["digit", "general"])
+def contract_export(request, tmp_path_factory):
+    """(export directory, pixels of its contract): the digit export, or a general one."""
+    if request.param == "digit":
+        return (request.getfixturevalue("export_dir"),
+                request.getfixturevalue("mnist_test")[0][:200].astype(np.float32))
+    from functools import partial
+
+    from _general_models import write_general_export
+    from digitkit.images.labelled import load_labelled
+    from digitkit.images.pixels import load_pixels_batch
+    from digitkit.model.contract import image_contract
+
+    image_set = request.getfixturevalue("image_set")
+    contract = image_contract(24, 24, 3, ("astronaut", "brick", "cat", "coffee", "coins"))
+    s = load_labelled(image_set, partial(load_pixels_batch, policy=contract.pixel_policy),
+                      per_class=40)
+    out = write_general_export(tmp_path_factory.mktemp("general") / "export", contract,
+                               s.pixels, labels=s.labels)
+    return out, s.pixels[::2]
+
+
 @pytest.fixture(scope="module")
-def copies(export_dir):
+def copies(contract_export):
     from digitkit.model.files import read_export_dir
 
-    return read_export_dir(export_dir)
+    return read_export_dir(contract_export[0])
 
 
 @pytest.fixture(scope="module")
-def reference(copies, mnist_test):
+def reference(copies, contract_export):
     """(pixels, the Keras source's probabilities on them)."""
     from digitkit.predictors.tf import KerasPredictor
 
-    x = mnist_test[0][:200].astype(np.float32)
+    x = contract_export[1]
     return x, KerasPredictor(copies.keras).predict(x)
 
 
@@ -76,7 +102,7 @@ def _bad_model(row, folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
-def test_load_is_lazy_once_and_returns_the_predictor(row, copies):
+def test_load_is_lazy_once_and_returns_the_predictor(row, copies, reference):
     _runnable(row)
     path = getattr(copies, row.copy)
     p = open_runtime(row.name, path, threads=1)
@@ -88,7 +114,7 @@ def test_load_is_lazy_once_and_returns_the_predictor(row, copies):
     p._load = lambda: (calls.append(1), real_load())[1]
     assert p.load() is p and p.loaded
     assert p.load() is p
-    p.predict(np.zeros((2, 28, 28), np.float32))
+    p.predict(np.zeros((2, *reference[0].shape[1:]), np.float32))
     assert calls == [1]
 
 
@@ -96,12 +122,13 @@ def test_load_is_lazy_once_and_returns_the_predictor(row, copies):
 def test_predict_gives_probabilities_that_agree_with_the_source(row, copies, reference):
     _runnable(row)
     x, ref = reference
+    k = ref.shape[1]
     p = open_runtime(row.name, getattr(copies, row.copy), threads=1)
     for n in (1, 7):  # a batch size the model was not loaded with, and back
         out = p.predict(x[:n])
-        assert out.shape == (n, 10) and out.dtype == np.float32
+        assert out.shape == (n, k) and out.dtype == np.float32
     probs = p.predict(x)
-    assert probs.shape == (len(x), 10) and probs.dtype == np.float32
+    assert probs.shape == (len(x), k) and probs.dtype == np.float32
     assert np.isfinite(probs).all() and (probs >= 0).all()
     fp32 = row.precision == "fp32"
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4 if fp32 else 1e-2)

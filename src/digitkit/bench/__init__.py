@@ -4,7 +4,9 @@ Method (after ONNX Runtime's perf_test and OpenVINO's benchmark_app):
 - every runtime runs in its own fresh process (`digitkit.bench.runner`), so load time is a
   cold load, peak RSS is that runtime's alone, and thread pools do not interfere;
 - every runtime gets the same thread count (`--threads`, default: the CPUs this process may
-  run on) and the same real inputs (MNIST test images, float32, made contiguous before timing);
+  run on) and the same real inputs (MNIST test images for digit models; for any other
+  classifier, its --calibration folder decoded by its pixel policy, else seeded random pixels
+  of its contract's input shape; float32, made contiguous before timing);
 - per batch size: one first call (reported), `--warmup` untimed calls, then timed calls for
   `--duration` seconds (at least a few calls) or exactly `--iterations` calls;
   throughput = images / wall seconds of the timed loop; latency percentiles per call;
@@ -60,16 +62,20 @@ def run_bench(config: BenchConfig, *, progress=lambda msg: None, warn=lambda msg
                     config.trust_model)
     runtime_plan = plan.plan_runtimes(models, runtimes, required, warn)
     image_paths = plan.find_images(config.images) if config.images else None
-    x_test, y_test, source = plan.mnist_test(config.data)
+    # The input shape, pipeline and classes come from the models' contract.
+    contract = plan.models_contract(models)
+    x_test, y_test, inputs = plan.contract_inputs(contract, config.calibration, config.data)
     x_check = x_test[:config.check_images]
     labels = y_test[:len(x_check)] if y_test is not None else None
 
-    record = report.new_record(config, command, f"MNIST test images ({len(x_test)}) from {source}",
+    record = report.new_record(config, command, inputs,
                                int(len(x_check)), len(image_paths) if image_paths else None)
     record["unavailable"] = unavailable
+    if not contract.is_digit:
+        record["model_contract"] = contract.to_dict()
     with tempfile.TemporaryDirectory(prefix="digitkit-bench-") as tmp:
         work = Path(tmp)
-        spec = runner.prepare(work, config, x_test, x_check, image_paths)
+        spec = runner.prepare(work, config, x_test, x_check, image_paths, contract)
         for m in models:
             files = {e: plan.copy_for(m, e) for e in runtime_plan[m.name]}
             results = runner.measure_model(m.name, files, spec, work, config.repeat, progress)

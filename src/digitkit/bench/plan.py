@@ -124,3 +124,48 @@ def mnist_test(data: str | os.PathLike | None):
     """(x_test uint8, y_test, source description): the inputs every runtime is timed on."""
     d = load_mnist(data)
     return d.x_test, d.y_test, d.source
+
+
+#: Stand-in inputs of a general classifier benched without --calibration: enough distinct
+#: images that no runtime times a cache-hot input, few enough that a 224x224x3 model's
+#: stay small (150 MB).
+STAND_IN_IMAGES = 256
+
+
+def models_contract(models: list[ModelCopies]):
+    """The one contract every model of a bench run is run under (its input shape, pipeline
+    and class names: `predictors.runnable.model_contract`, read from what each carries);
+    UsageError when they differ (they could not share inputs)."""
+    from digitkit.predictors.runnable import model_contract
+
+    found = {}
+    for m in models:
+        where = next(Path(getattr(m, c)) for c in m.COPIES if getattr(m, c) is not None)
+        found.setdefault(model_contract(where), m.name)
+    if len(found) > 1:
+        raise UsageError("the models of one bench run share their inputs: "
+                         + "; ".join(f"{name}: {c.input_text()}, {c.num_classes} classes"
+                                     for c, name in found.items()))
+    return next(iter(found))
+
+
+def contract_inputs(contract, calibration, data):
+    """(inputs, their labels or None, description): what every runtime is timed and checked
+    on. A labelled folder when --calibration names one (decoded as infer decodes for this
+    model, folders matched to its class names); else MNIST test images for digits, seeded
+    random pixels of the contract's shape for any other classifier (no accuracy)."""
+    import numpy as np
+
+    if calibration is not None:
+        from digitkit.images.labelled import load_labelled
+
+        s = load_labelled(calibration, images.decoder_for(contract), contract.class_names)
+        return (s.pixels, s.labels, f"{len(s):,} images of --calibration {calibration} "
+                f"({contract.num_classes} classes)")
+    if contract.is_digit:
+        x, y, source = mnist_test(data)
+        return x, y, f"MNIST test images ({len(x)}) from {source}"
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (STAND_IN_IMAGES, *contract.pixels_shape)).astype(np.float32)
+    return x, None, (f"{STAND_IN_IMAGES} random pixel images {contract.shape_text()} (no "
+                     "--calibration folder: no accuracy)")

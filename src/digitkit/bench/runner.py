@@ -44,11 +44,14 @@ EXIT_USER_ERROR = 3
 # ---------------------------------------------------------------------------- parent side
 
 def prepare(work: Path, config, x_test: np.ndarray, x_check: np.ndarray,
-            image_paths: list[Path] | None) -> dict:
-    """Write the shared inputs into `work`; return the spec every runtime's child gets."""
+            image_paths: list[Path] | None, contract=None) -> dict:
+    """Write the shared inputs into `work`; return the spec every runtime's child gets
+    (`contract`: the models', whose pixel policy decodes --images; None: digits)."""
     np.save(work / "inputs.npy", x_test)
     np.save(work / "check.npy", x_check)
+    policy = None if contract is None or contract.is_digit else contract.pixel_policy.to_dict()
     return {"threads": config.thread_count, "ort_spinning": config.ort_spinning,
+            "pixel_policy": policy,
             "batch_sizes": config.sizes, "warmup": config.warmup,
             "duration": config.timed_duration, "iterations": config.iterations,
             "inputs": str(work / "inputs.npy"), "check": str(work / "check.npy"),
@@ -119,7 +122,7 @@ def best_of(rounds: list[dict]) -> dict:
 # ---------------------------------------------------------------------------- child side
 
 def end_to_end(run, paths: list[str], batch: int, duration: float | None,
-               iterations: int | None) -> dict:
+               iterations: int | None, policy: dict | None = None) -> dict:
     """Decode and preprocess files, then infer, timed separately, batch by batch.
 
     Stops after one pass over the files or, like the timed loop, after `duration` seconds
@@ -130,6 +133,12 @@ def end_to_end(run, paths: list[str], batch: int, duration: float | None,
     # for --images runs, so that it is not part of every other child's peak RSS.
     from digitkit.images import load_image
 
+    if policy is not None:  # a general classifier: its own pixel pipeline
+        from functools import partial
+
+        from digitkit.images.pixels import PixelPolicy, load_pixels
+
+        load_image = partial(load_pixels, policy=PixelPolicy.from_dict(policy))
     pre = inf = 0.0
     top1 = []
     n = calls = 0
@@ -186,7 +195,8 @@ def measure(spec: dict) -> dict:
                             for s in range(0, len(check), CHECK_BATCH)])
     np.save(spec["predictions"], probs.astype(np.float32))
 
-    e2e = [end_to_end(run, spec["images"], b, spec.get("duration"), spec.get("iterations"))
+    e2e = [end_to_end(run, spec["images"], b, spec.get("duration"), spec.get("iterations"),
+                      spec.get("pixel_policy"))
            for b in spec["batch_sizes"]] if spec.get("images") else []
     return {
         "engine": spec["engine"],

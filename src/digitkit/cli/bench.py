@@ -50,6 +50,10 @@ from digitkit.cli.options import device_option, trust_model_option
                                   "(decode and preprocess, then infer). Repeatable.")
 @click.option("--data", default=None, type=click.Path(path_type=str),
               help="MNIST location (IDX directory or mnist.npz). [default: standard resolution]")
+@click.option("--calibration", default=None, type=click.Path(path_type=str), metavar="DIR",
+              help="A labelled folder (one subfolder per class, named like the model's "
+                   "classes): the images timed and the accuracy column. [default: MNIST test "
+                   "images for digit models; random pixels, no accuracy, for other classifiers]")
 @click.option("--check-images", type=int, default=DEFAULT_CHECK_IMAGES, show_default=True,
               metavar="N",
               help="Test images every runtime classifies for the top-1 cross-check.")

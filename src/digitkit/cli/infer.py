@@ -97,7 +97,8 @@ class _ByteSize(click.ParamType):
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--confusion-matrix", "confusion", type=click.Path(dir_okay=False, path_type=str),
               default=None, help="Also write the confusion matrix of files in class folders "
-                                 "(0..9): .png figure or .csv counts.")
+                                 "(named like the model's classes: 0..9 for digits): .png "
+                                 "figure or .csv counts.")
 @click.option("--engine", type=click.Choice(list(BATCH_ENGINES)), default=DEFAULT_ENGINE,
               show_default=True,
               help="Where the work runs: local processes, or a Ray cluster "
@@ -125,8 +126,13 @@ def command(paths, output, resume, force, confusion, quiet, num_workers, shard_s
     runs through digitkit's adapter, its input convention detected on MNIST test images
     (said once on stderr) or declared with the --input-* flags.
 
-    One row per file: path, label, confidence, top-k labels and probabilities, error (empty
-    on success). Files in folders named 0..9 also give an accuracy report at the end.
+    Any image classifier whose copy carries digitkit's contract (an export directory, an
+    ONNX copy's metadata, a Keras file's record) runs with no flags: files are decoded by
+    its pixel policy and rows carry its class names.
+
+    One row per file: path, label (the class name; digits for a digit model), confidence,
+    top-k labels and probabilities, error (empty on success). Files in folders named like
+    a class (0..9 for digits) also give an accuracy report at the end.
 
     \b
     Exit status: 0 all files classified; 3 some files failed (error rows written, the rest
@@ -173,8 +179,10 @@ def command(paths, output, resume, force, confusion, quiet, num_workers, shard_s
         if summary.labelled:
             save_confusion(summary, confusion, force=force)
         else:
-            click.echo("warning: no files in class folders (0..9): no confusion matrix written",
-                       err=True)
+            folders = ("0..9" if summary.class_names is None
+                       else "named like the model's classes")
+            click.echo(f"warning: no files in class folders ({folders}): no confusion matrix "
+                       "written", err=True)
     if not quiet:
         # The report goes where it cannot corrupt the rows.
         click.echo(format_summary(summary), err=to_stdout)

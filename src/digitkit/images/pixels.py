@@ -213,6 +213,19 @@ def load_pixels_batch(paths: list, policy: PixelPolicy, max_file_size: int = MAX
     return kept(buf, reasons), reasons
 
 
+@dataclass(frozen=True)
+class PolicyDecoder:
+    """`load_pixels_batch` under one policy, called as the digit decoder is
+    (`decode.load_images(paths, max_file_size, on_file)`): what the engines' workers and the
+    Ray actors run for a general classifier. A value, so it pickles to every worker."""
+
+    policy: PixelPolicy
+
+    def __call__(self, paths: list, max_file_size: int = MAX_FILE_SIZE,
+                 on_file: Callable[[], object] | None = None) -> tuple[np.ndarray, list[str]]:
+        return load_pixels_batch(paths, self.policy, max_file_size, on_file)
+
+
 # -- the steps -----------------------------------------------------------------------------
 
 
@@ -289,4 +302,5 @@ def _luma(c: tuple[int, int, int]) -> int:
     return Image.new("RGB", (1, 1), c).convert("L").getpixel((0, 0))
 
 
-__all__ = ["FORMATS", "PixelPolicy", "load_pixels", "load_pixels_batch", "pixels_from_bytes"]
+__all__ = ["FORMATS", "PixelPolicy", "PolicyDecoder", "load_pixels", "load_pixels_batch",
+           "pixels_from_bytes"]

@@ -78,7 +78,8 @@ def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferS
                         spec.limits.max_file_size, serving.name, serving.precision,
                         choice=choice and choice.record,
                         sha256=choice.sha256 if choice and choice.path == serving.path else None)
-    spec = replace(spec, model=runnable.path)
+    spec = replace(spec, model=runnable.path, contract=runnable.contract)
+    names = spec.names
     served = {"runtime": serving.name, "precision": serving.precision}
     eng = get_engine(spec.engine)
     eng.check(spec)  # a missing extra or a bad model fails before any work
@@ -106,7 +107,8 @@ def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferS
     spec = replace(spec, fmt=fmt.name)
     if fmt.stdout_refused and out is None:
         raise UsageError(fmt.stdout_refused)
-    summary = InferSummary(output=None if out is None else str(out), **served)
+    summary = InferSummary(output=None if out is None else str(out), class_names=names,
+                           **served)
     done = DoneSet()  # 16 bytes a row: resume over millions of rows stays small
     append_at = None
     if resume and out is not None and out.exists():
@@ -116,7 +118,7 @@ def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferS
         found = read_record(out, fmt)
         if found is not None:  # a mismatch is refused before the (long) scan
             check_resume(out, found, record, has_rows=True)
-        append_at = fmt.scan(out, _seen)
+        append_at = fmt.scan(out, _seen, names)
         check_resume(out, found, record, has_rows=bool(summary.total))
 
     paths = find(inputs)

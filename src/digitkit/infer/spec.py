@@ -91,6 +91,10 @@ class InferSpec:
         `run_infer` resolves it once and every engine runs the adapted copy.
     trust_model: run a model the model layer's safety rule refuses (model.safety: Keras
         layers that run code, a SavedModel graph that does more than compute).
+    contract: the model contract the files are decoded and named by (a
+        `digitkit.model.contract.ModelContract`); None: read from the model
+        (`predictors.runnable.model_contract`). `run_infer` resolves it once, with the copy
+        that runs, and every engine, worker and actor receives it.
     """
 
     model: str | os.PathLike
@@ -107,6 +111,23 @@ class InferSpec:
     data: str | os.PathLike | None = None
     trust_model: bool = False
     device: str = "cpu"
+    contract: object = None
+
+    @property
+    def resolved_contract(self):
+        """The contract (`contract`, else what the model carries: one read of its file)."""
+        if self.contract is not None:
+            return self.contract
+        from digitkit.predictors.runnable import model_contract
+
+        return model_contract(self.model)
+
+    @property
+    def names(self) -> tuple[str, ...] | None:
+        """The class names rows carry (None: a digit model's digits)."""
+        from digitkit.infer.results.rows import row_names
+
+        return row_names(self.resolved_contract)
 
     def __post_init__(self):
         from digitkit.predictors.runtimes import parse_device

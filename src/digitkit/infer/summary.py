@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitkit.images import class_label_of
-from digitkit.infer.results.rows import Row, RowCounts
+from digitkit.infer.results.rows import Row, RowCounts, class_index, class_of
 
 
 @dataclass
@@ -23,8 +22,21 @@ class InferSummary:
     precision: str | None = None
     #: confusion counts over files in class-named folders: [true, predicted]
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((10, 10), np.int64))
+    #: the class names rows carry (None: a digit model's digits; `rows.row_names`)
+    class_names: tuple[str, ...] | None = None
     #: (folder, its class label) of the last resumed row: see add_resumed
     _folder: tuple = field(default=(None, None), repr=False, compare=False)
+
+    def __post_init__(self):
+        k = len(self.names)
+        if self.confusion.shape != (k, k):
+            self.confusion = np.zeros((k, k), np.int64)
+        self._index = class_index(self.names)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The classes, in output order (digits: "0".."9")."""
+        return self.class_names or tuple(str(d) for d in range(10))
 
     @property
     def total(self) -> int:
@@ -59,10 +71,13 @@ class InferSummary:
         path = row.path
         head = path[:path.rfind(os.sep) + 1]
         if head != self._folder[0]:
-            self._folder = (head, class_label_of(path))
+            self._folder = (head, class_of(path, self.class_names, self._index))
         truth = self._folder[1]
-        if truth is not None and row.label is not None and 0 <= row.label < 10:
-            self.confusion[truth, row.label] += 1
+        if truth is None or row.label is None:
+            return
+        predicted = self._index.get(str(row.label))
+        if predicted is not None:
+            self.confusion[truth, predicted] += 1
 
 
 def format_summary(summary: InferSummary) -> str:
@@ -79,17 +94,21 @@ def format_summary(summary: InferSummary) -> str:
         lines.append(f"accuracy over {summary.labelled:,} files in class folders: "
                      f"{summary.accuracy:.4f}")
         lines.append("")
-        lines.append(classification_report_from_confusion(summary.confusion))
+        lines.append(classification_report_from_confusion(summary.confusion, summary.class_names))
     return "\n".join(lines)
 
 
-def classification_report_from_confusion(cm: np.ndarray) -> str:
-    """Per-class precision/recall/F1 from confusion counts, in the report's one layout."""
+def classification_report_from_confusion(cm: np.ndarray, names=None) -> str:
+    """Per-class precision/recall/F1 from confusion counts, in the report's one layout;
+    `names`: the classes (None: the digits)."""
     from digitkit.reports import classification_report
 
-    y_true = np.repeat(np.repeat(np.arange(10), 10), cm.ravel())
-    y_pred = np.repeat(np.tile(np.arange(10), 10), cm.ravel())
-    return classification_report(y_true, y_pred)
+    k = len(cm)
+    y_true = np.repeat(np.repeat(np.arange(k), k), cm.ravel())
+    y_pred = np.repeat(np.tile(np.arange(k), k), cm.ravel())
+    if names is None:
+        return classification_report(y_true, y_pred)
+    return classification_report(y_true, y_pred, target_names=list(names))
 
 
 def save_confusion(summary: InferSummary, path: str | os.PathLike, force: bool = False) -> Path:
@@ -100,13 +119,21 @@ def save_confusion(summary: InferSummary, path: str | os.PathLike, force: bool =
     guard_output(p, force)
     cm = summary.confusion
     if p.suffix.lower() == ".csv":
-        text = "true\\pred," + ",".join(map(str, range(10))) + "\n" + "".join(
-            f"{t}," + ",".join(map(str, cm[t])) + "\n" for t in range(10))
+        import csv
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["true\\pred", *summary.names])
+        for t, name in enumerate(summary.names):
+            w.writerow([name, *cm[t]])
+        text = buf.getvalue()
         with atomic_path(p) as tmp:
-            tmp.write_text(text)
+            tmp.write_text(text, encoding="utf-8")
         return p
     from digitkit.reports import save_confusion_matrix_png
 
     with atomic_path(p) as tmp:
-        save_confusion_matrix_png(cm, tmp, f"Confusion matrix ({summary.labelled:,} images)")
+        save_confusion_matrix_png(cm, tmp, f"Confusion matrix ({summary.labelled:,} images)",
+                                  target_names=list(summary.names))
     return p

@@ -12,6 +12,10 @@ models the answer needs a few fields of the protobuf wire format: the graph's in
 model carrying its convention, a foreign model, any encoding it does not follow to the letter:
 repeated singular fields, groups, undecodable names, a damaged file) gives None, and the
 caller takes the onnx path, with its answers and its error messages, as before.
+
+`read_ends` / `read_metadata` read the same way the metadata_props and the graph's ends: the
+contract a general classifier's copy records there (issue 18) is read from them when a
+command opens it (`digitkit.predictors.runnable.model_contract`), again without onnx.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ _TYPE_TENSOR, _TYPE_DENOTATION = 1, 6
 _TENSOR_ELEM_TYPE, _TENSOR_SHAPE = 1, 2
 _SHAPE_DIM = 1
 _DIM_VALUE, _DIM_PARAM, _DIM_DENOTATION = 1, 2, 3
-_ENTRY_KEY = 1
+_ENTRY_KEY, _ENTRY_VALUE = 1, 2
 _GRAPH_NODE, _NODE_OP_TYPE = 1, 4
 
 
@@ -73,6 +77,57 @@ def op_types(path: str | os.PathLike) -> set[str] | None:
             return ops
     except (OSError, ValueError, _Unsure):
         return None
+
+
+def read_ends(path: str | os.PathLike) -> OnnxEnds | None:
+    """The metadata_props and graph ends of the .onnx file at `path`, read from its bytes
+    (no onnx import); None when this reader cannot follow them (the caller then asks the
+    onnx package, or treats the file as recording nothing)."""
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            return _ends(buf)
+    except (OSError, ValueError, _Unsure):
+        return None
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str] | None:
+    """The metadata_props of the .onnx file at `path` as {key: value} (what
+    `digitkit.model.contract.contract_from_metadata` reads a contract from); None when the
+    bytes are not what this reader follows."""
+    ends = read_ends(path)
+    return None if ends is None else ends.metadata
+
+
+class OnnxEnds:
+    """What a graph shows from outside: metadata_props, its inputs (initializers left out)
+    and outputs as (name, dims), dims as onnx gives them (None: no dim_value)."""
+
+    __slots__ = ("metadata", "inputs", "outputs")
+
+    def __init__(self, metadata: dict, inputs: list, outputs: list):
+        self.metadata, self.inputs, self.outputs = metadata, inputs, outputs
+
+
+def _ends(buf) -> OnnxEnds:
+    graph, metadata = None, {}
+    for field, wire, a, b in _fields(buf, 0, len(buf)):
+        if field == _MODEL_GRAPH:
+            _need(wire == _LEN and graph is None)
+            graph = (a, b)
+        elif field == _MODEL_METADATA:
+            _need(wire == _LEN)
+            key = _singular_string(buf, a, b, _ENTRY_KEY)
+            metadata[key] = _singular_string(buf, a, b, _ENTRY_VALUE)
+    _need(graph is not None)
+    initializers, inputs, outputs = set(), [], []
+    for field, wire, a, b in _fields(buf, *graph):
+        if field == _GRAPH_INITIALIZER:
+            _need(wire == _LEN)
+            initializers.add(_singular_string(buf, a, b, _TENSOR_NAME))
+        elif field in (_GRAPH_INPUT, _GRAPH_OUTPUT):
+            _need(wire == _LEN)
+            (inputs if field == _GRAPH_INPUT else outputs).append(_value_info(buf, a, b))
+    return OnnxEnds(metadata, [(n, d) for n, d in inputs if n not in initializers], outputs)
 
 
 def _contract(buf) -> bool:

@@ -30,8 +30,9 @@ if TYPE_CHECKING:  # numpy only for the annotations: the protocol imports nothin
 class Predictor(Protocol):
     """Pixels in, probabilities out, on one runtime.
 
-    predict: float32 pixels `(N, 28, 28)` on the contract's 0..255 scale (the model layer's
-        `model.contract`) -> float32 probabilities `(N, 10)`.
+    predict: float32 raw pixels `(N, *contract.pixels_shape)` on the contract's 0..255
+        scale (the model layer's `model.contract`: `(N, 28, 28)` for digits, `(N, H, W, C)`
+        for a general classifier) -> float32 probabilities `(N, K)`.
     load: open the runtime now (it opens on the first `predict` otherwise); returns self.
     runtime: the runtime family it runs on ("onnxruntime", "openvino", "litert",
         "tensorflow"), as records and messages name it.
@@ -44,6 +45,21 @@ class Predictor(Protocol):
     def load(self) -> Predictor: ...
 
     def predict(self, pixels: np.ndarray) -> np.ndarray: ...
+
+
+def reshapes_to(got: tuple, want: tuple | None) -> bool:
+    """Whether pixels of shape `got` (after the batch dimension) become a model input of
+    static shape `want` by a reshape alone, the values in the same order: flattened, or a
+    unit channel axis added or dropped ((28, 28) -> (784,) or (28, 28, 1)). Never a
+    transposition: (H, W, 3) does not become (3, H, W)."""
+    import math
+
+    if want is None or got == want:
+        return False
+    if math.prod(got) != math.prod(want):
+        return False
+    return (len(want) == 1 or len(got) == 1
+            or [d for d in got if d != 1] == [d for d in want if d != 1])
 
 
 class LazyPredictor:

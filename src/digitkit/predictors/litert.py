@@ -17,7 +17,7 @@ import numpy as np
 from digitkit.environment import usable_cpus
 from digitkit.errors import ModelError, missing_extra, one_line
 from digitkit.model.contract import OUTPUT_NAME
-from digitkit.predictors.base import LazyPredictor
+from digitkit.predictors.base import LazyPredictor, reshapes_to
 
 #: Ops that mean weights were left as resource variables instead of frozen into the
 #: flatbuffer. The interpreter reads such variables as zeros (a copy scoring ~10%), or fails.
@@ -113,7 +113,7 @@ class LiteRTPredictor(LazyPredictor):
         self.load()
         x = np.ascontiguousarray(pixels, dtype=np.float32)
         shape = tuple(int(d) for d in self._input["shape_signature"][1:])
-        if x.shape[1:] != shape and int(np.prod(x.shape[1:])) == int(np.prod(shape)):
+        if x.shape[1:] != shape and reshapes_to(x.shape[1:], shape):
             x = x.reshape((len(x), *shape))  # a copy that flattens or adds a channel
         if len(x) != self._batch:
             self._interp.resize_tensor_input(self._input["index"], [len(x), *shape],

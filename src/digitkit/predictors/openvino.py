@@ -23,7 +23,7 @@ import numpy as np
 from digitkit.environment import usable_cpus
 from digitkit.errors import DependencyError, ModelError, missing_extra, one_line
 from digitkit.model.contract import OUTPUT_NAME
-from digitkit.predictors.base import LazyPredictor
+from digitkit.predictors.base import LazyPredictor, reshapes_to
 from digitkit.predictors.runtimes import DEFAULT_DEVICE, device_index, device_kind
 
 #: digitkit precision name -> OpenVINO inference precision and the CPU capability it needs.
@@ -122,7 +122,8 @@ class OpenVinoPredictor(LazyPredictor):
     def outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         self.load()
         x = np.ascontiguousarray(pixels, dtype=np.float32)
-        if self._shape is not None and x.shape[1:] != self._shape:
+        if self._shape is not None and x.shape[1:] != self._shape \
+                and reshapes_to(x.shape[1:], self._shape):
             x = x.reshape((len(x), *self._shape))
         result = self._request.infer({0: x})
         # Copies: the request owns its output buffers and reuses them on the next call.
@@ -136,6 +137,6 @@ class OpenVinoPredictor(LazyPredictor):
 
 def _feature_shape(partial_shape) -> tuple | None:
     dims = [d.get_length() if d.is_static else None for d in list(partial_shape)[1:]]
-    if all(dims) and int(np.prod(dims)) == 784:
+    if dims and all(dims):
         return tuple(dims)
     return None

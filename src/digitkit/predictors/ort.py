@@ -18,7 +18,7 @@ import numpy as np
 
 from digitkit.errors import DependencyError, ModelError, one_line
 from digitkit.model.contract import OUTPUT_NAME
-from digitkit.predictors.base import LazyPredictor
+from digitkit.predictors.base import LazyPredictor, reshapes_to
 from digitkit.predictors.runtimes import DEFAULT_DEVICE, device_index, device_kind
 
 #: --device kind -> the execution provider that must run the session. "gpu" is CUDA: the
@@ -224,15 +224,17 @@ class OnnxPredictor(LazyPredictor):
     def _fit(self, pixels) -> np.ndarray:
         x = pixels if (type(pixels) is np.ndarray and pixels.dtype == np.float32) \
             else np.asarray(pixels, dtype=np.float32)
-        if self._input_shape is not None and self._input_shape != x.shape[1:]:
+        if self._input_shape is not None and self._input_shape != x.shape[1:] \
+                and reshapes_to(x.shape[1:], self._input_shape):
             # Accept exports that flatten (N, 784) or add a channel (N, 28, 28, 1).
             x = x.reshape((len(x),) + self._input_shape)
         return x
 
 
 def _static_feature_shape(shape) -> tuple | None:
+    """The input's shape after the batch dimension when all of it is static."""
     dims = tuple(shape[1:])
-    if all(isinstance(d, int) and d > 0 for d in dims) and int(np.prod(dims)) == 784:
+    if dims and all(isinstance(d, int) and d > 0 for d in dims):
         return dims
     return None
 

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from digitkit.model.contract import INPUT_SHAPE, OUTPUT_NAME
+from digitkit.model.contract import OUTPUT_NAME
 from digitkit.model.loading import import_tensorflow, load_keras_model, load_savedmodel
 from digitkit.predictors.base import LazyPredictor
 
@@ -84,12 +84,19 @@ class KerasPredictor(LazyPredictor):
         self._fn = None
 
     def _load(self):
+        from digitkit.predictors.runnable import model_contract
+
         tf = configure_threads(self.threads)
-        model = load_keras_model(self.model_path, self.trust_model)
+        # Held to the contract it carries (a general classifier's embedded record or its
+        # export directory's), else to the digit contract, as every Keras file was before.
+        contract = model_contract(self.model_path)
+        model = load_keras_model(self.model_path, self.trust_model, check_contract=False)
+        contract.check_keras(self.model_path, model)
         if self.mode == "predict":
             self._fn = lambda x: model.predict(x, batch_size=len(x), verbose=0)
         elif self.mode == "function":
-            @tf.function(input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)],
+            @tf.function(input_signature=[tf.TensorSpec((None, *contract.input_shape),
+                                                        tf.float32)],
                          reduce_retracing=True)
             def call(x):
                 return model(x, training=False)

@@ -24,8 +24,9 @@ DEFAULT_HOST = "127.0.0.1"
 def convention_note(path: str | os.PathLike, flags=None) -> str | None:
     """What `view` says about a model made elsewhere, cheaply (no runtime, no data): the input
     convention the flags declare (digitkit.model.conventions.ConventionFlags), or the one an
-    adapted ONNX records in its metadata, or that it is not digitkit's contract. None for
-    digitkit's own models (nothing to say)."""
+    adapted ONNX records in its metadata, or that it is not digitkit's contract; for a
+    general image classifier carrying its contract: its classes, input size and pixel policy
+    (`contract_note`). None for digitkit's own digit models (nothing to say)."""
     from digitkit.model.conventions import DECLARE_HINT, declared_convention
     from digitkit.predictors.adapted import FOREIGN, contract_status, stated_input_shape
     from digitkit.predictors.runnable import describe_flags
@@ -38,6 +39,9 @@ def convention_note(path: str | os.PathLike, flags=None) -> str | None:
             declared = declared_convention(flags, shape)
             return f"{name}: declared input convention {declared.describe(full=True)}"
         return f"{name}: declared input convention: {describe_flags(flags)}"
+    general = contract_note(model.path)
+    if general is not None:
+        return general
     if model.kind not in (ONNX, KERAS_H5, KERAS_V3):
         return None  # a SavedModel's signature needs TensorFlow to read: not worth it here
     try:
@@ -52,6 +56,29 @@ def convention_note(path: str | os.PathLike, flags=None) -> str | None:
                 "'probabilities'); `digitkit infer`, `bench` and `export` detect its input "
                 f"convention on MNIST test images, or {DECLARE_HINT}")
     return None
+
+
+#: Class names a note shows before "...".
+_NAMES_SHOWN = 5
+
+
+def contract_note(path: str | os.PathLike) -> str | None:
+    """What `view` says of a general image classifier that carries its contract (ONNX
+    metadata, an embedded record, its export directory's export.json), read without a
+    runtime: how many classes and the first names, the input size and channels, and the
+    pixel policy files go through. None for digit models and models carrying none."""
+    from digitkit.predictors.runnable import carried_contract
+
+    try:
+        c = carried_contract(path)
+    except DigitkitError:
+        return None  # a damaged record: the loaders say so when the model is run
+    if c is None or c.is_digit:
+        return None
+    names = ", ".join(c.class_names[:_NAMES_SHOWN])
+    more = ", ..." if c.num_classes > _NAMES_SHOWN else ""
+    return (f"{Path(path).name}: image classifier, {c.num_classes} classes ({names}{more}); "
+            f"input {c.input_text()}; files: {c.preprocessing.summary}")
 
 
 class NetronViewer:

@@ -24,6 +24,9 @@ Design, for throughput at bounded memory:
   main process (TensorFlow in forked workers is asking for trouble); the workers then only
   decode.
 - Results are consumed in submission order, so rows come out in input order.
+- Files become the model's pixels by its contract (`spec.contract`, resolved once by
+  `run_infer`): the MNIST digit decoder for digit models, the contract's pixel policy
+  (`digitkit.images.pixels`) for any other classifier; rows carry its class names.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import numpy as np
 
 from digitkit.environment import usable_cpus
 from digitkit.errors import UsageError
-from digitkit.images import MAX_FILE_SIZE, iter_image_paths, load_images
+from digitkit.images import MAX_FILE_SIZE, decoder_for, iter_image_paths, no_pixels
 from digitkit.infer.pool.isolation import (
     Crash,
     FileTimer,
@@ -46,6 +49,7 @@ from digitkit.infer.pool.isolation import (
     start_forkserver,
 )
 from digitkit.infer.results.formats import DEFAULT_FORMAT, encode_predictions, join_encoded
+from digitkit.infer.results.rows import row_names
 from digitkit.infer.spec import DEFAULT_BATCH_SIZE, BatchEngine, EncodedRows, InferSpec
 from digitkit.predictors import regime_settings
 from digitkit.predictors.serving import forkable, open_serving, serving_model
@@ -77,20 +81,22 @@ def check(spec: InferSpec) -> None:
 
 def classify_encoded(predictor, paths: list, top_k: int, fmt: str,
                      max_file_size: int = MAX_FILE_SIZE, timer: FileTimer | None = None,
-                     batch_size: int = DEFAULT_BATCH_SIZE) -> EncodedRows:
-    """Decode, classify and encode `paths` in this process; bad files get error rows."""
-    pixels, reasons = load_images(paths, max_file_size, timer and timer.on_file)
+                     batch_size: int = DEFAULT_BATCH_SIZE, contract=None) -> EncodedRows:
+    """Decode, classify and encode `paths` in this process; bad files get error rows.
+    `contract`: the model's (decoder and class names; None: digits)."""
+    pixels, reasons = decoder_for(contract)(paths, max_file_size, timer and timer.on_file)
     if timer is not None:
         timer.stop()  # the limit is for decoding; the batch's inference is not a file's
     return encode_predictions(paths, reasons, predict_batches(predictor, pixels, batch_size),
-                              top_k, fmt)
+                              top_k, fmt, row_names(contract))
 
 
 def predict_batches(predictor, pixels: np.ndarray, batch_size: int) -> np.ndarray | None:
-    """Probabilities for `pixels` (uint8), `batch_size` images per inference call."""
+    """Probabilities for `pixels` (digits' uint8, or float32), `batch_size` images per
+    inference call."""
     if not len(pixels):
         return None
-    x = pixels.astype(np.float32)
+    x = pixels if pixels.dtype == np.float32 else pixels.astype(np.float32)
     if len(x) <= batch_size:
         return predictor.predict(x)
     return np.concatenate([predictor.predict(x[i:i + batch_size])
@@ -102,6 +108,8 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
     process; otherwise the model runs in the workers, TensorFlow here."""
     workers = usable_cpus() if spec.workers is None else spec.workers
     fmt, top_k, limits = spec.fmt or DEFAULT_FORMAT, spec.top_k, spec.limits
+    contract = spec.resolved_contract
+    names, decode, empty = row_names(contract), decoder_for(contract), no_pixels(contract)
     # The same rule `bench` measures: every core, spinning only for small batches (at chunk
     # sizes the decoders' cores are not spun on).
     serving = serving_model(spec.model, spec.runtime, spec.precision)
@@ -119,19 +127,19 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
     if workers == 0:  # everything here, as asked
         for chunk in chunks:
             yield classify_encoded(predictor, chunk, top_k, fmt, limits.max_file_size,
-                                   batch_size=batch)
+                                   batch_size=batch, contract=contract)
         return
 
     def predict_here(chunk, parts):  # workers that only decode: the model runs here
-        pixels, reasons = join_decoded(parts)
+        pixels, reasons = join_decoded(parts, empty)
         return encode_predictions(chunk, reasons, predict_batches(predictor, pixels, batch),
-                                  top_k, fmt)
+                                  top_k, fmt, names)
 
     if len(first) < task and in_workers and _CAN_FORK:
         # All of it is one task: one worker, forked from this process (a fork is cheap; a
         # worker from the forkserver pays its imports first), that only decodes; the model runs
         # here. Nothing has loaded the runtime or started threads of ours yet.
-        with WorkerPool(1, decode_worker, (limits.max_file_size,), limits.file_timeout,
+        with WorkerPool(1, decode_worker, (limits.max_file_size, decode), limits.file_timeout,
                         context="fork") as pool:
             for chunk, parts in pool.map(chunks, 1):
                 yield predict_here(chunk, parts)
@@ -143,14 +151,15 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
     start_workers_early()
     if in_workers:
         setup = (_classify_worker, (str(serving.path), serving.runtime, top_k, fmt,
-                                    limits.max_file_size, batch, spec.device))
+                                    limits.max_file_size, batch, spec.device, contract))
 
         def finish(chunk, parts):
             return join_encoded([
-                encode_predictions(chunk[lo:hi], [v.reason] * (hi - lo), None, top_k, fmt)
+                encode_predictions(chunk[lo:hi], [v.reason] * (hi - lo), None, top_k, fmt,
+                                   names)
                 if isinstance(v, Crash) else v for lo, hi, v in parts], fmt)
     else:
-        setup, finish = (decode_worker, (limits.max_file_size,)), predict_here
+        setup, finish = (decode_worker, (limits.max_file_size, decode)), predict_here
 
     with WorkerPool(workers, *setup, limits.file_timeout) as pool:
         for chunk, parts in pool.map(chunks, 2 * workers + 2):
@@ -173,14 +182,16 @@ def start_workers_early() -> None:
 
 
 def _classify_worker(model_path: str, runtime: str | None, top_k: int, fmt: str,
-                     max_file_size: int, batch_size: int, device: str = "cpu"):
+                     max_file_size: int, batch_size: int, device: str = "cpu",
+                     contract=None):
     """A WorkerPool setup: the worker's own predictor (one thread, no spinning), loaded once,
     before the worker reports ready (a model that does not load fails the run, not a file)."""
     predictor = open_serving(model_path, runtime, 1, spinning=False,
                              settings=_WORKER_ORT, device=device).load()
 
     def work(paths: list, timer: FileTimer) -> EncodedRows:
-        return classify_encoded(predictor, paths, top_k, fmt, max_file_size, timer, batch_size)
+        return classify_encoded(predictor, paths, top_k, fmt, max_file_size, timer, batch_size,
+                                contract)
 
     return work
 

@@ -108,7 +108,7 @@ def ray_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]:
             compute=ray.data.ActorPoolStrategy(size=actor_count(ray, spec.workers, n_blocks)),
             batch_size=batch_size, batch_format="numpy", num_cpus=1)
         for batch in _in_order(ds.iter_batches(batch_size=None, batch_format="numpy")):
-            yield encode_batch(batch, top_k, fmt)
+            yield encode_batch(batch, top_k, fmt, model.names)
 
 
 def _in_order(batches: Iterable[dict]) -> Iterator[dict]:
@@ -127,10 +127,13 @@ def _in_order(batches: Iterable[dict]) -> Iterator[dict]:
         yield heapq.heappop(heap)[2]
 
 
-def encode_batch(batch: dict, top_k: int, fmt: str) -> EncodedRows:
-    """The rows of one batch of actor results, in format `fmt`."""
+def encode_batch(batch: dict, top_k: int, fmt: str,
+                 names: tuple[str, ...] | None = None) -> EncodedRows:
+    """The rows of one batch of actor results, in format `fmt`; `names`: the class names
+    rows carry (None: digits)."""
     return encode_classified([path_str(p) for p in batch["path"]],
-                             [str(r) for r in batch["reason"]], batch["probs"], top_k, fmt)
+                             [str(r) for r in batch["reason"]], batch["probs"], top_k, fmt,
+                             names)
 
 
 class RayEngine(BatchEngine):

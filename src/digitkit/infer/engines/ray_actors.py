@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from digitkit.errors import DependencyError, UsageError
+from digitkit.images import decoder_for, no_pixels
 from digitkit.infer.pool.isolation import (
     WorkerPool,
     decode_worker,
@@ -25,7 +26,7 @@ from digitkit.infer.pool.isolation import (
     start_forkserver,
 )
 from digitkit.infer.results.formats import encode_predictions
-from digitkit.infer.results.rows import EncodedRows
+from digitkit.infer.results.rows import EncodedRows, row_names
 from digitkit.infer.spec import DEFAULT_BATCH_SIZE, InferSpec, InputLimits
 from digitkit.infer.storage.uri_inputs import decode_uris, is_uri
 from digitkit.predictors import regime_settings
@@ -67,13 +68,20 @@ def actor_predictor(spec: InferSpec):
 
 @dataclass(frozen=True)
 class ModelPayload:
-    """What every actor gets: the model file's bytes and name, and the runtime table row
-    that runs it (None: ONNX Runtime, the .onnx file's natural runtime)."""
+    """What every actor gets: the model file's bytes and name, the runtime table row
+    that runs it (None: ONNX Runtime, the .onnx file's natural runtime), and the contract
+    its files are decoded and named by (resolved on the driver; None: digits)."""
 
     data: bytes
     name: str
     runtime: str | None
     device: str = "cpu"  # --device (predictors.runtimes.parse_device)
+    contract: object = None
+
+    @property
+    def names(self) -> tuple[str, ...] | None:
+        """The class names rows carry (None: digits)."""
+        return row_names(self.contract)
 
 
 def model_payload(spec: InferSpec) -> ModelPayload:
@@ -82,7 +90,8 @@ def model_payload(spec: InferSpec) -> ModelPayload:
     predictor = actor_predictor(spec).load()
     path = Path(predictor.model_path)
     return ModelPayload(path.read_bytes(), path.name,
-                        serving_model(path, spec.runtime, spec.precision).runtime, spec.device)
+                        serving_model(path, spec.runtime, spec.precision).runtime, spec.device,
+                        spec.resolved_contract)
 
 
 def actor_count(ray, workers: int | None, units: int) -> int:
@@ -142,11 +151,12 @@ def data_context(ray, preserve_order: bool = True):
 
 
 def encode_classified(paths: list[str], reasons: list[str], probs: np.ndarray, top_k: int,
-                      fmt: str) -> EncodedRows:
+                      fmt: str, names: tuple[str, ...] | None = None) -> EncodedRows:
     """The rows of files an actor classified (`RayClassifier.classify`: probabilities of
-    failed files are NaN placeholders, left out here)."""
+    failed files are NaN placeholders, left out here); `names` as `ModelPayload.names`."""
     good = np.array([not r for r in reasons], dtype=bool)
-    return encode_predictions(paths, reasons, probs[good] if good.any() else None, top_k, fmt)
+    return encode_predictions(paths, reasons, probs[good] if good.any() else None, top_k, fmt,
+                              names)
 
 
 def classifier_class(model: ModelPayload, limits: InputLimits | None = None):
@@ -156,13 +166,16 @@ def classifier_class(model: ModelPayload, limits: InputLimits | None = None):
     worker): a file that crashes or hangs the decoder costs that file an error row, as in
     the local engine, instead of killing the actor and, with it, the dataset."""
     limits = limits or InputLimits()
+    contract = model.contract
+    k = 10 if contract is None else contract.num_classes
 
     class RayClassifier:
         def __init__(self):
             import tempfile
 
             start_forkserver(_DECODER_PRELOAD)
-            self._decoder = WorkerPool(1, decode_worker, (limits.max_file_size,),
+            self._decoder = WorkerPool(1, decode_worker,
+                                       (limits.max_file_size, decoder_for(contract)),
                                        limits.file_timeout)
 
             self._scratch = Path(tempfile.mkdtemp(prefix="digitkit-ray-"))
@@ -175,21 +188,23 @@ def classifier_class(model: ModelPayload, limits: InputLimits | None = None):
 
         def _decode(self, paths: list[str]):
             _, parts = next(self._decoder.map([paths], 1))
-            return join_decoded(parts)
+            return join_decoded(parts, no_pixels(contract))
 
         def classify(self, paths: list[str]) -> tuple[list[str], np.ndarray]:
-            """Each file's error reason ("" when good) and probabilities, (n, 10) float32,
+            """Each file's error reason ("" when good) and probabilities, (n, K) float32,
             NaN for a failed file."""
             uris = [i for i, p in enumerate(paths) if is_uri(p)]
             if uris:
                 pixels, reasons = _decode_mixed(paths, uris, self._scratch, self._filesystems,
-                                                self._decode, limits.max_file_size)
+                                                self._decode, limits.max_file_size,
+                                                no_pixels(contract))
             else:
                 pixels, reasons = self._decode(paths)
-            probs = np.full((len(paths), 10), np.nan, np.float32)
+            probs = np.full((len(paths), k), np.nan, np.float32)
             if len(pixels):
                 good = np.array([not r for r in reasons])
-                probs[good] = self._predictor.predict(pixels.astype(np.float32))
+                probs[good] = self._predictor.predict(
+                    pixels if pixels.dtype == np.float32 else pixels.astype(np.float32))
             return reasons, probs
 
     return RayClassifier
@@ -201,7 +216,7 @@ def path_str(p) -> str:
     return os.fsdecode(p) if isinstance(p, (bytes, bytearray)) else str(p)
 
 
-def _decode_mixed(paths, uri_idx, scratch, filesystems, decode, max_file_size):
+def _decode_mixed(paths, uri_idx, scratch, filesystems, decode, max_file_size, empty):
     if len(uri_idx) == len(paths):
         return decode_uris(paths, scratch, filesystems, decode, max_file_size)
     # Rare (local and object-store inputs in one run): decode each kind, merge in order.
@@ -217,5 +232,5 @@ def _decode_mixed(paths, uri_idx, scratch, filesystems, decode, max_file_size):
         reasons[i] = r
     it_u, it_l = iter(px_u), iter(px_l)
     arrays = [next(it_u if i in uri_set else it_l) for i in range(len(paths)) if not reasons[i]]
-    pixels = np.stack(arrays) if arrays else np.zeros((0, 28, 28), np.uint8)
+    pixels = np.stack(arrays) if arrays else empty
     return pixels, reasons

@@ -94,7 +94,7 @@ def _shard_worker_class(model: ModelPayload, task: _Task, limits):
                 reasons.extend(r)
                 probs.append(p)
             return encode_classified(paths, reasons, np.concatenate(probs), task.top_k,
-                                     task.fmt)
+                                     task.fmt, model.names)
 
         def _publish(self, name: str, data: bytes) -> None:
             for attempt in range(_WRITE_TRIES):
@@ -109,7 +109,7 @@ def _shard_worker_class(model: ModelPayload, task: _Task, limits):
             """The counts of a shard written before (resume); None: redo it (gone, or not
             what this plan expects)."""
             try:
-                counts = shard_counts(self._dest.read(name), task.fmt)
+                counts = shard_counts(self._dest.read(name), task.fmt, model.names)
             except Exception:  # missing, unreadable, not ours: classify the files again
                 return None
             return counts if counts.count == expected else None

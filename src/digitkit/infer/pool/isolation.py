@@ -279,9 +279,10 @@ class WorkerPool:
         self.close()
 
 
-def join_decoded(parts: Parts) -> tuple[np.ndarray, list[str]]:
+def join_decoded(parts: Parts, empty: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """One chunk's `load_images` result from its parts: pixels of the good files in order,
-    one reason per file (a crashed file's reason is its Crash's)."""
+    one reason per file (a crashed file's reason is its Crash's). `empty`: the pixels of no
+    file, in the model's shape (digits' uint8 (0, 28, 28) by default)."""
     if len(parts) == 1 and not isinstance(parts[0][2], Crash):
         return parts[0][2]
     arrays, reasons = [], []
@@ -291,7 +292,8 @@ def join_decoded(parts: Parts) -> tuple[np.ndarray, list[str]]:
         else:
             arrays.append(value[0])
             reasons.extend(value[1])
-    pixels = np.concatenate(arrays) if arrays else np.zeros((0, 28, 28), np.uint8)
+    pixels = np.concatenate(arrays) if arrays else (
+        np.zeros((0, 28, 28), np.uint8) if empty is None else empty)
     return pixels, reasons
 
 

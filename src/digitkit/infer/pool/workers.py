@@ -86,13 +86,15 @@ def sigint_held():
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-def decode_worker(max_file_size: int) -> Callable:
-    """A WorkerPool setup: workers that only decode (`load_images`), for engines that predict
-    elsewhere (the local engine's TensorFlow path, the Ray actors)."""
-    from digitkit.images import load_images
+def decode_worker(max_file_size: int, decode: Callable | None = None) -> Callable:
+    """A WorkerPool setup: workers that only decode, for engines that predict elsewhere (the
+    local engine's TensorFlow path, the Ray actors). `decode`: the model's decoder
+    (`digitkit.images.decoder_for`), the digit decoder `load_images` by default."""
+    if decode is None:
+        from digitkit.images import load_images as decode
 
     def work(paths: list, timer: FileTimer):
-        return load_images(paths, max_file_size, timer.on_file)
+        return decode(paths, max_file_size, timer.on_file)
 
     return work
 

@@ -2,11 +2,14 @@
 (`digitkit.infer.results.parquet`) and shard directories (`digitkit.infer.storage.shards`).
 
     path          string
-    label         int32, null on error
+    label         int32 (the digit), null on error
     confidence    float32, null on error
     top_k_labels  list<int32>, empty on error
     top_k_probs   list<float32>, empty on error
     error         string, "" on success
+
+A general classifier's rows (class names, not digits) have the same columns with `label`
+string and `top_k_labels` list<string> (`schema(named=True)`): the two schemas, one rule.
 
 The columns are the CSV / JSON Lines ones with their natural types, so pandas, DuckDB, Spark
 and pyarrow read the files directly. Probabilities are the model's own float32 values: the
@@ -39,17 +42,26 @@ def require_pyarrow() -> None:
         raise missing_extra("Parquet output", PARQUET_EXTRA)
 
 
-def schema():
+def schema(named: bool = False):
+    """The result schema: digit labels (int32), or `named` class names (string)."""
     import pyarrow as pa
 
-    return pa.schema([("path", pa.string()), ("label", pa.int32()),
-                      ("confidence", pa.float32()), ("top_k_labels", pa.list_(pa.int32())),
+    label = pa.string() if named else pa.int32()
+    return pa.schema([("path", pa.string()), ("label", label),
+                      ("confidence", pa.float32()), ("top_k_labels", pa.list_(label)),
                       ("top_k_probs", pa.list_(pa.float32())), ("error", pa.string())])
 
 
-def table_of(paths: list, reasons: list[str], order: np.ndarray, top: np.ndarray):
-    """The rows of `paths` as a Table; `order` / `top` hold the top-k labels / probabilities
-    of the good files (those with an empty reason), in order."""
+def is_result_schema(s) -> bool:
+    """Whether a Parquet file's schema is one of ours (either label type)."""
+    return s.equals(schema()) or s.equals(schema(named=True))
+
+
+def table_of(paths: list, reasons: list[str], order: np.ndarray, top: np.ndarray,
+             names: tuple[str, ...] | None = None):
+    """The rows of `paths` as a Table; `order` / `top` hold the top-k class indices /
+    probabilities of the good files (those with an empty reason), in order; `names`: the
+    class names labels are written as (None: the digit)."""
     import pyarrow as pa
 
     n = len(paths)
@@ -62,14 +74,21 @@ def table_of(paths: list, reasons: list[str], order: np.ndarray, top: np.ndarray
         conf[~bad] = top[:, 0]
     offsets = np.zeros(n + 1, np.int32)
     np.cumsum(np.where(bad, 0, k), out=offsets[1:])
-    top_labels = pa.ListArray.from_arrays(
-        pa.array(offsets), pa.array(np.ascontiguousarray(order, np.int32).ravel()))
+    flat = np.ascontiguousarray(order, np.int32).ravel()
+    if names is None:
+        label_col, flat_labels = pa.array(labels, mask=bad), pa.array(flat)
+    else:
+        # Class names by index: one string array of the names, taken per row.
+        name_arr = pa.array(list(names), pa.string())
+        label_col = name_arr.take(pa.array(labels, mask=bad))
+        flat_labels = name_arr.take(pa.array(flat))
+    top_labels = pa.ListArray.from_arrays(pa.array(offsets), flat_labels)
     top_probs = pa.ListArray.from_arrays(
         pa.array(offsets), pa.array(np.ascontiguousarray(top, np.float32).ravel()))
     columns = [pa.array([str(p) for p in paths], pa.string()),
-               pa.array(labels, mask=bad), pa.array(conf, mask=bad), top_labels, top_probs,
+               label_col, pa.array(conf, mask=bad), top_labels, top_probs,
                pa.array([str(r) for r in reasons], pa.string())]
-    return pa.Table.from_arrays(columns, schema=schema())
+    return pa.Table.from_arrays(columns, schema=schema(names is not None))
 
 
 def table_bytes(table) -> bytes:

@@ -50,10 +50,12 @@ class ResultFormat:
     join: the data of consecutive chunks, in order -> one chunk's data.
     open: (path, append_at=, force=) -> a writer with `write(data)` and `close()`, a
         context manager (`append_at` not None: resume an existing file, see `scan`).
-    scan: (path, on_row) -> calls `on_row(Row)` for each complete row of an existing file;
-        returns the offset `open` appends at.
-    shard_bytes: data -> one shard file's bytes; shard_rows: those bytes -> (paths, labels,
-        errors), what resuming a shard directory needs (ValueError: not a shard of ours).
+    scan: (path, on_row, names) -> calls `on_row(Row)` for each complete row of an existing
+        file; returns the offset `open` appends at. `names`: the class names its labels must
+        be (None: a digit model's rows).
+    shard_bytes: data -> one shard file's bytes; shard_rows: (those bytes, names) -> (paths,
+        labels, errors), what resuming a shard directory needs (ValueError: not a shard of
+        ours).
     stdout_refused: why the format cannot go to stdout (None: it can).
     keeps_record: the file keeps its provenance record inside (Parquet's key-value metadata,
         `open(..., metadata=)`); otherwise it goes in a sidecar (`results.provenance`).
@@ -65,9 +67,9 @@ class ResultFormat:
     encode: Callable[[Classified], object]
     join: Callable[[list], object]
     open: Callable
-    scan: Callable[[Path, Callable[[Row], None]], int]
+    scan: Callable[..., int]
     shard_bytes: Callable[[object], bytes]
-    shard_rows: Callable[[bytes], tuple[list, list, list]]
+    shard_rows: Callable[..., tuple[list, list, list]]
     stdout_refused: str | None = None
     require: Callable[[], None] = lambda: None
     keeps_record: bool = False
@@ -84,16 +86,16 @@ def _text_bytes(header: str, text: str) -> bytes:
     return (header + text).encode("utf-8")
 
 
-def _csv_shard_rows(data: bytes) -> tuple[list, list, list]:
+def _csv_shard_rows(data: bytes, names=None) -> tuple[list, list, list]:
     records = list(csv.reader(io.StringIO(data.decode("utf-8"))))
     if not records or records[0] != list(COLUMNS):
         raise ValueError("not a digitkit CSV shard")
-    return _columns([parse_csv_record(r) for r in records[1:]])
+    return _columns([parse_csv_record(r, names) for r in records[1:]])
 
 
-def _jsonl_shard_rows(data: bytes) -> tuple[list, list, list]:
-    return _columns([parse_json_line(line) for line in data.decode("utf-8").splitlines()
-                     if line])
+def _jsonl_shard_rows(data: bytes, names=None) -> tuple[list, list, list]:
+    return _columns([parse_json_line(line, names)
+                     for line in data.decode("utf-8").splitlines() if line])
 
 
 def _columns(rows: list[Row]) -> tuple[list, list, list]:
@@ -106,7 +108,7 @@ def _columns(rows: list[Row]) -> tuple[list, list, list]:
 def _encode_parquet(chunk: Classified):
     from digitkit.infer.results.columns import table_of
 
-    return table_of(chunk.paths, chunk.reasons, chunk.order, chunk.top)
+    return table_of(chunk.paths, chunk.reasons, chunk.order, chunk.top, chunk.names)
 
 
 def _join_tables(tables: list):
@@ -121,10 +123,10 @@ def _open_parquet(path, *, append_at=None, force=False, metadata=None):
     return ParquetRowWriter(path, append_at=append_at, force=force, metadata=metadata)
 
 
-def _scan_parquet(path, on_row) -> int:
+def _scan_parquet(path, on_row, names=None) -> int:
     from digitkit.infer.results.parquet import scan_parquet
 
-    return scan_parquet(path, on_row)
+    return scan_parquet(path, on_row, names)
 
 
 def _parquet_bytes(table) -> bytes:
@@ -133,7 +135,7 @@ def _parquet_bytes(table) -> bytes:
     return table_bytes(table)
 
 
-def _parquet_shard_rows(data: bytes) -> tuple[list, list, list]:
+def _parquet_shard_rows(data: bytes, names=None) -> tuple[list, list, list]:
     from digitkit.infer.results.columns import read_columns
 
     cols = read_columns(data, ["path", "label", "error"])
@@ -181,11 +183,12 @@ def format_for(path: str | os.PathLike | None) -> str:
 
 
 def encode_predictions(paths: list, reasons: list[str], probs: np.ndarray | None, top_k: int,
-                       fmt: str) -> EncodedRows:
+                       fmt: str, names: tuple[str, ...] | None = None) -> EncodedRows:
     """The rows of `paths` in format `fmt`, with the summary's counts; `probs` holds one
-    (10,) row per good path (reason ""), in order. Paths are escaped here (`escape_path`),
-    so every format, and the warnings, get the same text."""
-    chunk = classified(paths, reasons, probs, top_k)
+    (K,) row per good path (reason ""), in order; `names`: the class names rows carry (None:
+    a digit model's digits, `rows.row_names`). Paths are escaped here (`escape_path`), so
+    every format, and the warnings, get the same text."""
+    chunk = classified(paths, reasons, probs, top_k, names)
     counts = counts_of(chunk)
     return EncodedRows(counts.count, counts.errors, counts.confusion,
                        result_format(fmt).encode(chunk))

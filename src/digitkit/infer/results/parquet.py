@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from digitkit.errors import DataError, DigitkitError, UsageError, one_line
-from digitkit.infer.results.columns import schema
+from digitkit.infer.results.columns import is_result_schema, schema
 from digitkit.infer.results.rows import Row
 
 #: Rows per row group of a result file: ~65,000 rows of ~100 bytes is ~6 MB held in memory
@@ -53,15 +53,17 @@ def _open_existing(path: Path):
     except (pa.ArrowException, OSError) as err:
         raise DataError(path, f"cannot resume: not a readable Parquet file ({one_line(err)})") \
             from err
-    if not f.schema_arrow.equals(schema()):
+    if not is_result_schema(f.schema_arrow):
         raise DataError(path, "cannot resume: not a digitkit Parquet result file (columns "
                               f"{', '.join(f.schema_arrow.names)})")
     return f
 
 
-def scan_parquet(path: str | os.PathLike, on_row: Callable[[Row], None]) -> int:
+def scan_parquet(path: str | os.PathLike, on_row: Callable[[Row], None],
+                 names: tuple[str, ...] | None = None) -> int:
     """Call `on_row` for every row of an existing result file (resume); returns the count.
-    The signature is `textfile.scan_csv`'s, so `run_infer` treats every format alike."""
+    The signature is `textfile.scan_csv`'s, so `run_infer` treats every format alike (the
+    file's schema types its labels: `names` is not needed to read them)."""
     f = _open_existing(Path(path))
     n = 0
     for b in f.iter_batches(columns=["path", "label", "error"]):
@@ -81,8 +83,6 @@ class ParquetRowWriter:
     def __init__(self, path: str | os.PathLike | None, *, append_at: int | None = None,
                  force: bool = False, metadata: dict[bytes, bytes] | None = None):
         """`metadata`: the file's key-value metadata (`digitkit.infer.results.provenance`)."""
-        import pyarrow.parquet as pq
-
         from digitkit.infer.results.textfile import check_new_output
 
         if path in (None, "-"):
@@ -105,11 +105,13 @@ class ParquetRowWriter:
         #: Rows the output held before this run: a refused write replaces it only with more.
         self._before = existing.metadata.num_rows if existing is not None else 0
         self._writer = None
+        self._metadata = metadata or {}
+        self._open = True
+        # The schema is the rows' (digits or class names): the existing file's on resume,
+        # else the first table's (`write`); a file closed without rows gets the digits'.
         try:
-            with _signals_deferred():
-                self._writer = pq.ParquetWriter(self._sink,
-                                                schema().with_metadata(metadata or {}))
             if existing is not None:
+                self._start(existing.schema_arrow)
                 for batch in existing.iter_batches(batch_size=ROW_GROUP_ROWS):
                     with _signals_deferred():
                         self._writer.write_batch(batch)
@@ -118,9 +120,24 @@ class ParquetRowWriter:
             self._abandon()
             raise
 
+    def _start(self, arrow_schema) -> None:
+        import pyarrow.parquet as pq
+
+        try:
+            with _signals_deferred():
+                self._writer = pq.ParquetWriter(
+                    self._sink, arrow_schema.remove_metadata().with_metadata(self._metadata))
+        except BaseException:
+            self._abandon()
+            raise
+
     def write(self, table) -> None:
         if table is None or not table.num_rows:
             return
+        if self._writer is None:
+            if not self._open:
+                raise DigitkitError(f"{self.path}: the result file is closed")
+            self._start(table.schema)
         self._pending.append(table)
         self._rows += table.num_rows
         while self._rows >= ROW_GROUP_ROWS:  # full row groups out; the rest waits
@@ -151,8 +168,10 @@ class ParquetRowWriter:
 
     def close(self) -> None:
         """Write what is buffered, finish the file and move it into place."""
-        if self._writer is None:
+        if not self._open:
             return
+        if self._writer is None:
+            self._start(schema())
         self._flush()
         self._finish()
 
@@ -161,6 +180,7 @@ class ParquetRowWriter:
         groups (or, when they are no more than the output held, nothing: it stays as it
         was), and say so in one line naming the file."""
         sink = self._sink
+        self._open = False
         try:
             with _signals_deferred():
                 self._writer.close()  # after a refusal, its last pages and footer: in memory
@@ -199,6 +219,7 @@ class ParquetRowWriter:
 
     def _abandon(self) -> None:
         """Drop the temporary file (the output stays as it is)."""
+        self._open = False
         writer, self._writer = self._writer, None
         if writer is not None:
             if self._sink.failed_at is None:  # nothing more to the disk

@@ -42,10 +42,12 @@ _BLOCK = 1 << 20
 _MAX_ROW = 1 << 16
 
 
-def scan_csv(path: str | os.PathLike, on_row: Callable[[Row], None]) -> int:
+def scan_csv(path: str | os.PathLike, on_row: Callable[[Row], None],
+             names: tuple[str, ...] | None = None) -> int:
     """Call `on_row` for every complete row of an existing CSV result file: a Row with the
     path (the column's text), label and error, what resume and the summary need (the
-    probabilities are not parsed).
+    probabilities are not parsed). `names`: the class names labels must be (None: a digit
+    model's rows, labels the digits).
 
     Returns the byte offset where the complete rows end: a partial last row (a crash
     mid-write) lies beyond it and is to be cut off. A malformed row anywhere else means
@@ -59,23 +61,24 @@ def scan_csv(path: str | os.PathLike, on_row: Callable[[Row], None]) -> int:
         if header.decode("utf-8", "replace") != CSV_HEADER:
             raise DataError(p, "cannot resume: not a digitkit CSV result file "
                                f"(header {header[:80]!r})")
-        return _scan_csv(p, f, len(header), on_row)
+        return _scan_csv(p, f, len(header), on_row, names)
 
 
-def scan_jsonl(path: str | os.PathLike, on_row: Callable[[Row], None]) -> int:
+def scan_jsonl(path: str | os.PathLike, on_row: Callable[[Row], None],
+               names: tuple[str, ...] | None = None) -> int:
     """`scan_csv` for a JSON Lines result file."""
     p = Path(path)
     with open_regular(p) as f:  # a FIFO or /dev/zero would block or never end
-        return _scan_jsonl(p, f, on_row)
+        return _scan_jsonl(p, f, on_row, names)
 
 
-def _scan_jsonl(p: Path, f, on_row) -> int:
+def _scan_jsonl(p: Path, f, on_row, names=None) -> int:
     good_end = 0
     for line in f:
         if not line.endswith(b"\n"):
             break  # partial last line
         try:
-            row = parse_json_line(line.decode("utf-8"))
+            row = parse_json_line(line.decode("utf-8"), names)
         except (ValueError, UnicodeDecodeError) as err:
             if f.read(1):  # not the last line: the file is damaged, don't guess
                 raise DataError(p, f"cannot resume: malformed row at byte {good_end} "
@@ -86,7 +89,8 @@ def _scan_jsonl(p: Path, f, on_row) -> int:
     return good_end
 
 
-def _scan_csv(p: Path, f, start: int, on_row) -> int:
+def _scan_csv(p: Path, f, start: int, on_row, names=None) -> int:
+    known = None if names is None else frozenset(names)
     good_end, carry, bad = start, b"", None
     while block := f.read(_BLOCK):
         buf = carry + block
@@ -108,8 +112,11 @@ def _scan_csv(p: Path, f, start: int, on_row) -> int:
         for rec in records:
             if bad is not None:
                 raise DataError(p, f"cannot resume: malformed row at byte {bad[0]} ({bad[1]})")
-            if len(rec) == 6 and (not rec[1] or (len(rec[1]) == 1 and "0" <= rec[1] <= "9")):
+            if len(rec) == 6 and known is None and (
+                    not rec[1] or (len(rec[1]) == 1 and "0" <= rec[1] <= "9")):
                 on_row(Row(rec[0], int(rec[1]) if rec[1] else None, error=rec[5]))
+            elif len(rec) == 6 and known is not None and (not rec[1] or rec[1] in known):
+                on_row(Row(rec[0], rec[1] or None, error=rec[5]))  # a class name
             else:
                 # Only the very last record may be cut off: find where it starts.
                 last = _records_end(buf[:cut - 1])

@@ -40,12 +40,16 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
 
-import numpy as np
-
 from digitkit.errors import DigitkitError, OutputExistsError, UsageError
 from digitkit.infer.results import provenance
 from digitkit.infer.results.formats import RESULT_FORMATS, result_format
-from digitkit.infer.results.rows import COLUMNS, EncodedRows, RowCounts, confusion_of
+from digitkit.infer.results.rows import (
+    COLUMNS,
+    EncodedRows,
+    RowCounts,
+    confusion_of,
+    label_indices,
+)
 from digitkit.infer.spec import InferSpec, ShardDone, ShardJob
 from digitkit.infer.storage.stores import Destination, is_uri
 from digitkit.infer.summary import InferSummary
@@ -102,12 +106,14 @@ def shard_bytes(rows: EncodedRows, fmt: str) -> bytes:
     return result_format(fmt).shard_bytes(rows.data)
 
 
-def shard_counts(data: bytes, fmt: str) -> RowCounts:
-    """The counts of a shard file already written (resume), as its writer reported them."""
-    paths, labels, errors = result_format(fmt).shard_rows(data)
+def shard_counts(data: bytes, fmt: str, names: tuple[str, ...] | None = None) -> RowCounts:
+    """The counts of a shard file already written (resume), as its writer reported them;
+    `names`: the class names its rows carry (None: digits)."""
+    paths, labels, errors = result_format(fmt).shard_rows(data, names)
     failed = [(p, e) for p, e in zip(paths, errors, strict=True) if e]
     good = [(p, lab) for p, lab, e in zip(paths, labels, errors, strict=True) if not e]
-    confusion = confusion_of([p for p, _ in good], np.array([lab for _, lab in good], np.int64))
+    confusion = confusion_of([p for p, _ in good], label_indices([lab for _, lab in good], names),
+                             names)
     return RowCounts(len(paths), failed, confusion)
 
 
@@ -176,7 +182,7 @@ class ShardRun:
             self.dest.delete(MANIFEST)
         if record is not None:
             provenance.write_shard_record(self.dest, record)
-        self.tally = _Tally(InferSummary(output=self.out.dest))
+        self.tally = _Tally(InferSummary(output=self.out.dest, class_names=self.spec.names))
         self.job = ShardJob(_worker_dest(self.dest), self.spec.fmt, self.shards)
 
     @property
