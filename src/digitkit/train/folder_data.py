@@ -26,7 +26,8 @@ Rules (each stated once, here):
   (up to SCAN_FILES of them, spread evenly): channels 1 when every file scanned is gray
   (gray, gray with alpha, 16-bit gray, bilevel, a gray palette), else 3; transfer networks
   take 3 (their backbones learned on RGB); the size is the median height and median width of
-  the pictures as shown (EXIF orientation applied), each rounded to a multiple of 8 and held
+  the pictures as shown (EXIF orientation applied), each rounded to the nearest multiple of 8
+  (halves up) and held
   to MIN_SIDE..cap, cap growing with the data (SIZE_CAPS: a small set cannot teach a large
   input); transfer networks take TRANSFER_SIZE, the size their ImageNet weights learned at.
 """
@@ -154,7 +155,7 @@ def choose_input(scan: Scan, n_train: int, transfer: bool, size=None, channels=N
         else:
             cap = next(c for n, c in SIZE_CAPS if n_train < n)
             med = np.median(np.asarray(scan.sizes or [(cap, cap)], np.float64), axis=0)
-            size = tuple(int(min(cap, max(MIN_SIDE, 8 * round(m / 8)))) for m in med)
+            size = tuple(int(min(cap, max(MIN_SIDE, 8 * math.floor(m / 8 + 0.5)))) for m in med)
             why.append(f"size: {size[0]}x{size[1]} (median {med[0]:g}x{med[1]:g} of "
                        f"{scan.scanned} files, multiples of 8 in {MIN_SIDE}..{cap} for "
                        f"{n_train} training files)")

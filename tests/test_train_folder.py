@@ -1,0 +1,163 @@
+"""`digitkit train DIR` end to end: a small labelled set (RGB and gray, several sizes and
+formats, a few bad files) trained for seconds; the model file carries its names and pixel
+policy; the tensors training saw are the ones infer builds; bad files reported."""
+
+import json
+
+import numpy as np
+import pytest
+
+from _cli import run_cli
+from _train_folders import BAD_FILES, labelled_copy, split_copy
+from digitkit.images.pixels import load_pixels_batch
+from digitkit.model.embedded import read_contract, read_record
+from digitkit.train import FOLDER_ARTIFACTS, FolderConfig, FolderTrainer
+
+QUICK = ("--input-size", "24x24", "--epochs", "2", "--quiet")
+
+
+@pytest.fixture(scope="module")
+def split_set(image_set, tmp_path_factory):
+    """train/ val/ test/ folders, with the bad files in train/."""
+    s = split_copy(image_set, tmp_path_factory.mktemp("split") / "set")
+    for cls, name, data in BAD_FILES:
+        (s / "train" / cls / name).write_bytes(data)
+    return s
+
+
+@pytest.fixture(scope="module")
+def trained(split_set, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    result = run_cli("train", split_set, "--out", out, *QUICK)
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_writes_every_artifact_and_reports_bad_files(trained, split_set):
+    out, result = trained
+    assert sorted(p.name for p in out.iterdir()) == sorted(FOLDER_ARTIFACTS)  # cache removed
+    for cls, name, _ in BAD_FILES:
+        assert f"skipped {split_set / 'train' / cls / name}: " in result.output
+    assert "test accuracy" in result.output and "on 40 images" in result.output
+    rec = json.loads((out / "train.json").read_text())
+    assert sorted(b["path"] for b in rec["data"]["bad_files"]) == sorted(
+        str(split_set / "train" / c / n) for c, n, _ in BAD_FILES)
+    assert rec["data"]["train_images"] == 120 and rec["data"]["validation_images"] == 40
+    assert rec["data"]["balance"]["train"] == dict.fromkeys(
+        ("astronaut", "brick", "cat", "coffee", "coins"), 24)
+    assert rec["test"]["split"] == "test" and rec["test"]["images"] == 40
+    assert len(rec["history"]["val_accuracy"]) == 2
+    assert rec["config"]["arch"] == "small-cnn" and rec["config"]["weights"] == "none"
+
+
+def test_names_and_policy_round_trip_into_the_model_file(trained):
+    import keras
+
+    out, _ = trained
+    contract = read_contract(out / "model.keras")
+    assert contract.class_names == ("astronaut", "brick", "cat", "coffee", "coins")
+    assert contract.pixels_shape == (24, 24, 3) and not contract.is_digit
+    rec = json.loads((out / "train.json").read_text())
+    assert contract.pixel_policy.to_dict() == rec["input"]["pixel_policy"]
+    assert read_record(out / "model.keras")["model"] == rec["contract"]
+    model = keras.models.load_model(out / "model.keras")
+    assert model.inputs[0].name == "pixels" and tuple(model.inputs[0].shape) == (None, 24, 24, 3)
+    assert model.layers[-1].name == "probabilities" and model.outputs[0].shape[-1] == 5
+    report = (out / "classification_report.txt").read_text()
+    assert all(name in report for name in contract.class_names)
+
+
+def test_training_tensors_are_the_ones_infer_builds(trained, split_set):
+    """No training/serving skew: the pixels fit read for every file equal what
+    load_pixels_batch builds for it under the policy the model file carries."""
+    out, _ = trained
+    policy = read_contract(out / "model.keras").pixel_policy
+    trainer = FolderTrainer(FolderConfig(input_size=(24, 24)), split_set, out / "again")
+    trainer.check_output()
+    _, used, _, data, _ = trainer.prepare()
+    assert used == policy
+    for split in (data.train, data.val, data.test):
+        served, reasons = load_pixels_batch(split.paths, policy)
+        assert not any(reasons)
+        np.testing.assert_array_equal(split.images(), served)
+
+
+def test_record_accuracy_is_the_model_on_the_test_folder(trained, split_set):
+    import keras
+
+    out, _ = trained
+    contract = read_contract(out / "model.keras")
+    model = keras.models.load_model(out / "model.keras")
+    hits = total = 0
+    for k, name in enumerate(contract.class_names):
+        files = sorted(str(p) for p in (split_set / "test" / name).iterdir())
+        x, _ = load_pixels_batch(files, contract.pixel_policy)
+        hits += int((model.predict(x, verbose=0).argmax(1) == k).sum())
+        total += len(files)
+    rec = json.loads((out / "train.json").read_text())
+    assert hits / total == pytest.approx(rec["test"]["accuracy"], abs=1e-9)
+
+
+def test_gray_folder_trains_a_gray_model(image_set, tmp_path):
+    from PIL import Image
+
+    s = labelled_copy(image_set, tmp_path / "s", bad=False, per_class=10,
+                      classes=("brick", "coins"))
+    for f in s.rglob("*.*"):  # every file gray: the rule picks one channel
+        with Image.open(f) as im:
+            im.convert("L").save(f.with_suffix(".png"))
+        if f.suffix != ".png":
+            f.unlink()
+    result = run_cli("train", s, "--out", tmp_path / "r", "--epochs", "1", "--quiet",
+                     "--input-size", "16x16", "--val-fraction", "0.3", "--resize", "letterbox")
+    assert result.exit_code == 0, result.output
+    contract = read_contract(tmp_path / "r" / "model.keras")
+    assert contract.pixels_shape == (16, 16, 1)
+    assert contract.pixel_policy.resize == "letterbox"
+    rec = json.loads((tmp_path / "r" / "train.json").read_text())
+    assert "channels: 1 (20 of 20 files scanned are gray)" in rec["input"]["rule"]
+    assert rec["test"]["split"] == "validation" and rec["data"]["validation_images"] == 6
+
+
+def test_transfer_learning_from_a_weights_file(image_set, tmp_path):
+    """MobileNetV3Small's backbone from a weights FILE (no network in CI), frozen, then
+    fine-tuned: both phases run and the record says so."""
+    import keras
+
+    from digitkit.architectures import build_model
+
+    keras.utils.set_random_seed(5)
+    backbone = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), include_top=False, weights=None, pooling="avg",
+        include_preprocessing=True)
+    weights = tmp_path / "backbone.weights.h5"
+    backbone.save_weights(weights)
+    loaded = build_model("mobilenet-v3-small", (32, 32, 3), 2, str(weights))
+    for a, b in zip(loaded.get_layer("backbone").get_weights(), backbone.get_weights(),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    s = labelled_copy(image_set, tmp_path / "s", bad=False, per_class=8,
+                      classes=("cat", "coffee"))
+    result = run_cli("train", s, "--arch", "mobilenet-v3-small", "--weights", weights,
+                     "--input-size", "32x32", "--epochs", "1", "--fine-tune-epochs", "1",
+                     "--batch-size", "8", "--out", tmp_path / "r", "--quiet")
+    assert result.exit_code == 0, result.output
+    rec = json.loads((tmp_path / "r" / "train.json").read_text())
+    assert [p["name"] for p in rec["phases"]] == ["head", "fine-tune"]
+    assert rec["phases"][1]["learning_rate"] == pytest.approx(1e-4)
+    assert len(rec["history"]["loss"]) == 2
+    assert read_contract(tmp_path / "r" / "model.keras").pixels_shape == (32, 32, 3)
+
+
+def test_a_weights_file_that_is_not_the_backbones_is_one_line(image_set, tmp_path):
+    s = labelled_copy(image_set, tmp_path / "s", bad=False, per_class=6,
+                      classes=("cat", "coffee"))
+    junk = tmp_path / "junk.weights.h5"
+    junk.write_bytes(b"not hdf5")
+    result = run_cli("train", s, "--arch", "efficientnet-v2-b0", "--weights", junk,
+                     "--input-size", "32x32", "--epochs", "1", "--out", tmp_path / "r")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith(f"digitkit: error: {junk}: not weights of EfficientNetV2B0")
+    assert not (tmp_path / "r" / "model.keras").exists()
