@@ -32,13 +32,19 @@ class Architecture:
     """One trainable network. `data`: DIGITS (MNIST, `digitkit train`) or IMAGES (a labelled
     folder, `digitkit train DIR`). `defaults`: its training defaults, each with its reason
     below. `backbone`: the keras.applications class name of a transfer network (None: trained
-    from scratch)."""
+    from scratch). `min_side`: the smallest input side it takes."""
 
     name: str
     description: str
     data: str
     defaults: dict = field(default_factory=dict)
     backbone: str | None = None
+    min_side: int = 1
+
+    def check_size(self, h: int, w: int) -> None:
+        if min(h, w) < self.min_side:
+            raise UsageError(f"--arch {self.name} needs an input of at least "
+                             f"{self.min_side}x{self.min_side}, not {h}x{w}")
 
     @property
     def transfer(self) -> bool:
@@ -77,11 +83,11 @@ TABLE = {
     "mobilenet-v3-small": Architecture(
         "mobilenet-v3-small", "transfer learning from keras.applications MobileNetV3Small",
         IMAGES, {"epochs": 5, "batch_size": 32, "learning_rate": 1e-3, "augment": True,
-                 "fine_tune_epochs": 5}, backbone="MobileNetV3Small"),
+                 "fine_tune_epochs": 5}, backbone="MobileNetV3Small", min_side=32),
     "efficientnet-v2-b0": Architecture(
         "efficientnet-v2-b0", "transfer learning from keras.applications EfficientNetV2B0",
         IMAGES, {"epochs": 5, "batch_size": 32, "learning_rate": 1e-3, "augment": True,
-                 "fine_tune_epochs": 5}, backbone="EfficientNetV2B0"),
+                 "fine_tune_epochs": 5}, backbone="EfficientNetV2B0", min_side=32),
 }
 DEFAULT_ARCH = "cnn"  # MNIST's (`digitkit train` with no folder)
 DEFAULT_FOLDER_ARCH = "small-cnn"  # a folder's (`digitkit train DIR`)
@@ -238,8 +244,7 @@ def _transfer(row: Architecture, input_shape, num_classes, weights):
     from keras import layers
 
     h, w, c = input_shape
-    if min(h, w) < 32:
-        raise UsageError(f"--arch {row.name} needs an input of at least 32x32, not {h}x{w}")
+    row.check_size(h, w)
     inputs = _general_input(input_shape)
     # The backbones are RGB networks: a gray model repeats its channel in the graph, as the
     # pixel pipeline repeats a gray file's for an RGB model.

@@ -135,6 +135,7 @@ class FolderTrainer:
         names, files = fd.list_training_files(layout)
         size, channels, rule = fd.choose_input(
             fd.scan_headers(files), len(files), arch.transfer, cfg.input_size, cfg.channels)
+        arch.check_size(*size)
         policy = PixelPolicy(size, channels, resize=cfg.resize)
         self.log(f"data: {layout.root}: {len(names)} classes, {len(files)} training files; "
                  f"input {size[0]}x{size[1]}x{channels} ({cfg.resize}); decoding on "
