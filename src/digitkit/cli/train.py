@@ -14,6 +14,7 @@ from digitkit.architectures import (
     TABLE,
 )
 from digitkit.images.resize import RESIZE_MODES
+from digitkit.train.folder_data import DEFAULT_VAL_FRACTION, MIN_PER_CLASS
 
 #: Options that apply to one kind of training only: (flag, parameter name, its default).
 _MNIST_ONLY = (("--data", "data_path", None), ("--validation-size", "validation_size", None),
@@ -51,7 +52,7 @@ def _size(ctx, param, value):
 
 
 @click.command("train")
-@click.argument("folder", required=False, type=click.Path(path_type=str))
+@click.argument("folder", metavar="[DIR]", required=False, type=click.Path(path_type=str))
 @click.option("--arch", type=click.Choice(list(ARCHITECTURES)), default=None,
               help=f"Architecture ({_arch_help()}) [default: {DEFAULT_ARCH} for MNIST, "
                    f"{DEFAULT_FOLDER_ARCH} for a folder].")
@@ -78,7 +79,8 @@ def _size(ctx, param, value):
                    "[default: $DIGITKIT_DATA, then the cache, then download].")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.5, min_open=True), default=None,
               help="Folder: the part of every class held out for validation (stratified, "
-                   "seeded) when DIR has no val/ [default: 0.2].")
+                   f"seeded) when DIR has no val/; a class needs {MIN_PER_CLASS} images "
+                   f"[default: {DEFAULT_VAL_FRACTION:g}].")
 @click.option("--input-size", callback=_size, default=None, metavar="HxW",
               help="Folder: the model's input size [default: from the data].")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None,
@@ -100,7 +102,7 @@ def _size(ctx, param, value):
 @click.option("--force", is_flag=True, help="Overwrite an existing model in the output directory.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-epoch progress.")
 def command(folder, **opts):
-    """Train a classifier: on MNIST digits (no DIR; model.h5), or on FOLDER, one subfolder
+    """Train a classifier: on MNIST digits (no DIR; model.h5), or on DIR, one subfolder
     per class (or train/ with optional val/ and test/ beside it; model.keras carrying its
     class names and preprocessing). Writes the model with train.json and its reports."""
     from digitkit.environment import require_tensorflow
