@@ -3,17 +3,21 @@
 size, batch size, optimiser, epochs and validation fraction. Target: digitkit >= 1x.
 
 The folder is built from the photos that ship inside scikit-image (`scripts/make_image_set.py`'s
-classes and crops; nothing is downloaded), stored as plain RGB JPEGs so that Keras' loader reads
-every file (it takes only JPEG, PNG, BMP and GIF); or pass --folder DIR of your own.
+classes and crops; nothing is downloaded), scaled to a long side of --long-side pixels (512: a
+small photo; what a folder of pictures usually holds, unlike 28x28 digits) and stored as plain
+RGB JPEGs so that Keras' loader reads every file (it takes only JPEG, PNG, BMP and GIF); or pass
+--folder DIR of your own.
 
 Each side runs in a fresh process. Training images/s = training images x epochs / seconds
 from the first file read to the end of the last epoch (interpreter start and TensorFlow's
 import excluded on both sides; digitkit's parallel decode included). Keras runs twice: as the
 documentation's plain recipe, and with `.cache().prefetch()` (the tutorial's faster variant).
-Augmentation is off on both sides (the plain recipe has none).
+Augmentation is off on both sides (the plain recipe has none), and both run with TensorFlow's
+op determinism on, as `digitkit train` always does (--keras-nondeterministic turns it off on
+the Keras side), so what differs is the input pipeline alone.
 
     python benchmarks/bench_train_folder.py [--per-class 200] [--size 64x64] [--epochs 3]
-        [--folder DIR] [--arch small-cnn] [--batch-size 32] [--repeats 1]
+        [--long-side 512] [--folder DIR] [--arch small-cnn] [--batch-size 32] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -32,14 +36,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The Keras side, run with: python -c KERAS_SIDE folder H W epochs batch arch seed cache
+# The Keras side, run with: python -c KERAS_SIDE folder H W epochs batch arch seed cache det
 KERAS_SIDE = r"""
 import json, sys, time
-folder, h, w, epochs, batch, arch, seed, cache = sys.argv[1:]
+folder, h, w, epochs, batch, arch, seed, cache, det = sys.argv[1:]
 h, w, epochs, batch, seed = int(h), int(w), int(epochs), int(batch), int(seed)
 import keras, tensorflow as tf
 from digitkit.architectures import TABLE, build_model, compile_model
 keras.utils.set_random_seed(seed)
+if det == "det":
+    tf.config.experimental.enable_op_determinism()
 t0 = time.perf_counter()
 train, val = keras.utils.image_dataset_from_directory(
     folder, validation_split=0.2, subset="both", seed=seed, image_size=(h, w),
@@ -48,7 +54,6 @@ names = train.class_names
 if cache == "cache":
     train = train.cache().prefetch(tf.data.AUTOTUNE)
     val = val.cache().prefetch(tf.data.AUTOTUNE)
-n_train = sum(int(x.shape[0]) for x, _ in train) if cache == "cache" else None
 model = build_model(arch, (h, w, 3), len(names), "none")
 steps = int(tf.data.experimental.cardinality(train))
 compile_model(model, TABLE[arch].defaults["learning_rate"], steps, epochs)
@@ -59,13 +64,15 @@ print(json.dumps({"seconds": seconds, "steps": steps,
 """
 
 
-def build_folder(out: Path, per_class: int, seed: int) -> int:
-    """scripts/make_image_set.py's classes and crops, stored as RGB JPEGs (quality 90)."""
+def build_folder(out: Path, per_class: int, seed: int, long_side: int = 512) -> int:
+    """scripts/make_image_set.py's classes and crops at a long side of `long_side` pixels,
+    stored as RGB JPEGs (quality 90)."""
     spec = importlib.util.spec_from_file_location("make_image_set",
                                                   REPO / "scripts" / "make_image_set.py")
     mis = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mis)
     import numpy as np
+    from PIL import Image
 
     rng = np.random.default_rng(seed)
     n = 0
@@ -73,7 +80,10 @@ def build_folder(out: Path, per_class: int, seed: int) -> int:
         src = mis.photo(source)
         (out / name).mkdir(parents=True)
         for i in range(per_class):
-            mis._variant(src, rng).convert("RGB").save(out / name / f"{i:04d}.jpg", quality=90)
+            im = mis._variant(src, rng).convert("RGB")
+            k = long_side / max(im.size)
+            im = im.resize((round(im.width * k), round(im.height * k)), Image.BICUBIC)
+            im.save(out / name / f"{i:04d}.jpg", quality=90)
             n += 1
     return n
 
@@ -97,7 +107,8 @@ def run_digitkit(folder, h, w, args) -> dict:
 
 def run_keras(folder, h, w, args, cache: bool) -> dict:
     cmd = [sys.executable, "-c", KERAS_SIDE, str(folder), str(h), str(w), str(args.epochs),
-           str(args.batch_size), args.arch, str(args.seed), "cache" if cache else "plain"]
+           str(args.batch_size), args.arch, str(args.seed), "cache" if cache else "plain",
+           "nodet" if args.keras_nondeterministic else "det"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     t0 = time.perf_counter()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
@@ -109,6 +120,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folder", default=None, help="a labelled folder of your own")
     ap.add_argument("--per-class", type=int, default=200)
+    ap.add_argument("--long-side", type=int, default=512)
+    ap.add_argument("--keras-nondeterministic", action="store_true")
     ap.add_argument("--size", default="64x64")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -125,9 +138,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.folder) if args.folder else Path(tmp) / "set"
         if not args.folder:
-            n = build_folder(folder, args.per_class, args.seed)
-            print(f"folder: {n} RGB JPEGs, {args.per_class} per class of "
-                  f"scripts/make_image_set.py's 5 classes")
+            n = build_folder(folder, args.per_class, args.seed, args.long_side)
+            print(f"folder: {n} RGB JPEGs, long side {args.long_side}, {args.per_class} per "
+                  f"class of scripts/make_image_set.py's 5 classes")
         rows: dict[str, list[dict]] = {"digitkit": [], "keras": [], "keras+cache": []}
         for _ in range(args.repeats):
             rows["digitkit"].append(run_digitkit(folder, h, w, args))
