@@ -164,11 +164,13 @@ def test_a_weights_file_that_is_not_the_backbones_is_one_line(image_set, tmp_pat
 
 
 def _serves_general_models() -> bool:
-    """Whether this checkout's export and infer take a general image classifier (issue 18:
-    export's source carries any contract, infer decodes by the model's pixel policy)."""
-    from digitkit.export import origin
+    """Whether this checkout's export and infer take a general image classifier (issue 18):
+    the Keras loader holds a model to the contract its file records (`keras_contract`), and
+    infer's rows name a general model's classes (`row_names`)."""
+    from digitkit.infer.results import rows
+    from digitkit.model import loading
 
-    return hasattr(origin, "GENERAL_CAPABLE")  # placeholder, decided at merge time
+    return hasattr(loading, "keras_contract") and hasattr(rows, "row_names")
 
 
 @pytest.mark.skipif(not _serves_general_models(),
