@@ -60,3 +60,12 @@ def test_help_names_every_architecture_and_its_defaults():
     text = " ".join(run_cli("train", "--help").output.split()).replace("- ", "-")
     for name, arch in TABLE.items():
         assert f"{name}:" in text and f"{arch.defaults['epochs']} for {name}" in text
+
+
+def test_an_output_inside_the_folder_is_refused(image_set, tmp_path):
+    r = run_cli("train", image_set, "--out", image_set / "run")
+    assert r.exit_code == 2
+    assert r.output.strip() == (f"digitkit: error: {image_set / 'run'}: the output directory is "
+                                f"inside {image_set}, where it would be read as a class "
+                                f"folder; choose another --out")
+    assert not (image_set / "run").exists()

@@ -116,6 +116,10 @@ class FolderTrainer:
 
     def check_output(self) -> None:
         """Refuse before spending minutes on training, not after."""
+        out, root = self.out_dir.resolve(), Path(self.root).resolve()
+        if out == root or root in out.parents:
+            raise UsageError(f"{self.out_dir}: the output directory is inside {self.root}, "
+                             f"where it would be read as a class folder; choose another --out")
         for name in FOLDER_ARTIFACTS:
             guard_output(self.out_dir / name, self.force)
         ensure_dir(self.out_dir)
