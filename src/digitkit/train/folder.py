@@ -231,7 +231,7 @@ class FolderTrainer:
         fit_seconds = time.perf_counter() - t_fit
 
         evaluated = data.evaluated
-        probs = model.predict(batches(evaluated, 256, cfg.seed, False).map(lambda x, y: x),
+        probs = model.predict(batches(evaluated, 256, cfg.seed, False).map(_pixels_only),
                               verbose=0)
         y_true, y_pred = evaluated.labels, probs.argmax(axis=1)
         loss = float(np.mean(-np.log(np.clip(probs[np.arange(len(y_true)), y_true],
@@ -281,6 +281,10 @@ class FolderTrainer:
         record["wall_seconds"] = round(time.perf_counter() - t0, 3)
         write_json_atomic(self.out_dir / RECORD_FILE, record)
         return record
+
+
+def _pixels_only(x, y):
+    return x
 
 
 __all__ = ["FOLDER_ARTIFACTS", "FOLDER_MODEL_FILE", "FolderConfig", "FolderTrainer"]
