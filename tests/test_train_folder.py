@@ -119,29 +119,40 @@ def test_gray_folder_trains_a_gray_model(image_set, tmp_path):
     assert rec["test"]["split"] == "validation" and rec["data"]["validation_images"] == 6
 
 
-def test_transfer_learning_from_a_weights_file(image_set, tmp_path):
-    """MobileNetV3Small's backbone from a weights FILE (no network in CI), frozen, then
-    fine-tuned: both phases run and the record says so."""
+@pytest.fixture(scope="module")
+def backbone_weights(tmp_path_factory):
+    """A Keras weights file of MobileNetV3Small without its top at 32x32 (seeded random
+    weights: what --weights FILE takes where Keras cannot download ImageNet's)."""
     import keras
-
-    from digitkit.architectures import build_model
 
     keras.utils.set_random_seed(5)
     backbone = keras.applications.MobileNetV3Small(
         input_shape=(32, 32, 3), include_top=False, weights=None, pooling="avg",
         include_preprocessing=True)
-    weights = tmp_path / "backbone.weights.h5"
-    backbone.save_weights(weights)
-    loaded = build_model("mobilenet-v3-small", (32, 32, 3), 2, str(weights))
-    for a, b in zip(loaded.get_layer("backbone").get_weights(), backbone.get_weights(),
-                    strict=True):
-        np.testing.assert_array_equal(a, b)
+    path = tmp_path_factory.mktemp("weights") / "backbone.weights.h5"
+    backbone.save_weights(path)
+    return path, backbone.get_weights()
 
+
+def test_the_backbone_starts_from_the_weights_file(backbone_weights):
+    from digitkit.architectures import backbone_of, build_model
+
+    path, want = backbone_weights
+    model = build_model("mobilenet-v3-small", (32, 32, 3), 2, str(path))
+    for got, w in zip(backbone_of(model).get_weights(), want, strict=True):
+        np.testing.assert_array_equal(got, w)
+
+
+@pytest.mark.slow  # TensorFlow traces MobileNetV3's whole backward pass for fine-tuning
+def test_transfer_learning_frozen_then_fine_tuned(image_set, tmp_path, backbone_weights):
+    """From a weights FILE (no network in CI), frozen, then fine-tuned: both phases run,
+    the record says so."""
     s = labelled_copy(image_set, tmp_path / "s", bad=False, per_class=8,
                       classes=("cat", "coffee"))
-    result = run_cli("train", s, "--arch", "mobilenet-v3-small", "--weights", weights,
-                     "--input-size", "32x32", "--epochs", "1", "--fine-tune-epochs", "1",
-                     "--batch-size", "8", "--out", tmp_path / "r", "--quiet")
+    result = run_cli("train", s, "--arch", "mobilenet-v3-small", "--weights",
+                     backbone_weights[0], "--input-size", "32x32", "--epochs", "1",
+                     "--fine-tune-epochs", "1", "--batch-size", "8", "--out", tmp_path / "r",
+                     "--quiet")
     assert result.exit_code == 0, result.output
     rec = json.loads((tmp_path / "r" / "train.json").read_text())
     assert [p["name"] for p in rec["phases"]] == ["head", "fine-tune"]
@@ -228,7 +239,7 @@ def test_imagenet_weights_without_network_is_one_line(image_set, tmp_path, monke
 
 
 def test_image_augmentation_is_seeded_and_keeps_the_picture():
-    from digitkit.train.folder_data import image_augment
+    from digitkit.train.pipeline import image_augment
 
     x = np.random.default_rng(1).uniform(0, 255, (6, 20, 28, 3)).astype(np.float32)
     x[:, 6:14, 8:20] = 255.0  # a bright block the small transforms keep, roughly in place

@@ -1,6 +1,6 @@
 """The train room: `digitkit train` on MNIST (`mnist.py`, the digit networks) or on any
 labelled folder (`folder.py`: the trainer; `folder_data.py`: layout, splits, the input chosen
-from the data, parallel decoding into a cache, batches and augmentation)."""
+from the data, parallel decoding into a cache; `pipeline.py`: batches and augmentation)."""
 
 from digitkit.train.folder import (
     FOLDER_ARTIFACTS,

@@ -14,7 +14,8 @@ Output directory layout (the configuration travels with the artifact, as nanoGPT
   classification_report.txt   per-class precision, recall, f1, support, by class name
   confusion_matrix.png        on the test folder (the validation images when there is none)
 
-Data, splits, the input rule and the cache: `digitkit.train.folder_data`.
+Data, splits, the input rule and the cache: `digitkit.train.folder_data`; batches and
+augmentation: `digitkit.train.pipeline`.
 """
 
 from __future__ import annotations
@@ -187,8 +188,8 @@ class FolderTrainer:
             save_confusion_matrix_png,
             save_history_png,
         )
-        from digitkit.train.folder_data import batches, image_augment
         from digitkit.train.mnist import _environment
+        from digitkit.train.pipeline import batches, image_augment
 
         keras.utils.set_random_seed(cfg.seed)
         tf.config.experimental.enable_op_determinism()
