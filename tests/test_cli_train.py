@@ -28,6 +28,8 @@ def test_folder_options_without_a_folder(tmp_path, args, message):
     (["--arch", "mobilenet-v3-small", "--input-size", "16x16", "--weights", "none"],
      "--arch mobilenet-v3-small needs an input of at least 32x32, not 16x16"),
     (["--input-size", "32"], "'32' is not HxW"),
+    (["--arch", "efficientnet-v2-b0", "--weights", "no-such.weights.h5"],
+     "no-such.weights.h5: no such file"),
     (["--channels", "2"], "'2' is not one of '1', '3'"),
     (["--val-fraction", "0.9"], "0.9 is not in the range 0<x<=0.5"),
 ])

@@ -86,6 +86,10 @@ class FolderConfig:
             cfg.weights = "none"
         elif cfg.weights is None:
             cfg.weights = "imagenet"
+        elif cfg.weights not in ("imagenet", "none"):
+            from digitkit.inputs import check_regular
+
+            check_regular(cfg.weights)  # a weights FILE: there, and a regular file
         if cfg.val_fraction is not None and not 0 < cfg.val_fraction <= 0.5:
             raise UsageError("--val-fraction must be in (0, 0.5]")
         if cfg.resize not in RESIZE_MODES:
