@@ -12,6 +12,8 @@ import numpy as np
 from digitkit.model.contract import DIGIT_CONTRACT
 
 CLASS_NAMES = DIGIT_CONTRACT.class_names  # the default: digit reports
+#: Past this many classes a confusion matrix's cells carry colour only, no count.
+MAX_CELL_TEXT = 30
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int = len(CLASS_NAMES)) -> np.ndarray:
@@ -90,24 +92,33 @@ def save_confusion_matrix_png(cm: np.ndarray, path, title: str = "Confusion matr
 
     plt = _pyplot()
     cm = np.asarray(cm)
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
+    k = len(target_names)
+    # Class names, not indices, on both axes: the figure grows with the classes, long names
+    # are slanted, and past MAX_CELL_TEXT classes the counts would be unreadable, so only
+    # the colours remain.
+    side = min(24.0, max(6.0, 0.35 * k + 2.5))  # (7, 6) up to 10 classes, as for digits
+    fig, ax = plt.subplots(figsize=(side + 1.0, side), dpi=110)
     # Log-ish colour scale would hide the diagonal; row-normalised colours show recall per class
     # while the cell text keeps the raw counts.
     rows = cm.sum(axis=1, keepdims=True).astype(np.float64)
     norm = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
     im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
-    ticks = np.arange(len(target_names))
-    ax.set_xticks(ticks, labels=target_names)
-    ax.set_yticks(ticks, labels=target_names)
+    ticks = np.arange(k)
+    long = max((len(str(n)) for n in target_names), default=0) > 2
+    small = 7 if k > 20 else None
+    ax.set_xticks(ticks, labels=target_names, rotation=45 if long else 0,
+                  ha="right" if long else "center", fontsize=small)
+    ax.set_yticks(ticks, labels=target_names, fontsize=small)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            if cm[i, j]:
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
+    if k <= MAX_CELL_TEXT:
+        for i in range(cm.shape[0]):
+            for j in range(cm.shape[1]):
+                if cm[i, j]:
+                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")

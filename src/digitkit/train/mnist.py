@@ -1,4 +1,5 @@
-"""Training: fit a model on MNIST and write the model with its reports.
+"""Training on MNIST (`digitkit train`, no folder): fit a digit model and write it with its
+reports.
 
 Output directory layout (the configuration travels with the artifact, as nanoGPT keeps
 `model_args` in its checkpoint):
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from digitkit import __version__
-from digitkit.architectures import ARCHITECTURES, DEFAULT_ARCH, TRAIN_DEFAULTS
+from digitkit.architectures import DEFAULT_ARCH, DIGITS, TRAIN_DEFAULTS, get_arch
 from digitkit.artifacts import (
     atomic_path,
     ensure_dir,
@@ -57,9 +58,7 @@ class TrainConfig:
     limit: int | None = None  # train on the first N training images only (quick runs, tests)
 
     def resolved(self) -> TrainConfig:
-        if self.arch not in ARCHITECTURES:
-            raise UsageError(f"unknown architecture {self.arch!r}; "
-                             f"choose from {', '.join(ARCHITECTURES)}")
+        get_arch(self.arch, DIGITS)  # a known architecture that trains on digits
         d = TRAIN_DEFAULTS[self.arch]
         cfg = TrainConfig(**asdict(self))
         for key in ("epochs", "batch_size", "learning_rate", "augment", "validation_size"):
