@@ -264,7 +264,10 @@ def resolve_convention(source: SourceModel, images: np.ndarray, labels: np.ndarr
         if labels is None:
             raise _refuse(source, "detecting its input convention needs labelled MNIST test "
                           "images")
-        return detect_convention(source, images, labels, flags, n)
+        from digitkit.model.fitting import refine  # an affine preset's constants, fitted
+
+        detection = detect_convention(source, images, labels, flags, n)
+        return refine(source, detection, *detection_sample(images, labels, n), flags)
     else:
         how = DECLARED
     if labels is None:

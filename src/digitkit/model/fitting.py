@@ -1,0 +1,536 @@
+"""Fitting a convention's continuous constants from labelled data, not picking the nearest
+preset.
+
+Detection (digitkit.model.detect) chooses among presets. A model trained on constants no
+preset has (an MNIST MLP on (x/255 - 0.2)/0.45; a CIFAR-style model on its own data's mean
+and std) is then run under the nearest preset, and a share of its labels silently differ from
+its own. When the detected convention is an affine map of the pixels, x -> (x/255 - mean)/std
+(raw 0..255 is mean 0, std 1/255; /255 is mean 0, std 1), `refine` fits (mean, std) on the
+labelled calibration images by minimising the model's own cross-entropy on the true labels
+(Nelder-Mead, from every affine preset among the candidates), and rounds the constants to
+what a person would have typed. The rules, each stated where its constant is:
+
+- enough data: at least MIN_PER_CLASS calibration images of every class in each half;
+  otherwise nothing is fitted and the summary says so, naming --input-mean/--input-std;
+- beyond noise: the fit is CROSS-FITTED: each half is scored under the constants fitted on
+  the other half, and the fit replaces the preset only when that held-out loss is below the
+  preset's by MIN_GAIN of it and by Z_GAIN paired standard errors, AND it changes the
+  preset's labels on at least MIN_RELABEL of the images (below); otherwise the preset is
+  kept, the fitted row shown beside it;
+- stable: the two halves' constants agree (STABLE_MEAN, STABLE_STD); a fit that beats the
+  preset but is not stable is refused (ConventionError naming --input-mean/--input-std):
+  neither the preset nor the fit can be trusted then.
+
+What labels can and cannot tell. A network's labels depend on x/255 - mean, but barely on
+the std: dividing the input by a constant mostly scales the logits (a ReLU network without
+biases exactly), which changes the model's confidence, not its answers. So the std that
+minimises the cross-entropy is the one that best calibrates the model on unseen images: the
+training std for a model as confident on unseen images as on its training set, a larger one
+for an overconfident model (measured: an MLP trained 15 epochs on 6,000 images at
+(x/255-0.2)/0.45 fits (x/255-0.2)/0.6, with the same labels; one trained the same way on
+MNIST's preset fits (x/255-0.14)/0.46, a held-out loss 10% lower, the same labels on every
+test image). A fit that only changes the confidence is no evidence that the preset is wrong,
+hence MIN_RELABEL: a model trained on a preset keeps it.
+
+The source model is a black box (SourceModel: arrays in, arrays out), so the optimiser is
+derivative-free, numpy only: the base install runs it. A fit costs a few hundred passes over
+the calibration images; it is cached (CACHE_DIR) under a fingerprint of the model's outputs,
+the calibration images and the preset, so infer's later starts reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from digitkit.model.conventions import (
+    BLACK_ON_WHITE,
+    LOGITS,
+    NO_FLAGS,
+    ConventionFlags,
+    InputConvention,
+    candidates,
+)
+from digitkit.model.detect import (
+    DETECTED,
+    LOSS_EPSILON,
+    ConventionError,
+    Detection,
+    Score,
+    score,
+    softmax,
+)
+from digitkit.model.foreign import SourceModel
+
+#: Value scales that are an affine map of the pixels, (x/255 - mean)/std: what can be fitted.
+AFFINE_SCALES = ("raw", "unit", "standardized")
+#: The fit needs this many calibration images of every class in EACH half (twice this in
+#: all): with fewer, a few odd images move a half's constants, and the halves' agreement no
+#: longer tells a real optimum from noise. MNIST detection's 2,000 test images give ~100 per
+#: class per half.
+MIN_PER_CLASS = 10
+#: The fit replaces the preset only when its held-out loss is below the preset's by at least
+#: MIN_GAIN of the preset's (a smaller gain is not worth constants nobody wrote) ...
+MIN_GAIN = 0.03
+#: ... and by at least Z_GAIN standard errors of the paired per-image difference (a fit no
+#: better than the preset passes by chance ~0.1% of the time).
+Z_GAIN = 3.0
+#: ... and only when it changes the label of at least this share of the calibration images
+#: from the preset's (MNIST MLPs: 0.0% for a fit of a preset model's confidence, 1.5-4% for
+#: a model at (x/255-0.2)/0.45, whose labels the issue found 1.3% apart under the preset).
+MIN_RELABEL = 0.005
+#: The halves agree when their means differ by at most STABLE_MEAN (on the 0..1 scale: 13
+#: grey levels) and their stds by at most a factor STABLE_STD. Measured on 1,000-image halves
+#: of MNIST test images: 0.026 and 1.06 for an MLP at (x/255-0.2)/0.45, 0.008 and 1.09 for
+#: one at MNIST's preset; the std is looser because labels barely fix it (see above).
+STABLE_MEAN = 0.05
+STABLE_STD = 1.25
+#: Rounding: the fewest decimals (the mean's plus the std's, each 1..4) whose loss on all
+#: calibration images is within ROUND_LOSS of the unrounded fit's; those constants are
+#: reported and used.
+ROUND_LOSS = 0.005
+DECIMALS = (1, 2, 3, 4)
+#: Nelder-Mead over (mean, log std): START_EVALS evaluations from each preset, then up to
+#: MAX_EVALS from the best to a simplex smaller than X_TOL; the halves start from the full
+#: fit (HALF_EVALS). Initial steps: STEP of the std in the mean, STEP in log std.
+START_EVALS = 20
+MAX_EVALS = 80
+HALF_EVALS = 40
+X_TOL = 2e-3
+STEP = 0.25
+#: Where fits are cached, under digitkit's cache directory (digitkit.data.cache_dir).
+CACHE_DIR = "fitted"
+#: Part of every cache key: a change to the rules above invalidates old fits.
+FIT_VERSION = 1
+#: Calibration images whose outputs (under the preset) fingerprint the model in the cache key.
+FINGERPRINT_IMAGES = 32
+
+FLAGS_HINT = ("declare the constants with --input-scale standardized --input-mean M "
+              "--input-std S")
+
+
+# ------------------------------------------------------------------------ the parameters
+
+
+def affine(convention: InputConvention) -> tuple[float, float] | None:
+    """(mean, std) of an affine convention on the 0..1 scale, or None when it is not one."""
+    if convention.scale == "raw":
+        return 0.0, 1.0 / 255
+    if convention.scale == "unit":
+        return 0.0, 1.0
+    if convention.scale == "standardized":
+        return float(convention.mean), float(convention.std)
+    return None
+
+
+def standardized(preset: InputConvention, mean: float, std: float) -> InputConvention:
+    return replace(preset, scale="standardized", mean=float(mean), std=float(std),
+                   l2_axis=None)
+
+
+def halves_apart(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """How far apart two halves' (mean, std) are: (|mean difference| on the 0..1 scale, the
+    stds' ratio, >= 1)."""
+    return abs(a[0] - b[0]), max(a[1], b[1]) / min(a[1], b[1])
+
+
+def nelder_mead(f, x0, steps, max_evals: int = MAX_EVALS, x_tol: float = X_TOL):
+    """Minimise f over R^d from x0 (the textbook Nelder-Mead: reflect, expand, contract,
+    shrink); stops after max_evals evaluations or when the simplex is smaller than x_tol in
+    every coordinate. Returns (x, f(x), evaluations)."""
+    x0 = np.asarray(x0, dtype=np.float64)
+    simplex = [x0] + [x0 + np.eye(len(x0))[i] * steps[i] for i in range(len(x0))]
+    values = [f(x) for x in simplex]
+    evals = len(values)
+    while evals < max_evals:
+        order = np.argsort(values)
+        simplex = [simplex[i] for i in order]
+        values = [values[i] for i in order]
+        if np.max(np.abs(np.array(simplex[1:]) - simplex[0])) < x_tol:
+            break
+        centroid = np.mean(simplex[:-1], axis=0)
+        worst = simplex[-1]
+        xr = centroid + (centroid - worst)
+        fr = f(xr)
+        evals += 1
+        if fr < values[0]:
+            xe = centroid + 2 * (centroid - worst)
+            fe = f(xe)
+            evals += 1
+            simplex[-1], values[-1] = (xe, fe) if fe < fr else (xr, fr)
+        elif fr < values[-2]:
+            simplex[-1], values[-1] = xr, fr
+        else:
+            xc = (centroid + (xr if fr < values[-1] else worst)) / 2
+            fc = f(xc)
+            evals += 1
+            if fc < min(fr, values[-1]):
+                simplex[-1], values[-1] = xc, fc
+            else:  # shrink towards the best
+                simplex = [simplex[0]] + [(simplex[0] + s) / 2 for s in simplex[1:]]
+                values = [values[0]] + [f(s) for s in simplex[1:]]
+                evals += len(simplex) - 1
+    best = int(np.argmin(values))
+    return simplex[best], values[best], evals
+
+
+# ------------------------------------------------------------------------ the losses
+
+
+def scores_of(outputs: np.ndarray, logits: bool) -> np.ndarray:
+    """The model's outputs as log-scores: its logits, or the log of its probabilities
+    (clipped at LOSS_EPSILON, as the loss is)."""
+    o = np.where(np.isfinite(outputs), outputs, 0.0).astype(np.float64)
+    return o if logits else np.log(np.clip(o, LOSS_EPSILON, 1.0))
+
+
+def cross_entropy(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-image cross-entropy of softmax(z) on the labels y."""
+    t = z - z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(t).sum(axis=1))
+    picked = t[np.arange(len(y)), y] - log_norm
+    return -np.maximum(picked, math.log(LOSS_EPSILON))
+
+
+class _Objective:
+    """The source's cross-entropy under (mean, std) on subsets of the calibration images."""
+
+    def __init__(self, source: SourceModel, preset: InputConvention, x, y):
+        self.source, self.preset, self.x = source, preset, x
+        self.y = np.asarray(y).astype(np.int64)
+        self.logits = preset.outputs == LOGITS
+        self.passes = 0.0
+
+    def outputs(self, mean: float, std: float, idx=slice(None)) -> np.ndarray:
+        """The model's probabilities under (mean, std) on x[idx]."""
+        conv = standardized(self.preset, mean, std)
+        x = self.x[idx]
+        self.passes += len(x) / len(self.x)
+        out = self.source(conv.apply(x))
+        return softmax(out) if self.logits else out
+
+    def z(self, mean: float, std: float, idx=slice(None)) -> np.ndarray:
+        conv = standardized(self.preset, mean, std)
+        x = self.x[idx]
+        self.passes += len(x) / len(self.x)
+        return scores_of(self.source(conv.apply(x)), self.logits)
+
+    def loss(self, mean: float, std: float, idx=slice(None)) -> float:
+        """Mean cross-entropy on x[idx]."""
+        return float(np.mean(cross_entropy(self.z(mean, std, idx), self.y[idx])))
+
+    def fit(self, starts, idx=slice(None), start_evals: int = START_EVALS,
+            max_evals: int = MAX_EVALS) -> tuple[float, float]:
+        """The (mean, std) of lowest mean cross-entropy on x[idx]: Nelder-Mead for
+        `start_evals` evaluations from each start, then on from the best one."""
+        def f(theta):
+            return self.loss(theta[0], math.exp(theta[1]), idx)
+
+        def run(start, evals):
+            mean, log_std = start
+            return nelder_mead(f, (mean, log_std), (STEP * math.exp(log_std), STEP), evals)
+
+        starts = [(m, math.log(sd)) for m, sd in starts]
+        if len(starts) > 1:
+            ends = [run(st, start_evals) for st in starts]
+            starts = [min(ends, key=lambda e: e[1])[0]]
+        theta = run(starts[0], max_evals)[0]
+        return float(theta[0]), math.exp(float(theta[1]))
+
+
+# ------------------------------------------------------------------------ the outcome
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What fitting found. `preset`: the detected (nearest) preset's score; `fitted`: the
+    rounded fitted constants' score on the same images (None: nothing was fitted, `note`
+    says why); `used`: whether they replace the preset; `halves`: each half's constants;
+    `held_out`: (fit, preset) mean loss with each half scored under the other's fit; `z`:
+    the paired difference in standard errors; `decimals` of the rounded mean and std."""
+
+    preset: Score
+    fitted: Score | None = None
+    used: bool = False
+    halves: tuple = ()
+    held_out: tuple = ()
+    z: float = 0.0
+    decimals: tuple = (4, 4)
+    note: str = ""
+    relabelled: float = 0.0  # the share of calibration images whose label the fit changes
+    passes: float = 0.0  # passes over the calibration images the fit cost (0: cached)
+    cached: bool = False
+
+    def fitted_text(self) -> str:
+        """The fitted constants as typed: "(x/255-0.20)/0.45" (with "255-x, " first for
+        black-on-white)."""
+        c = self.fitted.convention
+        dm, ds = self.decimals
+        sign = "-" if c.mean >= 0 else "+"
+        text = f"(x/255{sign}{abs(c.mean):.{dm}f})/{c.std:.{ds}f}"
+        return f"255-x, {text}" if c.ink == BLACK_ON_WHITE else text
+
+    def line(self) -> str:
+        """"fitted: (x/255-0.20)/0.45, loss 0.131; nearest preset (x/255-0.1307)/0.3081,
+        loss 0.162" (or why nothing was fitted / the preset was kept)."""
+        preset = f"{self.preset.convention.describe()}, loss {self.preset.loss:.3f}"
+        if self.fitted is None:
+            return f"not fitted ({self.note})"
+        fitted = f"{self.fitted_text()}, loss {self.fitted.loss:.3f}"
+        if self.used:
+            return f"fitted: {fitted}; nearest preset {preset}"
+        return f"preset kept: {preset}; fitted {fitted} ({self.note})"
+
+    def to_dict(self) -> dict:
+        d = {"used": self.used, "line": self.line(),
+             "preset": {"convention": self.preset.convention.describe(),
+                        "accuracy": self.preset.accuracy, "loss": self.preset.loss}}
+        if self.fitted is not None:
+            d["fitted"] = {"mean": self.fitted.convention.mean,
+                           "std": self.fitted.convention.std,
+                           "convention": self.fitted_text(),
+                           "accuracy": self.fitted.accuracy, "loss": self.fitted.loss}
+            d.update(halves=[list(h) for h in self.halves], held_out_loss=list(self.held_out),
+                     z=self.z, relabelled=self.relabelled,
+                     rules={"min_per_class": MIN_PER_CLASS, "min_gain": MIN_GAIN,
+                            "z_gain": Z_GAIN, "min_relabel": MIN_RELABEL,
+                            "stable_mean": STABLE_MEAN, "stable_std": STABLE_STD})
+        return d
+
+
+@dataclass(frozen=True)
+class FittedDetection(Detection):
+    """A detection whose affine preset was put to a fit: the fitted row beside the presets."""
+
+    fit: Fit | None = field(default=None)
+
+    def summary(self) -> str:
+        if self.fit is None or not self.fit.used:
+            base = super().summary()
+            return base if self.fit is None else f"{base}; {self.fit.line()}"
+        f = self.fit
+        what = f.fitted_text()
+        if f.fitted.convention.outputs == LOGITS:
+            what += " (logits: softmax added)"
+        return (f"fitted: {what}, {f.fitted.accuracy:.1%}, loss {f.fitted.loss:.3f}; "
+                f"nearest preset {f.preset.convention.describe()}, {f.preset.accuracy:.1%}, "
+                f"loss {f.preset.loss:.3f}")
+
+    def table(self) -> list[str]:
+        rows = super().table()
+        if self.fit is None or self.fit.fitted is None:
+            return rows
+        f = self.fit
+        presets = [s for s in self.scores if s is not f.fitted]
+        label = "fitted " + f.fitted_text() + ("" if f.used else " (not used)")
+        fitted_row = f"{label:<38} {f.fitted.accuracy:8.1%} {f.fitted.loss:8.3f}"
+        return [rows[0], fitted_row] + [s.line() for s in presets]
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if self.fit is not None:
+            d["fit"] = self.fit.to_dict()
+        return d
+
+
+# ------------------------------------------------------------------------ the rule
+
+
+def _halves(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two halves of the images, each class split alternately (every other image of a
+    class), so both halves hold every class in the same proportion."""
+    a, b = [], []
+    for k in np.unique(y):
+        idx = np.flatnonzero(y == k)
+        a.extend(idx[0::2])
+        b.extend(idx[1::2])
+    return np.sort(np.array(a, dtype=np.int64)), np.sort(np.array(b, dtype=np.int64))
+
+
+def _class_name(source: SourceModel, k: int) -> str:
+    names = source.contract.class_names
+    return str(names[k]) if names and k < len(names) else str(k)
+
+
+def _too_few(source: SourceModel, y: np.ndarray) -> str | None:
+    counts = np.bincount(y, minlength=source.contract.num_classes)
+    k = int(np.argmin(counts))
+    if counts[k] >= 2 * MIN_PER_CLASS:
+        return None
+    return (f"class {_class_name(source, k)!r} has {counts[k]} calibration images, a fit "
+            f"needs {2 * MIN_PER_CLASS} of every class; or {FLAGS_HINT}")
+
+
+def _round(objective: _Objective, mean: float, std: float, loss: float):
+    """The fewest decimals (mean's plus std's) whose loss on all calibration images is within
+    ROUND_LOSS of the unrounded fit's `loss` (the lowest such loss on a tie):
+    (mean, std, (mean's decimals, std's))."""
+    tried = {}
+    for total in range(2 * min(DECIMALS), 2 * max(DECIMALS) + 1):
+        best = None
+        for dm in DECIMALS:
+            ds = total - dm
+            if ds not in DECIMALS or round(std, ds) <= 0:
+                continue
+            m, s = round(mean, dm), round(std, ds)
+            if (m, s) not in tried:
+                tried[(m, s)] = objective.loss(m, s)
+            if tried[(m, s)] <= loss * (1 + ROUND_LOSS) and (best is None
+                                                             or tried[(m, s)] < best[3]):
+                best = (m, s, (dm, ds), tried[(m, s)])
+        if best is not None:
+            return best[:3]
+    return mean, std, (max(DECIMALS), max(DECIMALS))
+
+
+def refine(source: SourceModel, detection: Detection, x: np.ndarray, y: np.ndarray | None,
+           flags: ConventionFlags = NO_FLAGS) -> Detection:
+    """`detection` put to a fit on the labelled images `x`, `y` (raw pixels of the source's
+    contract; the images detection scored). A detection whose convention is not affine is
+    returned as it is; otherwise a FittedDetection: the fitted constants when they beat the
+    preset beyond noise (see the module docstring), else the preset with the fit beside it.
+    ConventionError when the fit beats the preset but the two halves disagree."""
+    preset = detection.convention
+    if detection.how != DETECTED or affine(preset) is None or y is None:
+        return detection
+    y = np.asarray(y).astype(np.int64)
+    preset_score = detection.best
+    few = _too_few(source, y)
+    if few:
+        return FittedDetection(**_fields(detection), fit=Fit(preset_score, note=few))
+    key = _cache_key(source, preset, x, y)
+    cached = _read_cache(key, preset, preset_score)
+    fit = cached or _fit(source, detection, x, y, flags)
+    if cached is None:
+        _write_cache(key, fit)
+    fields_ = _fields(detection)
+    if fit.used:
+        fields_.update(convention=fit.fitted.convention,
+                       scores=(fit.fitted, *detection.scores), equivalent=())
+    return FittedDetection(**fields_, fit=fit)
+
+
+def _fields(detection: Detection) -> dict:
+    return {"convention": detection.convention, "scores": detection.scores,
+            "how": detection.how, "images": detection.images,
+            "equivalent": detection.equivalent}
+
+
+def _fit(source: SourceModel, detection: Detection, x, y, flags: ConventionFlags) -> Fit:
+    preset = detection.convention
+    objective = _Objective(source, preset, x, y)
+    starts = [affine(preset)]
+    pool = candidates(source.input_shape, layout=preset.layout, contract=preset.contract)
+    for c in pool:  # every affine preset the flags allow, in the detected one's ink
+        p = affine(c)
+        if p is not None and flags.allows(c) and c.ink == preset.ink and p not in starts:
+            starts.append(p)
+    full = objective.fit(starts)
+    a, b = _halves(y)
+    halves = (objective.fit([full], a, max_evals=HALF_EVALS),
+              objective.fit([full], b, max_evals=HALF_EVALS))
+
+    # Held out: half a scored under half b's constants and the other way round.
+    fit_held = np.empty(len(y))
+    fit_held[a] = cross_entropy(objective.z(*halves[1], a), y[a])
+    fit_held[b] = cross_entropy(objective.z(*halves[0], b), y[b])
+    zp = objective.z(*affine(preset))
+    preset_held = cross_entropy(zp, y)  # nothing fitted: the preset is held out already
+    diff = preset_held - fit_held
+    se = float(np.std(diff, ddof=1) / math.sqrt(len(diff)))
+    gain = float(np.mean(diff))
+    z = gain / se if se > 0 else (math.inf if gain > 0 else 0.0)
+    held = (float(np.mean(fit_held)), float(np.mean(preset_held)))
+
+    mean, std, decimals = _round(objective, *full, objective.loss(*full))
+    conv = standardized(preset, mean, std)
+    probs = objective.outputs(mean, std)
+    fitted = score(probs, y, conv)
+    relabelled = float(np.mean(probs.argmax(axis=1) != zp.argmax(axis=1)))
+    lower = gain >= MIN_GAIN * held[1] and z >= Z_GAIN
+    beats = lower and relabelled >= MIN_RELABEL
+    apart_mean, apart_std = halves_apart(*halves)
+    if beats and (apart_mean > STABLE_MEAN or apart_std > STABLE_STD):
+        (ma, sa), (mb, sb) = halves
+        raise ConventionError(
+            f"{source.name}: its normalisation fits better than the preset "
+            f"{preset.describe()}, but not stably: the two halves of the {len(y):,} "
+            f"calibration images fit (x/255-{ma:.3f})/{sa:.3f} and (x/255-{mb:.3f})/{sb:.3f} "
+            f"(the means may differ by {STABLE_MEAN:g}, the stds by a factor "
+            f"{STABLE_STD:g}); give more calibration images, or {FLAGS_HINT}")
+    if not lower:
+        note = (f"held-out loss {held[0]:.3f} vs the preset's {held[1]:.3f}: not lower by "
+                f"{MIN_GAIN:.0%} and {Z_GAIN:g} standard errors")
+    elif not beats:
+        note = (f"it changes {relabelled:.2%} of the preset's labels, under "
+                f"{MIN_RELABEL:.1%}: the model's confidence, not its answers")
+    else:
+        note = ""
+    return Fit(detection.best, fitted, beats, halves, held, z, decimals, note, relabelled,
+               passes=objective.passes)
+
+
+# ------------------------------------------------------------------------ the cache
+
+
+def _cache_key(source: SourceModel, preset: InputConvention, x, y) -> str:
+    """The model (its outputs on the first calibration images under the preset, rounded:
+    a changed model changes them), the calibration images and labels, the preset, and the
+    rules' version."""
+    h = hashlib.sha256()
+    out = source(preset.apply(x[:FINGERPRINT_IMAGES]))
+    for part in (np.round(out.astype(np.float64), 4), np.ascontiguousarray(x, np.float32),
+                 np.asarray(y, np.int64)):
+        h.update(np.ascontiguousarray(part).tobytes())
+        h.update(str(part.shape).encode())
+    h.update(json.dumps([preset.to_dict(), preset.contract.to_dict(), FIT_VERSION],
+                        sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _cache_path(key: str):
+    from digitkit.data import cache_dir
+
+    return cache_dir() / CACHE_DIR / f"{key[:24]}.json"
+
+
+def _read_cache(key: str, preset: InputConvention, preset_score: Score) -> Fit | None:
+    path = _cache_path(key)
+    try:
+        d = json.loads(path.read_text())
+        f = d["fitted"]
+        conv = standardized(preset, f["mean"], f["std"])
+        fitted = Score(conv, float(f["accuracy"]), float(f["loss"]))
+        return Fit(preset_score, fitted, bool(d["used"]),
+                   tuple(tuple(h) for h in d["halves"]), tuple(d["held_out"]),
+                   float(d["z"]), tuple(d["decimals"]), d.get("note", ""),
+                   float(d["relabelled"]), cached=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no fit cached (or an unreadable one): fit again
+
+
+def _write_cache(key: str, fit: Fit) -> None:
+    from digitkit.artifacts import write_json_atomic
+
+    if fit.fitted is None:
+        return
+    c = fit.fitted
+    record = {"fitted": {"mean": c.convention.mean, "std": c.convention.std,
+                         "accuracy": c.accuracy, "loss": c.loss},
+              "used": fit.used, "halves": [list(h) for h in fit.halves],
+              "held_out": list(fit.held_out), "z": fit.z, "decimals": list(fit.decimals),
+              "note": fit.note, "relabelled": fit.relabelled}
+    path = _cache_path(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, record)
+    except OSError:
+        pass  # a cache that cannot be written only costs the next start another fit
+
+
+__all__ = ["AFFINE_SCALES", "Fit", "FittedDetection", "MIN_PER_CLASS", "affine",
+           "halves_apart", "nelder_mead", "refine"]
