@@ -34,6 +34,7 @@ from digitkit.model.detect import (
 from digitkit.model.fitting import (
     MIN_PER_CLASS,
     FittedDetection,
+    constants_text,
     cross_entropy,
     halves_apart,
     nelder_mead,
@@ -235,8 +236,15 @@ def test_nelder_mead_finds_a_valley_floor():
     assert evals <= 200
 
 
-def test_halves_apart_and_cross_entropy():
-    assert halves_apart((0.2, 0.45), (0.25, 0.5)) == pytest.approx((0.05, 0.5 / 0.45))
+def test_halves_apart_constants_text_and_cross_entropy():
+    assert halves_apart(((0.2,), (0.45,)), ((0.25,), (0.5,))) == pytest.approx(
+        (0.05, 0.5 / 0.45))
+    assert halves_apart(((0.49, 0.48, 0.45), (0.25, 0.24, 0.26)),
+                        ((0.49, 0.50, 0.45), (0.25, 0.24, 0.13))) == pytest.approx((0.02, 2.0))
+    assert constants_text((0.2,), (0.45,), (2, 2)) == "(x/255-0.20)/0.45"
+    assert constants_text((-0.0,), (1.4,), (1, 1)) == "(x/255-0.0)/1.4"
+    assert constants_text((0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616), (2, 2)) == \
+        "(x/255-(0.49,0.48,0.45))/(0.25,0.24,0.26)"
     z = np.array([[2.0, 0.0], [0.0, 50.0]])
     ce = cross_entropy(z, np.array([0, 0]))
     assert ce[0] == pytest.approx(math.log(1 + math.exp(-2)))
