@@ -189,7 +189,6 @@ def test_halves_that_disagree_are_refused(off_preset, mnist_test, monkeypatch):
     import digitkit.model.fitting as fitting
 
     monkeypatch.setattr(fitting, "STABLE_MEAN", 1e-9)
-    monkeypatch.setattr(fitting, "CACHE_DIR", "fitted-strict")  # not the earlier fit
     with pytest.raises(ConventionError) as err:
         _resolve(off_preset[0], mnist_test)
     text = str(err.value)

@@ -47,7 +47,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -108,7 +108,8 @@ TAU_STEPS = 20
 TAU_MAX = 100.0
 #: Where fits are cached, under digitkit's cache directory (digitkit.data.cache_dir).
 CACHE_DIR = "fitted"
-#: Part of every cache key: a change to the rules above invalidates old fits.
+#: Part of every cache key with the rules' constants: a change to how a fit is made
+#: invalidates old fits.
 FIT_VERSION = 1
 #: Calibration images whose outputs (under the preset) fingerprint the model in the cache key.
 FINGERPRINT_IMAGES = 32
@@ -380,8 +381,7 @@ class Fit:
                            "accuracy": self.fitted.accuracy, "loss": self.fitted.loss}
             d.update(halves=[[list(m), list(sd)] for m, sd in self.halves],
                      held_out_loss=list(self.held_out), z=self.z, relabelled=self.relabelled,
-                     rules={"min_per_class": MIN_PER_CLASS, "min_gain": MIN_GAIN,
-                            "z_gain": Z_GAIN, "stable_mean": STABLE_MEAN, "stable_std": STABLE_STD})
+                     rules=_rules())
         return d
 
 
@@ -498,9 +498,8 @@ def refine(source: SourceModel, detection: Detection, x: np.ndarray, y: np.ndarr
 
 
 def _fields(detection: Detection) -> dict:
-    return {"convention": detection.convention, "scores": detection.scores,
-            "how": detection.how, "images": detection.images,
-            "equivalent": detection.equivalent}
+    """Every field of a Detection (whatever detect.py gives it), to build a FittedDetection."""
+    return {f.name: getattr(detection, f.name) for f in fields(Detection)}
 
 
 def _fit(source: SourceModel, detection: Detection, x, y, flags: ConventionFlags) -> Fit:
@@ -557,6 +556,12 @@ def _fit(source: SourceModel, detection: Detection, x, y, flags: ConventionFlags
 # ------------------------------------------------------------------------ the cache
 
 
+def _rules() -> dict:
+    """The rules' constants, recorded with a fit and part of its cache key."""
+    return {"min_per_class": MIN_PER_CLASS, "min_gain": MIN_GAIN, "z_gain": Z_GAIN,
+            "stable_mean": STABLE_MEAN, "stable_std": STABLE_STD, "round_loss": ROUND_LOSS}
+
+
 def _cache_key(source: SourceModel, preset: InputConvention, x, y) -> str:
     """The model (its outputs on the first calibration images under the preset, rounded:
     a changed model changes them), the calibration images and labels, the preset, and the
@@ -567,7 +572,7 @@ def _cache_key(source: SourceModel, preset: InputConvention, x, y) -> str:
                  np.asarray(y, np.int64)):
         h.update(np.ascontiguousarray(part).tobytes())
         h.update(str(part.shape).encode())
-    h.update(json.dumps([preset.to_dict(), preset.contract.to_dict(), FIT_VERSION],
+    h.update(json.dumps([preset.to_dict(), preset.contract.to_dict(), FIT_VERSION, _rules()],
                         sort_keys=True, default=str).encode())
     return h.hexdigest()
 
