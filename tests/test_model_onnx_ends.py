@@ -109,3 +109,22 @@ def test_damaged_files_are_left_to_onnx(tmp_path, linear_onnx):
     path.write_bytes(b"")
     assert honours_contract(path) is None
     assert honours_contract(tmp_path / "missing.onnx") is None
+
+
+def test_op_types_are_onnx_s_and_tell_an_int8_copy_without_importing_it(export_dir, tmp_path,
+                                                                         linear_onnx):
+    from digitkit.model.files import is_int8_onnx
+    from digitkit.model.onnx_ends import op_types
+
+    for name in ("model.onnx", "model.int8.onnx"):
+        path = export_dir / name
+        assert op_types(path) == {n.op_type for n in onnx.load(path).graph.node}
+    plain = tmp_path / "quantized.onnx"  # an int8 copy not named as one: found by its ops
+    plain.write_bytes((export_dir / "model.int8.onnx").read_bytes())
+    assert is_int8_onnx(plain) and not is_int8_onnx(linear_onnx)
+    code = (f"import sys; from digitkit.model.files import is_int8_onnx; "
+            f"assert is_int8_onnx({str(plain)!r}); assert 'onnx' not in sys.modules")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(b"\x0a\xff\xff\xff")
+    assert op_types(damaged) is None

@@ -48,3 +48,17 @@ def test_bf16_is_its_own_labelled_runtime(export_dir, mnist_test):
 def test_an_unknown_precision_is_refused(export_dir):
     with pytest.raises(ValueError, match="unknown precision"):
         OpenVinoPredictor(export_dir / "model.onnx", precision="fp8")
+
+
+def test_device_names_and_a_missing_gpu(export_dir):
+    from digitkit.errors import DependencyError
+    from digitkit.predictors.openvino import OpenVinoPredictor, device_name, import_openvino
+
+    assert device_name("cpu") == "CPU"
+    if any(d.startswith("GPU") for d in import_openvino().Core().available_devices):
+        pytest.skip("this machine has a GPU OpenVINO can use")
+    with pytest.raises(DependencyError, match=r"^--device gpu:1: OpenVINO has no GPU.1 device "
+                                              r"here \(it lists CPU"):
+        device_name("gpu:1")
+    with pytest.raises(DependencyError, match="OpenVINO has no GPU device"):
+        OpenVinoPredictor(export_dir / "model.onnx", 1, device="gpu").load()

@@ -54,3 +54,41 @@ def test_regime_predictor_matches_a_plain_session(linear_onnx, mnist_test):
     assert set(p.outputs(x[:2])) == {"probabilities"}
     with pytest.raises(Exception, match="no such model file"):
         RegimeOnnxPredictor(linear_onnx.parent / "missing.onnx")
+
+
+def test_provider_lists_per_device():
+    """The one place a session's providers are decided: the CPU alone on the CPU; on a GPU
+    its provider first, with its device id, then the CPU for the nodes it does not take."""
+    from digitkit.predictors.ort import providers
+
+    assert providers("cpu") == ["CPUExecutionProvider"]
+    assert providers("cuda") == providers("gpu") == providers("cuda:0") == [
+        ("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    assert providers("cuda:1")[0] == ("CUDAExecutionProvider", {"device_id": 1})
+    assert providers("tensorrt:2") == [("TensorrtExecutionProvider", {"device_id": 2}),
+                                       ("CUDAExecutionProvider", {"device_id": 2}),
+                                       "CPUExecutionProvider"]
+
+
+def test_a_cpu_session_runs_on_the_cpu_provider_only(linear_onnx):
+    p = ort_predictors.OnnxPredictor(linear_onnx, OrtSettings(threads=1, device="cpu"))
+    assert p.session.get_providers() == ["CPUExecutionProvider"]
+    r = open_runtime("onnxruntime", linear_onnx, threads=1, spinning=None, device="cpu")
+    assert r.session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_a_session_that_fell_back_to_the_cpu_is_refused(linear_onnx):
+    """ONNX Runtime drops a GPU provider that does not start and runs on the CPU
+    (onnxruntime#23372): a real session without the provider asked for is refused."""
+    from digitkit.errors import DependencyError
+    from digitkit.predictors.ort import check_placed, open_session
+
+    session = open_session(linear_onnx, OrtSettings(threads=1))
+    check_placed(session, "cpu", linear_onnx)
+    for device, provider in (("cuda:0", "CUDAExecutionProvider"),
+                             ("tensorrt", "TensorrtExecutionProvider")):
+        with pytest.raises(DependencyError) as err:
+            check_placed(session, device, linear_onnx)
+        assert str(err.value) == (
+            f"{linear_onnx}: ONNX Runtime did not start {provider} for --device {device} "
+            "(the session has CPUExecutionProvider); refusing to run it on the CPU instead")

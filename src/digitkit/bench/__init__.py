@@ -25,7 +25,7 @@ Modules: `config` (BenchConfig, defaults, option parsing), `plan` (models, runti
 
 from __future__ import annotations
 
-from digitkit.bench.config import BenchConfig
+from digitkit.bench.config import BenchConfig, on_device
 from digitkit.model.conventions import NO_FLAGS
 
 #: What the CLI uses from `report` and `tables`, loaded on first use (see __getattr__).
@@ -49,6 +49,8 @@ def run_bench(config: BenchConfig, *, progress=lambda msg: None, warn=lambda msg
 
     runtimes, required = config.requested_runtimes
     runtimes, unavailable = plan.available_runtimes(runtimes)
+    runtimes, off_device = on_device(runtimes, config.device)
+    unavailable.update(off_device)
     models = plan.resolve_models(config.models)
     # Models made elsewhere run through their adapters, resolved once here (never silently on
     # a convention they were not trained for).

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 from digitkit.environment import usable_cpus
 from digitkit.errors import UsageError
-from digitkit.predictors.runtimes import RUNTIMES, runtime_groups
+from digitkit.predictors.runtimes import (
+    DEFAULT_DEVICE,
+    RUNTIMES,
+    device_kind,
+    parse_device,
+    runtime_groups,
+)
 
 #: Runtime groups run when --runtimes is not given: all of them, in the runtime table's order,
 #: each where its copy exists (and, for the optional runtimes, where they are installed).
@@ -99,6 +105,27 @@ def parse_batch_sizes(text: str | Sequence[int] | None) -> list[int]:
     return sorted(set(sizes))
 
 
+def on_device(runtimes: list[str], device: str) -> tuple[list[str], dict[str, str]]:
+    """(runtimes that run on `device`, {runtime: why not} for those that have no such device).
+
+    A runtime without such a device is listed as skipped, like one not installed; a device
+    that is not there is refused in one line (DependencyError: no such provider or plugin
+    device) before any work, and so is a device none of the runtimes has (UsageError)."""
+    kind = device_kind(device)
+    runnable, skipped = [], {}
+    for name in runtimes:
+        row = RUNTIMES[name]
+        if kind not in row.devices:
+            skipped[name] = f"runs on {' or '.join(row.devices)}, not {kind}"
+            continue
+        row.check_device(device)
+        runnable.append(name)
+    if not runnable:
+        raise UsageError(f"--device {device}: no requested runtime runs on it (" + "; ".join(
+            f"{r}: {why}" for r, why in skipped.items()) + ")")
+    return runnable, skipped
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     """One benchmark run, as the options of `digitkit bench` describe it.
@@ -122,8 +149,10 @@ class BenchConfig:
     data: str | os.PathLike | None = None  # MNIST location; None: digitkit.data's resolution
     check_images: int = DEFAULT_CHECK_IMAGES
     trust_model: bool = False  # run models model.safety refuses (--trust-model)
+    device: str = DEFAULT_DEVICE  # --device: cpu, cuda[:N], tensorrt[:N], gpu[:N]
 
     def __post_init__(self):
+        object.__setattr__(self, "device", parse_device(self.device))
         self.requested_runtimes  # noqa: B018 - parse now, so a bad value fails before any work
         self.sizes  # noqa: B018
         if self.thread_count < 1:

@@ -98,6 +98,7 @@ def new_record(config, command: str | None, inputs: str, check_images: int,
         "environment": environment(config.thread_count, config.ort_spinning, config.sizes),
         "settings": {
             "batch_sizes": config.sizes, "threads": config.thread_count,
+            "device": config.device,
             "warmup": config.warmup, "duration_s": config.timed_duration,
             "iterations": config.iterations, "repeat": config.repeat,
             "inputs": inputs,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -25,14 +24,17 @@ import numpy as np
 
 from digitkit.errors import DigitkitError, ModelError
 from digitkit.predictors import open_runtime
+from digitkit.predictors.runtimes import DEFAULT_DEVICE
+
+# The timing itself lives on the floor: `infer --runtime auto` calibrates with it too.
+from digitkit.predictors.timing import MIN_TIMED_CALLS, time_batch
+from digitkit.predictors.timing import batches as _batches  # noqa: F401 - tests call it here
+from digitkit.predictors.timing import peak_rss_mb as _peak_rss_mb
+from digitkit.predictors.timing import rss_mb as _rss_mb
 
 #: Batch size of the untimed cross-check pass: every runtime handles it comfortably and 10,000
 #: test images divide into it evenly.
 CHECK_BATCH = 500
-
-#: However short --duration is, a batch size gets this many timed calls, so that p50 and the
-#: extremes come from more than a couple of samples.
-MIN_TIMED_CALLS = 5
 
 #: Exit status telling the parent that the last stderr line is a one-line user error
 #: (an undecodable --images file, say), to be shown as is rather than as a runtime failure.
@@ -51,7 +53,7 @@ def prepare(work: Path, config, x_test: np.ndarray, x_check: np.ndarray,
             "duration": config.timed_duration, "iterations": config.iterations,
             "inputs": str(work / "inputs.npy"), "check": str(work / "check.npy"),
             "images": [str(p) for p in image_paths] if image_paths else None,
-            "trust_model": config.trust_model}
+            "trust_model": config.trust_model, "device": config.device}
 
 
 def measure_runtime(runtime: str, model_file: Path, spec: dict, work: Path, tag: str) -> dict:
@@ -116,86 +118,6 @@ def best_of(rounds: list[dict]) -> dict:
 
 # ---------------------------------------------------------------------------- child side
 
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process's own address space, in MiB.
-
-    VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child
-    started by a big parent would report the parent's peak (a pytest process holding
-    TensorFlow made the ONNX Runtime child look like 900 MB).
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return float("nan")
-
-
-def _batches(x: np.ndarray, batch: int, limit: int = 16) -> list[np.ndarray]:
-    """Up to `limit` distinct contiguous float32 batches of real images, cycled when timing.
-
-    Different images per call keep a runtime from looking faster on a cache-hot input.
-    """
-    n = len(x)
-    if batch > n:
-        x = np.concatenate([x] * (batch // n + 1))
-        n = len(x)
-    starts = [(i * batch) % (n - batch + 1) for i in range(min(limit, max(1, n // batch)))]
-    return [np.ascontiguousarray(x[s:s + batch], dtype=np.float32) for s in starts]
-
-
-def _percentiles(lat: list[float]) -> dict:
-    a = np.asarray(lat) * 1e3
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {"min": float(a.min()), "p50": float(p50), "p90": float(p90), "p99": float(p99),
-            "max": float(a.max()), "mean": float(a.mean())}
-
-
-def time_batch(run, x: np.ndarray, batch: int, warmup: int, duration: float | None,
-               iterations: int | None) -> dict:
-    batches = _batches(x, batch)
-    t0 = time.perf_counter()
-    run(batches[0])
-    first_call = time.perf_counter() - t0
-    for i in range(warmup):
-        run(batches[i % len(batches)])
-    lat = []
-    start = time.perf_counter()
-    i = 0
-    while True:
-        b = batches[i % len(batches)]
-        t0 = time.perf_counter()
-        run(b)
-        t1 = time.perf_counter()
-        lat.append(t1 - t0)
-        i += 1
-        if iterations is not None:
-            if i >= iterations:
-                break
-        elif t1 - start >= duration and i >= MIN_TIMED_CALLS:
-            break
-    wall = time.perf_counter() - start
-    return {
-        "batch": batch,
-        "calls": len(lat),
-        "seconds": wall,
-        "images_per_s": batch * len(lat) / wall,
-        "latency_ms": _percentiles(lat),
-        "first_call_ms": first_call * 1e3,
-        "peak_rss_mb": _peak_rss_mb(),
-    }
-
-
 def end_to_end(run, paths: list[str], batch: int, duration: float | None,
                iterations: int | None) -> dict:
     """Decode and preprocess files, then infer, timed separately, batch by batch.
@@ -245,7 +167,8 @@ def measure(spec: dict) -> dict:
     t0 = time.perf_counter()
     predictor = open_runtime(spec["engine"], spec["model"], int(spec["threads"]),
                              spec.get("ort_spinning", False),
-                             spec.get("trust_model", False)).load()
+                             spec.get("trust_model", False),
+                             spec.get("device", DEFAULT_DEVICE)).load()
     load_s = time.perf_counter() - t0
     rss_load = _rss_mb()
     run = predictor.predict

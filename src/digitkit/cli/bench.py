@@ -14,7 +14,7 @@ from digitkit.bench.config import (
     DEFAULT_WARMUP,
 )
 from digitkit.cli.conventions import convention_options, take_convention_flags
-from digitkit.cli.options import trust_model_option
+from digitkit.cli.options import device_option, trust_model_option
 
 
 @click.command("bench")
@@ -29,6 +29,7 @@ from digitkit.cli.options import trust_model_option
 @click.option("--threads", type=int, default=None,
               help="Threads for every runtime alike (ONNX Runtime's per batch size within "
                    "them, as `digitkit infer` runs). [default: CPUs this process may use]")
+@device_option
 @click.option("--duration", type=float, default=None, metavar="S",
               help="Seconds of timed calls per runtime and batch size. "
                    f"[default: {DEFAULT_DURATION:g}]")

@@ -8,7 +8,7 @@ import sys
 import click
 
 from digitkit.cli.conventions import convention_options, take_convention_flags
-from digitkit.cli.options import trust_model_option
+from digitkit.cli.options import device_option, trust_model_option
 from digitkit.images import MAX_FILE_SIZE
 from digitkit.infer.results.formats import RESULT_FORMATS
 from digitkit.infer.spec import (
@@ -20,6 +20,7 @@ from digitkit.infer.spec import (
     MAX_FILE_TIMEOUT,
 )
 from digitkit.infer.storage.shards import DEFAULT_SHARD_FORMAT, DEFAULT_SHARD_SIZE
+from digitkit.predictors.choice import ANY_PRECISION, AUTO
 from digitkit.predictors.serving import DEFAULT_PRECISION, precisions, serving_runtimes
 
 
@@ -58,15 +59,21 @@ class _ByteSize(click.ParamType):
                    f"{DEFAULT_SHARD_FORMAT} for a shard directory.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=None,
               help=f"Files per shard of a shard directory. Default: {DEFAULT_SHARD_SIZE}.")
-@click.option("--runtime", type=click.Choice(serving_runtimes()), default=None,
+@click.option("--runtime", type=click.Choice([*serving_runtimes(), AUTO]), default=None,
               help="The runtime table's runtime that serves MODEL (OpenVINO and LiteRT: pip "
                    "install 'digitkit[runtimes]'); an export directory gives it its own copy. "
+                   "auto: the fastest one (and precision, within --precision) whose labels "
+                   "on MNIST test images agree with fp32's, measured at --batch-size on this "
+                   "machine (a few seconds the first time, then cached); the choice and its "
+                   "figures are said on stderr and recorded with the results. "
                    "Default: onnxruntime for .onnx or an export directory, tensorflow for a "
                    "SavedModel dir or .h5, litert for .tflite.")
-@click.option("--precision", type=click.Choice(precisions()), default=DEFAULT_PRECISION,
-              show_default=True,
+@click.option("--precision", type=click.Choice([*precisions(), ANY_PRECISION]),
+              default=DEFAULT_PRECISION, show_default=True,
               help="What the runtime computes in: int8 runs the int8 ONNX copy "
-                   "(model.int8.onnx), bf16 needs a CPU with native bf16 (openvino).")
+                   "(model.int8.onnx), bf16 needs a CPU with native bf16 (openvino); any "
+                   "(with --runtime auto): whichever passes its gate fastest.")
+@device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE,
               show_default=True,
               help="Images per inference batch (a local worker takes a few per task).")

@@ -55,19 +55,29 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
 def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferSummary:
     # A model made elsewhere never runs on pixels it was not trained for: its convention is
     # resolved once, here, and every engine and worker runs the adapted copy.
+    from digitkit.predictors.choice import AUTO, choose
     from digitkit.predictors.runnable import runnable_model
-    from digitkit.predictors.serving import serving_model
+    from digitkit.predictors.serving import check_device, serving_model
 
     # Which copy runs on which row of the runtime table: decided once, here, like the
     # convention below; every engine and worker opens that row on that copy.
+    choice = None
+    if spec.runtime == AUTO:  # the fastest row that passes the gate, chosen once, here
+        choice = choose(spec.model, spec.precision, batch=spec.batch_size, workers=spec.workers,
+                        device=spec.device, data=spec.data, trust_model=spec.trust_model,
+                        convention=spec.convention, say=warn)
+        spec = replace(spec, runtime=choice.group, precision=choice.precision)
     serving = serving_model(spec.model, spec.runtime, spec.precision)
+    check_device(serving, spec.device)
     runnable = runnable_model(serving.path, spec.convention, spec.data,
                               trust_model=spec.trust_model)
     if runnable.line():
         warn(f"digitkit: {runnable.line()}")
     # What the rows are made with, recorded with them; a resume must match it.
     record = record_for(serving.path, runnable.convention, spec.top_k,
-                        spec.limits.max_file_size, serving.name, serving.precision)
+                        spec.limits.max_file_size, serving.name, serving.precision,
+                        choice=choice and choice.record,
+                        sha256=choice.sha256 if choice and choice.path == serving.path else None)
     spec = replace(spec, model=runnable.path)
     served = {"runtime": serving.name, "precision": serving.precision}
     eng = get_engine(spec.engine)

@@ -82,6 +82,10 @@ class InferSpec:
         None: the model file's natural runtime). `run_infer` resolves MODEL once
         (`predictors.serving.serving_model`) into the copy that runs (an export directory's
         own copy), and every engine opens the same row of the runtime table on it.
+    device: where the runtime runs (`--device`: cpu, cuda[:N], tensorrt[:N], gpu[:N];
+        `predictors.runtimes.parse_device`); `run_infer` refuses, before any work, a device
+        the runtime does not have or that is not there. runtime "auto": `run_infer` chooses
+        the row first (`predictors.choice.choose`), precision "any" letting it choose that too.
     convention: the --input-* flags declaring how a model made elsewhere expects its pixels
         (none: digitkit's contract, or detected on MNIST test images from `data`);
         `run_infer` resolves it once and every engine runs the adapted copy.
@@ -102,8 +106,12 @@ class InferSpec:
     convention: ConventionFlags = NO_FLAGS
     data: str | os.PathLike | None = None
     trust_model: bool = False
+    device: str = "cpu"
 
     def __post_init__(self):
+        from digitkit.predictors.runtimes import parse_device
+
+        object.__setattr__(self, "device", parse_device(self.device))
         if self.engine not in BATCH_ENGINES:
             raise UsageError(f"unknown engine {self.engine!r}; choose from "
                              f"{', '.join(BATCH_ENGINES)}")

@@ -110,6 +110,11 @@ def is_int8_onnx(path: str | os.PathLike) -> bool:
     p = Path(path)
     if p.name.endswith(".int8.onnx"):
         return True
+    from digitkit.model.onnx_ends import op_types
+
+    ops = op_types(p)  # from the bytes: importing onnx costs more than the rest of start-up
+    if ops is not None:
+        return bool(ops & _INT8_OPS)
     try:
         import onnx
 

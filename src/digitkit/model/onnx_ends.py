@@ -35,6 +35,7 @@ _TENSOR_ELEM_TYPE, _TENSOR_SHAPE = 1, 2
 _SHAPE_DIM = 1
 _DIM_VALUE, _DIM_PARAM, _DIM_DENOTATION = 1, 2, 3
 _ENTRY_KEY = 1
+_GRAPH_NODE, _NODE_OP_TYPE = 1, 4
 
 
 class _Unsure(Exception):
@@ -49,6 +50,28 @@ def honours_contract(path: str | os.PathLike) -> bool | None:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             return _contract(buf) or None
     except (OSError, ValueError, _Unsure):  # ValueError: an empty file cannot be mapped
+        return None
+
+
+def op_types(path: str | os.PathLike) -> set[str] | None:
+    """The op types of the main graph's nodes (what `onnx.load(path).graph.node` would give),
+    read from the bytes without the onnx package; None when this reader cannot say (the
+    caller then asks onnx)."""
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            graph = None
+            for field, wire, a, b in _fields(buf, 0, len(buf)):
+                if field == _MODEL_GRAPH:
+                    _need(wire == _LEN and graph is None)
+                    graph = (a, b)
+            _need(graph is not None)
+            ops = set()
+            for field, wire, a, b in _fields(buf, *graph):
+                if field == _GRAPH_NODE:
+                    _need(wire == _LEN)
+                    ops.add(_singular_string(buf, a, b, _NODE_OP_TYPE))
+            return ops
+    except (OSError, ValueError, _Unsure):
         return None
 
 

@@ -8,6 +8,10 @@ engine asks for f32 explicitly and the reduced-precision one is a separate, labe
 Threads and streams follow the bench thread count: one stream (calls come one at a time, so
 more streams would only split the threads) using `threads` threads, like ONNX Runtime's
 intra-op pool and TensorFlow's.
+
+`--device gpu[:N]` compiles for OpenVINO's GPU plugin ("GPU", "GPU.N"), refused in one line
+when OpenVINO lists no such device (`device_name`); the thread count is the CPU's business
+and is not passed there.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ import os
 import numpy as np
 
 from digitkit.environment import usable_cpus
-from digitkit.errors import ModelError, missing_extra, one_line
+from digitkit.errors import DependencyError, ModelError, missing_extra, one_line
 from digitkit.model.contract import OUTPUT_NAME
 from digitkit.predictors.base import LazyPredictor
+from digitkit.predictors.runtimes import DEFAULT_DEVICE, device_index, device_kind
 
 #: digitkit precision name -> OpenVINO inference precision and the CPU capability it needs.
 PRECISIONS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16")}
@@ -44,22 +49,47 @@ def cpu_supports(precision: str) -> bool:
     return PRECISIONS[precision][1] in caps
 
 
+def device_name(device: str, core=None) -> str:
+    """OpenVINO's name for `--device` ("CPU", "GPU", "GPU.1"), or DependencyError when
+    OpenVINO lists no such device here (its `available_devices`)."""
+    if device_kind(device) == "cpu":
+        return "CPU"
+    core = core or import_openvino().Core()
+    found = list(core.available_devices)
+    gpus = sorted(d for d in found if d.split(".")[0] == "GPU")
+    if ":" not in device:
+        name = "GPU" if "GPU" in gpus or not gpus else gpus[0]
+    else:
+        name = f"GPU.{device_index(device)}"
+        if name not in gpus and device_index(device) == 0 and "GPU" in gpus:
+            name = "GPU"  # one GPU is listed without its index
+    if name not in gpus:
+        raise DependencyError(f"--device {device}: OpenVINO has no {name} device here (it "
+                              f"lists {', '.join(found) or 'none'}); its GPU plugin needs an "
+                              "Intel GPU and its compute runtime")
+    return name
+
+
 class OpenVinoPredictor(LazyPredictor):
     """`.predict(pixels) -> probabilities` on OpenVINO's CPU plugin, from an ONNX file."""
 
     runtime = "openvino"
 
     def __init__(self, model_path: str | os.PathLike, threads: int | None = None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", device: str = DEFAULT_DEVICE):
         super().__init__(model_path)
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}")
         self.threads = threads or usable_cpus()
         self.precision = precision
+        self.device = device
         self._request = None
 
     def config(self) -> dict:
         """The compile-time properties, all stated (see the module docstring)."""
+        if device_kind(self.device) != "cpu":
+            return {"INFERENCE_PRECISION_HINT": PRECISIONS[self.precision][0],
+                    "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
         return {"INFERENCE_PRECISION_HINT": PRECISIONS[self.precision][0],
                 "INFERENCE_NUM_THREADS": int(self.threads), "NUM_STREAMS": 1,
                 "PERFORMANCE_HINT": "LATENCY"}
@@ -67,12 +97,13 @@ class OpenVinoPredictor(LazyPredictor):
     def _load(self):
         ov = import_openvino()
         core = ov.Core()
+        target = device_name(self.device, core)
         if self.precision != "fp32" and not cpu_supports(self.precision):
             raise ModelError(f"this CPU has no native {self.precision} (OpenVINO reports "
                              f"{', '.join(core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))})")
         try:
             model = core.read_model(str(self.model_path))
-            compiled = core.compile_model(model, "CPU", self.config())
+            compiled = core.compile_model(model, target, self.config())
         except Exception as err:  # noqa: BLE001 - OpenVINO raises RuntimeError for most things
             raise ModelError(f"{self.model_path}: not a model OpenVINO can run "
                              f"({one_line(err)})") from err

@@ -4,19 +4,30 @@ Export validation, quantization checks, `infer` (main process and every worker),
 actors and `bench` all open their sessions through `open_session`, so a figure `bench`
 reports is a configuration `infer` runs. How many threads a session gets, and whether they
 spin, is decided per regime (batch size and cores) by `regime_settings`, the one rule both
-`bench` and `infer` follow.
+`bench` and `infer` follow. Which execution providers a session asks for, for which
+`--device`, is decided here too (`providers`), and a session that did not get the device
+it asked for is refused, never run on the CPU in its place (`check_placed`).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from digitkit.errors import DependencyError, ModelError, one_line
 from digitkit.model.contract import OUTPUT_NAME
 from digitkit.predictors.base import LazyPredictor
+from digitkit.predictors.runtimes import DEFAULT_DEVICE, device_index, device_kind
+
+#: --device kind -> the execution provider that must run the session. "gpu" is CUDA: the
+#: NVIDIA GPU onnxruntime-gpu drives. Both providers come with onnxruntime-gpu (installed
+#: instead of onnxruntime).
+DEVICE_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                    "gpu": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+#: What brings the GPU providers.
+GPU_PACKAGE = "onnxruntime-gpu"
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,7 @@ class OrtSettings:
 
     threads: int | None = None
     spinning: bool = False
+    device: str = DEFAULT_DEVICE  # --device, as `runtimes.parse_device` gives it
 
 
 DEFAULT_SETTINGS = OrtSettings()
@@ -86,6 +98,46 @@ def session_options(settings: OrtSettings = DEFAULT_SETTINGS):
     return so
 
 
+def providers(device: str = DEFAULT_DEVICE) -> list:
+    """The execution providers a session on `device` asks for, in ORT's order of preference.
+
+    The CPU provider comes last on a GPU too: ORT places the nodes a GPU provider cannot run
+    there (that is placement, not a fallback; `check_placed` refuses a session whose GPU
+    provider did not start at all). TensorRT is followed by CUDA for the subgraphs TensorRT
+    does not take."""
+    kind = device_kind(device)
+    if kind == "cpu":
+        return ["CPUExecutionProvider"]
+    gpu = {"device_id": device_index(device)}
+    chain = [(DEVICE_PROVIDERS[kind], gpu)]
+    if kind == "tensorrt":
+        chain.append((DEVICE_PROVIDERS["cuda"], gpu))
+    return [*chain, "CPUExecutionProvider"]
+
+
+def check_device(device: str) -> None:
+    """Refuse a device whose provider this ONNX Runtime does not have, before any session:
+    ORT would otherwise warn and run on the CPU (onnxruntime#23372)."""
+    provider = DEVICE_PROVIDERS[device_kind(device)]
+    available = import_onnxruntime().get_available_providers()
+    if provider not in available:
+        raise DependencyError(f"--device {device}: this ONNX Runtime has no {provider} (it has "
+                              f"{', '.join(available)}); install {GPU_PACKAGE} in place of "
+                              "onnxruntime, with the CUDA libraries it needs")
+
+
+def check_placed(session, device: str, path) -> None:
+    """Refuse a session that does not run on `device`'s provider: ORT drops a provider that
+    fails to start (missing CUDA or TensorRT libraries, no such GPU) and carries on on the
+    CPU, saying so only in a log line."""
+    provider = DEVICE_PROVIDERS[device_kind(device)]
+    got = session.get_providers()
+    if provider not in got:
+        raise DependencyError(f"{path}: ONNX Runtime did not start {provider} for --device "
+                              f"{device} (the session has {', '.join(got)}); refusing to run "
+                              "it on the CPU instead")
+
+
 def import_onnxruntime():
     try:
         import onnxruntime as ort
@@ -95,13 +147,22 @@ def import_onnxruntime():
 
 
 def open_session(path: str | os.PathLike, settings: OrtSettings = DEFAULT_SETTINGS):
-    """An InferenceSession on the CPU, or ModelError naming the file and ORT's reason."""
+    """An InferenceSession on `settings.device` (the CPU by default), or ModelError naming
+    the file and ORT's reason; DependencyError when the device's provider is missing or did
+    not start (`check_device`, `check_placed`)."""
     ort = import_onnxruntime()
+    on_cpu = device_kind(settings.device) == "cpu"
+    if not on_cpu:
+        check_device(settings.device)
     try:
-        return ort.InferenceSession(str(path), sess_options=session_options(settings),
-                                    providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), sess_options=session_options(settings),
+                                       providers=providers(settings.device))
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for bad files
-        raise ModelError(f"{path}: not a usable ONNX model ({one_line(err)})") from err
+        on = "" if on_cpu else f" on --device {settings.device}"
+        raise ModelError(f"{path}: not a usable ONNX model{on} ({one_line(err)})") from err
+    if not on_cpu:
+        check_placed(session, settings.device, path)
+    return session
 
 
 def runtime_version() -> str:
@@ -183,15 +244,17 @@ class RegimeOnnxPredictor(LazyPredictor):
 
     runtime = "onnxruntime"
 
-    def __init__(self, model_path: str | os.PathLike, cores: int | None = None):
+    def __init__(self, model_path: str | os.PathLike, cores: int | None = None,
+                 device: str = DEFAULT_DEVICE):
         from digitkit.environment import usable_cpus
 
         super().__init__(model_path)
         self.cores = cores or usable_cpus()
+        self.device = device
         self._predictors: dict[OrtSettings, OnnxPredictor] = {}
 
     def for_batch(self, batch: int) -> OnnxPredictor:
-        settings = regime_settings(batch, self.cores)
+        settings = replace(regime_settings(batch, self.cores), device=self.device)
         predictor = self._predictors.get(settings)
         if predictor is None:
             predictor = self._predictors[settings] = OnnxPredictor(self.model_path, settings)

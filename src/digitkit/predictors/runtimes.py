@@ -24,6 +24,39 @@ from digitkit.predictors.base import Predictor
 #: The extra that brings the optional runtimes (OpenVINO, LiteRT).
 RUNTIMES_EXTRA = "runtimes"
 
+#: What `--device` takes (bench and infer): kind -> what it means. A kind may carry an index
+#: (`cuda:1`); the runtime rows say which kinds they run on (`Runtime.devices`), and the
+#: runtime's own module decides how (ONNX Runtime's provider list: `ort.providers`;
+#: OpenVINO's device name: `openvino.device_name`) and refuses one that is not there.
+DEVICES = {
+    "cpu": "the CPU (the default)",
+    "cuda": "an NVIDIA GPU through ONNX Runtime's CUDA provider (onnxruntime-gpu)",
+    "tensorrt": "an NVIDIA GPU through ONNX Runtime's TensorRT provider (onnxruntime-gpu)",
+    "gpu": "the runtime's GPU: CUDA for ONNX Runtime, the GPU plugin for OpenVINO",
+}
+DEFAULT_DEVICE = "cpu"
+
+
+def parse_device(text: str | None) -> str:
+    """`--device` as typed -> its canonical form ("cpu", "cuda:0", "gpu", "gpu:1", ...);
+    UsageError naming the choices for anything else."""
+    raw = (text or DEFAULT_DEVICE).strip().lower()
+    kind, sep, index = raw.partition(":")
+    if kind not in DEVICES or (sep and (kind == "cpu" or not index.isdigit())):
+        raise UsageError(f"--device: {text!r} is not a device; choose from cpu, cuda[:N], "
+                         "tensorrt[:N], gpu[:N]")
+    return f"{kind}:{int(index)}" if sep else kind
+
+
+def device_kind(device: str) -> str:
+    return device.partition(":")[0]
+
+
+def device_index(device: str) -> int:
+    """The device's index (`cuda:1` -> 1); 0 when none is given."""
+    _, _, index = device.partition(":")
+    return int(index) if index else 0
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -39,6 +72,10 @@ class Runtime:
     extra: str | None = None  # the optional extra it comes with (None: the base install)
     requires: str | None = None  # a module of that extra it cannot run without
     needs_cpu: str | None = None  # a precision this CPU must run natively
+    devices: tuple[str, ...] = ("cpu",)  # the DEVICES kinds it runs on
+    #: (device) -> None, or raises DependencyError naming what is missing for that device
+    #: (imports the runtime: called once, before any work, for a device other than the CPU)
+    device_check: Callable | None = None
 
     def unavailable(self) -> str | None:
         """Why this runtime cannot run here (not installed, no such CPU support), or None.
@@ -60,40 +97,62 @@ class Runtime:
                 return f"this CPU has no native {self.needs_cpu}"
         return None
 
+    def check_device(self, device: str) -> None:
+        """Refuse, in one line, a device this runtime does not have (UsageError) or that is
+        not there (DependencyError: no such provider or plugin device); the CPU always is."""
+        kind = device_kind(device)
+        if kind not in self.devices:
+            raise UsageError(f"--device {device}: {self.name} runs on "
+                             f"{' or '.join(self.devices)}, not {kind}")
+        if kind != DEFAULT_DEVICE and self.device_check is not None:
+            self.device_check(device)
 
-def _ort(path, threads, spinning, trust_model=False):
+
+def _ort(path, threads, spinning, trust_model=False, device=DEFAULT_DEVICE):
     from digitkit.predictors.ort import OnnxPredictor, OrtSettings, RegimeOnnxPredictor
 
     # spinning None: the settings follow the batch size (regime_settings), as in `infer`;
     # an explicit value pins one configuration for every batch size.
     if spinning is None:
-        return RegimeOnnxPredictor(path, cores=threads)
-    return OnnxPredictor(path, OrtSettings(threads, spinning))
+        return RegimeOnnxPredictor(path, cores=threads, device=device)
+    return OnnxPredictor(path, OrtSettings(threads, spinning, device))
+
+
+def _ort_device(device):
+    from digitkit.predictors.ort import check_device
+
+    check_device(device)
 
 
 def _openvino(precision):
-    def open_(path, threads, spinning, trust_model=False):
+    def open_(path, threads, spinning, trust_model=False, device=DEFAULT_DEVICE):
         from digitkit.predictors.openvino import OpenVinoPredictor
 
-        return OpenVinoPredictor(path, threads, precision)
+        return OpenVinoPredictor(path, threads, precision, device)
 
     return open_
 
 
-def _litert(path, threads, spinning, trust_model=False):
+def _openvino_device(device):
+    from digitkit.predictors.openvino import device_name
+
+    device_name(device)
+
+
+def _litert(path, threads, spinning, trust_model=False, device=DEFAULT_DEVICE):
     from digitkit.predictors.litert import LiteRTPredictor
 
     return LiteRTPredictor(path, threads)
 
 
-def _savedmodel(path, threads, spinning, trust_model=False):
+def _savedmodel(path, threads, spinning, trust_model=False, device=DEFAULT_DEVICE):
     from digitkit.predictors.tf import SavedModelPredictor
 
     return SavedModelPredictor(path, threads, trust_model)
 
 
 def _keras(mode):
-    def open_(path, threads, spinning, trust_model=False):
+    def open_(path, threads, spinning, trust_model=False, device=DEFAULT_DEVICE):
         from digitkit.predictors.tf import KerasPredictor
 
         return KerasPredictor(path, threads, mode=mode, trust_model=trust_model)
@@ -101,14 +160,20 @@ def _keras(mode):
     return open_
 
 
+#: ONNX Runtime's devices: its CUDA and TensorRT providers (onnxruntime-gpu); "gpu" is CUDA.
+_ORT_DEVICES = ("cpu", "cuda", "tensorrt", "gpu")
+
 RUNTIMES = {r.name: r for r in (
     Runtime("onnxruntime", "onnxruntime", "onnx",
-            "ONNX Runtime InferenceSession.run, float model, threads per regime", _ort),
+            "ONNX Runtime InferenceSession.run, float model, threads per regime", _ort,
+            devices=_ORT_DEVICES, device_check=_ort_device),
     Runtime("onnxruntime-int8", "onnxruntime", "onnx_int8",
-            "ONNX Runtime InferenceSession.run, int8 (QDQ) model", _ort, precision="int8"),
+            "ONNX Runtime InferenceSession.run, int8 (QDQ) model", _ort, precision="int8",
+            devices=_ORT_DEVICES, device_check=_ort_device),
     Runtime("openvino", "openvino", "onnx",
             "OpenVINO CPU plugin on the ONNX copy, INFERENCE_PRECISION_HINT f32",
-            _openvino("fp32"), extra=RUNTIMES_EXTRA, requires="openvino"),
+            _openvino("fp32"), extra=RUNTIMES_EXTRA, requires="openvino",
+            devices=("cpu", "gpu"), device_check=_openvino_device),
     Runtime("openvino-bf16", "openvino", "onnx",
             "OpenVINO CPU plugin on the ONNX copy, bf16 (its default where the CPU has it)",
             _openvino("bf16"), precision="bf16", extra=RUNTIMES_EXTRA, requires="openvino",
@@ -128,11 +193,12 @@ RUNTIMES = {r.name: r for r in (
 
 
 def open_runtime(name: str, path: str | os.PathLike, threads: int | None = None,
-                 spinning: bool | None = False, trust_model: bool = False) -> Predictor:
-    """The predictor of one RUNTIMES row on `path`."""
+                 spinning: bool | None = False, trust_model: bool = False,
+                 device: str = DEFAULT_DEVICE) -> Predictor:
+    """The predictor of one RUNTIMES row on `path`, on `device` (`parse_device`'s form)."""
     if name not in RUNTIMES:
         raise UsageError(f"unknown runtime {name!r}; choose from {', '.join(RUNTIMES)}")
-    return RUNTIMES[name].open(path, threads, spinning, trust_model)
+    return RUNTIMES[name].open(path, threads, spinning, trust_model, device)
 
 
 def runtime_groups() -> dict[str, list[str]]:

@@ -13,7 +13,11 @@ The resolution is idempotent: the chosen copy, resolved again with the same --ru
 request unchanged and each engine (and each Ray driver) resolves its row the same way.
 
 A serving runtime is then opened through the table's own opener (`open_runtime`): the same
-per-regime settings `bench` times, from one source.
+per-regime settings `bench` times, from one source, on `--device` (`check_device` refuses
+one the row does not have, or that is not there, before any work).
+
+`--runtime auto` is decided before all this, by `predictors.choice.choose`: it names the
+row's group and precision, which then resolve here like any other request.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from digitkit.model.files import (
     is_export_dir,
     read_export_dir,
 )
-from digitkit.predictors.runtimes import RUNTIMES, Runtime
+from digitkit.predictors.runtimes import DEFAULT_DEVICE, RUNTIMES, Runtime, device_kind
 
 #: The default precision: the float model as exported.
 DEFAULT_PRECISION = "fp32"
@@ -90,6 +94,9 @@ def serving_model(model: str | os.PathLike, runtime: str | None = None,
     UsageError: a runtime/precision pair the table has no row for, or a file that is not that
     row's copy. ModelError: an export directory without the row's copy. DependencyError: the
     row's extra is not installed or this CPU cannot run it."""
+    if precision not in precisions():
+        raise UsageError(f"--precision {precision} is for --runtime auto; a named runtime "
+                         f"runs {', '.join(precisions())}")
     p = Path(model)
     if is_export_dir(p):
         copies = read_export_dir(p)
@@ -141,17 +148,34 @@ def _serving(file, row: Runtime) -> Serving:
     return Serving(file.path, row.name, row.precision, row.name)
 
 
+def check_device(serving: Serving, device: str) -> None:
+    """Refuse `device` for what serves (see `Runtime.check_device`): one line, before any
+    work. TensorFlow on a Keras file, which has no row, runs on the CPU."""
+    row = RUNTIMES.get(serving.name)
+    if row is None:
+        if device_kind(device) != DEFAULT_DEVICE:
+            raise UsageError(f"--device {device}: {serving.name} runs on cpu")
+        return
+    row.check_device(device)
+
+
 def open_serving(model: str | os.PathLike, runtime: str | None, threads: int | None,
-                 spinning: bool | None = None, settings=None, trust_model: bool = False):
+                 spinning: bool | None = None, settings=None, trust_model: bool = False,
+                 device: str = DEFAULT_DEVICE):
     """The predictor serving `model` (already resolved by `serving_model`) on `runtime` (a
     row name, or None: the natural runtime with ONNX Runtime `settings`), in a process of
-    `threads` threads; `spinning` None: per regime, as bench times it; `trust_model`: run
-    a model the safety rule (model.safety) refuses."""
+    `threads` threads, on `device`; `spinning` None: per regime, as bench times it;
+    `trust_model`: run a model the safety rule (model.safety) refuses."""
     if runtime is None:
-        from digitkit.predictors import open_predictor
+        from dataclasses import replace
 
+        from digitkit.predictors import open_predictor
+        from digitkit.predictors.ort import DEFAULT_SETTINGS
+
+        if device != DEFAULT_DEVICE:
+            settings = replace(settings or DEFAULT_SETTINGS, device=device)
         return open_predictor(model, None, settings, trust_model=trust_model)
-    return RUNTIMES[runtime].open(model, threads, spinning, trust_model)
+    return RUNTIMES[runtime].open(model, threads, spinning, trust_model, device)
 
 
 def forkable(runtime: str | None, model: str | os.PathLike) -> bool:
@@ -162,5 +186,5 @@ def forkable(runtime: str | None, model: str | os.PathLike) -> bool:
     return RUNTIMES[runtime].extra != RUNTIMES["tf-savedmodel"].extra
 
 
-__all__ = ["DEFAULT_PRECISION", "Serving", "forkable", "open_serving", "precisions",
+__all__ = ["DEFAULT_PRECISION", "Serving", "check_device", "forkable", "open_serving", "precisions",
            "serving_model", "serving_row", "serving_runtimes"]

@@ -107,7 +107,7 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
     serving = serving_model(spec.model, spec.runtime, spec.precision)
     predictor = open_serving(serving.path, serving.runtime, usable_cpus(),
                              settings=regime_settings(spec.batch_size, usable_cpus()),
-                             trust_model=spec.trust_model)
+                             trust_model=spec.trust_model, device=spec.device)
     in_workers = forkable(serving.runtime, serving.path)
     batch = spec.batch_size
     task = batch * TASK_BATCHES
@@ -143,7 +143,7 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
     start_workers_early()
     if in_workers:
         setup = (_classify_worker, (str(serving.path), serving.runtime, top_k, fmt,
-                                    limits.max_file_size, batch))
+                                    limits.max_file_size, batch, spec.device))
 
         def finish(chunk, parts):
             return join_encoded([
@@ -173,11 +173,11 @@ def start_workers_early() -> None:
 
 
 def _classify_worker(model_path: str, runtime: str | None, top_k: int, fmt: str,
-                     max_file_size: int, batch_size: int):
+                     max_file_size: int, batch_size: int, device: str = "cpu"):
     """A WorkerPool setup: the worker's own predictor (one thread, no spinning), loaded once,
     before the worker reports ready (a model that does not load fails the run, not a file)."""
     predictor = open_serving(model_path, runtime, 1, spinning=False,
-                             settings=_WORKER_ORT).load()
+                             settings=_WORKER_ORT, device=device).load()
 
     def work(paths: list, timer: FileTimer) -> EncodedRows:
         return classify_encoded(predictor, paths, top_k, fmt, max_file_size, timer, batch_size)

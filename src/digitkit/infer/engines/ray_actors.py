@@ -61,7 +61,8 @@ def actor_predictor(spec: InferSpec):
         raise UsageError("the ray engine runs a model file (.onnx, .tflite) on ONNX Runtime, "
                          "OpenVINO or LiteRT, not TensorFlow; export the model with "
                          "`digitkit export` first")
-    return open_serving(serving.path, serving.runtime, 1, spinning=False, settings=_ACTOR_ORT)
+    return open_serving(serving.path, serving.runtime, 1, spinning=False, settings=_ACTOR_ORT,
+                        device=spec.device)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class ModelPayload:
     data: bytes
     name: str
     runtime: str | None
+    device: str = "cpu"  # --device (predictors.runtimes.parse_device)
 
 
 def model_payload(spec: InferSpec) -> ModelPayload:
@@ -80,7 +82,7 @@ def model_payload(spec: InferSpec) -> ModelPayload:
     predictor = actor_predictor(spec).load()
     path = Path(predictor.model_path)
     return ModelPayload(path.read_bytes(), path.name,
-                        serving_model(path, spec.runtime, spec.precision).runtime)
+                        serving_model(path, spec.runtime, spec.precision).runtime, spec.device)
 
 
 def actor_count(ray, workers: int | None, units: int) -> int:
@@ -167,7 +169,7 @@ def classifier_class(model: ModelPayload, limits: InputLimits | None = None):
             path = self._scratch / model.name
             path.write_bytes(model.data)
             self._predictor = open_serving(path, model.runtime, 1, spinning=False,
-                                           settings=_ACTOR_ORT).load()
+                                           settings=_ACTOR_ORT, device=model.device).load()
             path.unlink()  # the runtime holds the model in memory (or a mapping) now
             self._filesystems: dict = {}
 

@@ -56,6 +56,8 @@ class Record:
     digitkit: str
     runtime: str  # the runtime table's row that served it (predictors.serving)
     precision: str
+    #: how `--runtime auto` chose that row: its evidence (predictors.choice); not compared
+    choice: dict | None = None
 
     def to_json(self) -> dict:
         return {"provenance": 1, **asdict(self)}
@@ -65,7 +67,7 @@ class Record:
         if not isinstance(d, dict):
             return None
         try:
-            return cls(**{k: d[k] for k in _NAMES})
+            return cls(**{k: d[k] for k in _NAMES}, choice=d.get("choice"))
         except (KeyError, TypeError):
             return None
 
@@ -82,16 +84,18 @@ class Record:
 
 
 def record_for(model: str | os.PathLike, convention, top_k: int, max_file_size: int,
-               runtime: str, precision: str) -> Record:
+               runtime: str, precision: str, choice: dict | None = None,
+               sha256: str | None = None) -> Record:
     """The record of a run of `model` (the copy of MODEL that runs: the file, or an export
     directory's copy for the runtime) under `convention` (an InputConvention, None: digitkit's
-    contract) on `runtime` at `precision`."""
+    contract) on `runtime` at `precision`; `sha256`: the copy's, when the caller hashed it
+    already; `choice`: how `--runtime auto` chose the runtime (its evidence)."""
     from digitkit import __version__
     from digitkit.artifacts import sha256_file, sha256_tree
 
-    sha = sha256_tree(model) if os.path.isdir(model) else sha256_file(model)
+    sha = sha256 or (sha256_tree(model) if os.path.isdir(model) else sha256_file(model))
     conv = "digitkit's contract" if convention is None else convention.describe(full=True)
-    return Record(sha, conv, top_k, max_file_size, __version__, runtime, precision)
+    return Record(sha, conv, top_k, max_file_size, __version__, runtime, precision, choice)
 
 
 def sidecar(path: str | os.PathLike) -> Path:
