@@ -28,6 +28,7 @@ from digitkit.model.detect import (
     DECLARED,
     DEFAULT_DETECTION_IMAGES,
     ConventionError,
+    detect_convention,
     predict_under,
     resolve_convention,
 )
@@ -137,6 +138,24 @@ def test_fitted_constants_land_near_the_truth_and_the_copy_gives_the_models_labe
     preset_agree = float(np.mean(predict_under(source, preset, x).argmax(1) == own))
     assert fitted_agree >= 0.998, (fitted_agree, preset_agree)
     assert preset_agree <= 0.99, (fitted_agree, preset_agree)
+
+
+def test_constants_far_from_every_preset_are_fitted_where_detection_refuses(
+        mnist_dir, tmp_path_factory, mnist_test, held_out):
+    """(x/255-0.3)/0.15: no preset makes it credible (78% under the nearest, below 80%), so
+    detection alone refuses; the fit from the affine presets finds the constants."""
+    far_mean, far_std = 0.3, 0.15
+    path, weights = _train(mnist_dir, far_mean, far_std, tmp_path_factory, "far")
+    source, d = _resolve(path, mnist_test)
+    with pytest.raises(ConventionError, match="no input convention makes it a credible"):
+        detect_convention(source, *mnist_test)
+    assert isinstance(d, FittedDetection) and d.fit.used, "\n".join([d.summary(), *d.table()])
+    assert abs(d.convention.mean - far_mean) <= MEAN_TOL, d.summary()
+    assert abs(d.convention.std - far_std) <= STD_RTOL * far_std, d.summary()
+    assert d.fit.fitted.credible and not d.fit.preset.credible
+    x, _ = held_out
+    own = _own_labels(weights, x, far_mean, far_std)
+    assert np.mean(predict_under(source, d.convention, x).argmax(1) == own) >= 0.998
 
 
 def test_a_model_trained_on_a_preset_keeps_it(on_preset, mnist_test):

@@ -264,10 +264,9 @@ def resolve_convention(source: SourceModel, images: np.ndarray, labels: np.ndarr
         if labels is None:
             raise _refuse(source, "detecting its input convention needs labelled MNIST test "
                           "images")
-        from digitkit.model.fitting import refine  # an affine preset's constants, fitted
+        from digitkit.model.fitting import detect_and_fit  # an affine preset's constants fitted
 
-        detection = detect_convention(source, images, labels, flags, n)
-        return refine(source, detection, *detection_sample(images, labels, n), flags)
+        return detect_and_fit(source, images, labels, flags, n)
     else:
         how = DECLARED
     if labels is None:
