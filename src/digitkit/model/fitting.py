@@ -5,10 +5,11 @@ Detection (digitkit.model.detect) chooses among presets. A model trained on cons
 preset has (an MNIST MLP on (x/255 - 0.2)/0.45; a CIFAR-style model on its own data's mean
 and std) is then run under the nearest preset, and a share of its labels silently differ from
 its own. When the detected convention is an affine map of the pixels, x -> (x/255 - mean)/std
-(raw 0..255 is mean 0, std 1/255; /255 is mean 0, std 1), `refine` fits (mean, std) on the
-labelled calibration images by minimising the model's own cross-entropy on the true labels
-(Nelder-Mead, from every affine preset among the candidates), and rounds the constants to
-what a person would have typed. The rules, each stated where its constant is:
+(raw 0..255 is mean 0, std 1/255; /255 is mean 0, std 1; per channel for an RGB model),
+`refine` fits (mean, std) on the labelled calibration images by minimising the model's own
+cross-entropy on the true labels (Nelder-Mead, from every affine preset among the candidates
+and the best point of a coarse grid), and rounds the constants to what a person would have
+typed. The rules, each stated where its constant is:
 
 - enough data: at least MIN_PER_CLASS calibration images of every class in each half;
   otherwise nothing is fitted and the summary says so, naming --input-mean/--input-std;
@@ -20,6 +21,9 @@ what a person would have typed. The rules, each stated where its constant is:
 - stable: the two halves' constants agree (STABLE_MEAN, STABLE_STD); a fit that beats the
   preset but is not stable is refused (ConventionError naming --input-mean/--input-std):
   neither the preset nor the fit can be trusted then.
+- where detection refuses (no preset credible, or two too close to call), `detect_and_fit`
+  fits from the affine presets anyway (RESCUE_SHARE) and takes the fit when these rules
+  accept it and it is credible itself; otherwise detection's refusal stands.
 
 What labels can and cannot tell. A network's labels depend on x/255 - mean, but barely on
 the std: dividing the input by a constant mostly scales the logits (a ReLU network without
@@ -35,6 +39,10 @@ test compares fit and preset each at its own best temperature (softmax(tau * log
 fitted on the other half): only what a temperature cannot explain counts, and a model
 trained on a preset keeps it. The fitted std is still the plain cross-entropy's: the
 constants that reproduce the model's confidence best.
+On images a model was trained on and classifies perfectly, the cross-entropy falls without
+end as the std shrinks (more confidence costs nothing there): the fitted std runs to the
+smallest the search reaches, the gain test finds nothing a temperature does not explain, and
+the preset stays. A fit needs images the model has not learned by heart.
 
 The source model is a black box (SourceModel: arrays in, arrays out), so the optimiser is
 derivative-free, numpy only: the base install runs it. A fit costs a few hundred passes over
