@@ -61,7 +61,9 @@ import numpy as np
 
 from digitkit.model.conventions import (
     BLACK_ON_WHITE,
+    LOGITS,
     NO_FLAGS,
+    PROBABILITIES,
     ConventionFlags,
     InputConvention,
     candidates,
@@ -69,10 +71,8 @@ from digitkit.model.conventions import (
 from digitkit.model.detect import (
     DEFAULT_DETECTION_IMAGES,
     DETECTED,
-    LOGITS,
     LOSS_EPSILON,
     MIN_ACCURACY,
-    PROBABILITIES,
     ConventionError,
     Detection,
     Score,
@@ -94,7 +94,7 @@ MIN_PER_CLASS = 10
 MIN_GAIN = 0.03
 #: ... and by at least Z_GAIN standard errors of the paired per-image difference (a fit no
 #: better than the preset passes by chance ~2% of the time). Measured on MNIST MLPs (2,000
-#: images): z = 2.7 and 5.7 for two models at (x/255-0.2)/0.45 (gains 5% and 7%), z below 0.5
+#: images): z = 2.7 and 3.6 for two models at (x/255-0.2)/0.45 (gains 5% and 7%), z below 0.5
 #: for models at /255 and at both standardized presets.
 Z_GAIN = 2.0
 #: The halves agree when their means differ by at most STABLE_MEAN (on the 0..1 scale: 13
