@@ -347,7 +347,9 @@ def resolve_convention(source: SourceModel, images: np.ndarray | None,
             raise _refuse(source, "its input convention cannot be told: it records none and "
                           "does not prepare its own pixels (no Rescaling/Normalization layer "
                           "first)")
-        return detect_convention(source, images, labels, flags, n, data)
+        from digitkit.model.fitting import detect_and_fit  # an affine preset's constants fitted
+
+        return detect_and_fit(source, images, labels, flags, n, data=data)
     else:
         how = DECLARED
     if images is None or len(images) == 0:
