@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import click
 
-from digitkit.images.resize import INTERPOLATIONS, RESIZE_MODES
+from digitkit.model.contract import INTERPOLATION_NAMES, RESIZE_MODES
 from digitkit.model.conventions import (
     CHANNEL_ORDERS,
     DEFAULT_L2_AXIS,
@@ -107,7 +107,7 @@ _POLICY_FLAGS = (
     click.option(POLICY_FLAG_NAMES["pad"], "pad", default=None, metavar="R,G,B",
                  help="With letterbox: the fill colour. [default: 0,0,0]"),
     click.option(POLICY_FLAG_NAMES["interpolation"], "interpolation",
-                 type=click.Choice(list(INTERPOLATIONS)), default=None,
+                 type=click.Choice(list(INTERPOLATION_NAMES)), default=None,
                  help="Resampling filter. [default: bilinear]"),
 )
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-RESIZE_MODES = ("squash", "center-crop", "letterbox")
+from digitkit.model.contract import INTERPOLATION_NAMES, RESIZE_MODES
 
 #: Interpolation name -> Pillow filter (one table; the policy validates against its keys).
 INTERPOLATIONS = {
@@ -41,6 +41,7 @@ INTERPOLATIONS = {
     "bicubic": Image.Resampling.BICUBIC,
     "area": Image.Resampling.BOX,
 }
+assert tuple(INTERPOLATIONS) == INTERPOLATION_NAMES  # one list of names, in model.contract
 
 
 @dataclass(frozen=True)
@@ -118,3 +119,6 @@ def resize(im: Image.Image, g: Geometry, out_h: int, out_w: int, interpolation: 
     canvas = Image.new(im.mode, (out_w, out_h), pad)
     canvas.paste(part, g.offset)
     return canvas
+
+__all__ = ["DRAFT_MARGIN", "INTERPOLATIONS", "RESIZE_MODES", "Geometry", "draft_size", "geometry",
+           "resize"]

@@ -72,6 +72,10 @@ MNIST_DIGIT = Preprocessing(
 
 
 IMAGE_PIPELINE = "image"
+#: The resize policies and interpolations of a general pipeline, by name (pure Python, so the
+#: CLI offers them for --help without loading Pillow); digitkit.images.resize implements them.
+RESIZE_MODES = ("squash", "center-crop", "letterbox")
+INTERPOLATION_NAMES = ("bilinear", "bicubic", "area")
 
 
 def image_preprocessing(policy) -> Preprocessing:
