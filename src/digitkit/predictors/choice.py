@@ -153,6 +153,9 @@ def candidates(model: str | os.PathLike, precision: str = "fp32",
         path = getattr(copies, row.copy)
         if row.group in _NOT_CANDIDATES or path is None:
             continue
+        if row.precision not in allowed and not (reference is None
+                                                 and row.precision == "fp32"):
+            continue  # neither allowed nor the reference: not even asked if it runs here
         if path not in hashes:
             hashes[path] = sha256_file(path)
         why = None if loose else _not_validated(path, hashes[path], artifacts)
