@@ -10,7 +10,8 @@ import pytest
 
 from _cli import run_cli
 from digitkit.errors import DependencyError, UsageError
-from digitkit.predictors.runtimes import RUNTIMES, device_index, device_kind, parse_device
+from digitkit.predictors.devices import device_index, device_kind, parse_device
+from digitkit.predictors.runtimes import RUNTIMES
 
 
 def test_device_spellings():

@@ -12,13 +12,8 @@ from dataclasses import dataclass
 
 from digitkit.environment import usable_cpus
 from digitkit.errors import UsageError
-from digitkit.predictors.runtimes import (
-    DEFAULT_DEVICE,
-    RUNTIMES,
-    device_kind,
-    parse_device,
-    runtime_groups,
-)
+from digitkit.predictors.devices import DEFAULT_DEVICE, device_kind, parse_device
+from digitkit.predictors.runtimes import RUNTIMES, runtime_groups
 
 #: Runtime groups run when --runtimes is not given: all of them, in the runtime table's order,
 #: each where its copy exists (and, for the optional runtimes, where they are installed).

@@ -24,7 +24,7 @@ import numpy as np
 
 from digitkit.errors import DigitkitError, ModelError
 from digitkit.predictors import open_runtime
-from digitkit.predictors.runtimes import DEFAULT_DEVICE
+from digitkit.predictors.devices import DEFAULT_DEVICE
 
 # The timing itself lives on the floor: `infer --runtime auto` calibrates with it too.
 from digitkit.predictors.timing import MIN_TIMED_CALLS, time_batch

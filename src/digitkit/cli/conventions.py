@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import click
 
-from digitkit.model.contract import INTERPOLATION_NAMES, RESIZE_MODES
 from digitkit.model.conventions import (
     CHANNEL_ORDERS,
     DEFAULT_L2_AXIS,
@@ -31,6 +30,7 @@ from digitkit.model.conventions import (
     ConventionFlags,
     PolicyFlags,
 )
+from digitkit.model.policy import INTERPOLATION_NAMES, RESIZE_MODES
 
 #: The click parameter names of the flags (ConventionFlags.from_options reads these keys).
 OPTION_KEYS = ("input_layout", "input_scale", "input_mean", "input_std", "l2_axis", "ink",

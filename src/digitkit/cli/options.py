@@ -11,7 +11,7 @@ trust_model_option = click.option(
          "layers (they run Python code), a SavedModel whose graph reads or writes files or "
          "runs anything but tensor ops. Only for a model whose source you trust.")
 
-#: bench and infer: where the runtimes that have one run (predictors.runtimes.DEVICES).
+#: bench and infer: where the runtimes that have one run (predictors.devices.DEVICES).
 device_option = click.option(
     "--device", default="cpu", show_default=True, metavar="cpu|cuda[:N]|tensorrt[:N]|gpu[:N]",
     help="Where the model runs: ONNX Runtime's CUDA or TensorRT provider (onnxruntime-gpu; "

@@ -13,7 +13,7 @@ from digitkit.architectures import (
     DEFAULT_FOLDER_ARCH,
     TABLE,
 )
-from digitkit.model.contract import RESIZE_MODES
+from digitkit.model.policy import RESIZE_MODES
 from digitkit.train.folder_data import DEFAULT_VAL_FRACTION, MIN_PER_CLASS
 
 #: Options that apply to one kind of training only: (flag, parameter name, its default).

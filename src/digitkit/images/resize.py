@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from digitkit.model.contract import INTERPOLATION_NAMES, RESIZE_MODES
+from digitkit.model.policy import INTERPOLATION_NAMES, RESIZE_MODES
 
 #: Interpolation name -> Pillow filter (one table; the policy validates against its keys).
 INTERPOLATIONS = {

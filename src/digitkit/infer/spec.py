@@ -83,7 +83,7 @@ class InferSpec:
         (`predictors.serving.serving_model`) into the copy that runs (an export directory's
         own copy), and every engine opens the same row of the runtime table on it.
     device: where the runtime runs (`--device`: cpu, cuda[:N], tensorrt[:N], gpu[:N];
-        `predictors.runtimes.parse_device`); `run_infer` refuses, before any work, a device
+        `predictors.devices.parse_device`); `run_infer` refuses, before any work, a device
         the runtime does not have or that is not there. runtime "auto": `run_infer` chooses
         the row first (`predictors.choice.choose`), precision "any" letting it choose that too.
     convention: the --input-* flags declaring how a model made elsewhere expects its pixels
@@ -130,7 +130,7 @@ class InferSpec:
         return row_names(self.resolved_contract)
 
     def __post_init__(self):
-        from digitkit.predictors.runtimes import parse_device
+        from digitkit.predictors.devices import parse_device
 
         object.__setattr__(self, "device", parse_device(self.device))
         if self.engine not in BATCH_ENGINES:

@@ -32,6 +32,7 @@ import json
 import numpy as np
 
 from digitkit.errors import ModelError, one_line
+from digitkit.model.contract import ADAPTER_KEY, CONVENTION_KEY  # noqa: F401  (re-exported)
 from digitkit.model.conventions import (
     BGR,
     BLACK_ON_WHITE,
@@ -41,9 +42,8 @@ from digitkit.model.conventions import (
     fits_layout,
 )
 
-#: metadata_props keys an adapted ONNX model carries (values are strings).
-CONVENTION_KEY = "digitkit_source_convention"  # json of InputConvention.to_dict()
-ADAPTER_KEY = "digitkit_adapter"  # one line for people
+#: metadata_props keys an adapted ONNX model carries (values are strings); the first two are
+#: defined beside the contract's own keys (model.contract), which model.onnx_ends reads too.
 SOURCE_INPUT_KEY, SOURCE_OUTPUT_KEY = "source_input_name", "source_output_name"
 #: The oldest opset adapt_onnx writes: Max broadcasts from opset 8 on.
 MIN_ONNX_OPSET = 8

@@ -25,6 +25,7 @@ import json
 from dataclasses import dataclass
 
 from digitkit.errors import DataError, ModelError
+from digitkit.model.policy import PixelPolicy
 
 #: Input layouts: name -> the input shape after the batch dimension for (height, width,
 #: channels). "NHW" has no channel axis (one channel only); "flat" is every value in a row.
@@ -72,10 +73,6 @@ MNIST_DIGIT = Preprocessing(
 
 
 IMAGE_PIPELINE = "image"
-#: The resize policies and interpolations of a general pipeline, by name (pure Python, so the
-#: CLI offers them for --help without loading Pillow); digitkit.images.resize implements them.
-RESIZE_MODES = ("squash", "center-crop", "letterbox")
-INTERPOLATION_NAMES = ("bilinear", "bicubic", "area")
 
 
 def image_preprocessing(policy) -> Preprocessing:
@@ -283,6 +280,10 @@ CONTRACTS = (DIGIT_CONTRACT,)
 
 #: The ONNX metadata key of a general contract's pixel policy (JSON).
 PIXEL_POLICY_KEY = "input_pixel_policy"
+#: The metadata_props keys of an adapted copy (digitkit.model.adapters writes them): the
+#: source's input convention (json of InputConvention.to_dict()) and one line for people.
+CONVENTION_KEY = "digitkit_source_convention"
+ADAPTER_KEY = "digitkit_adapter"
 
 
 def image_contract(height: int, width: int, channels: int, class_names, policy=None,
@@ -292,8 +293,6 @@ def image_contract(height: int, width: int, channels: int, class_names, policy=N
     `policy` (a PixelPolicy) says how a file becomes those pixels; by default the whole
     picture squashed to (H, W), bilinear (Keras' image_dataset_from_directory's way)."""
     if policy is None:
-        from digitkit.images.pixels import PixelPolicy
-
         policy = PixelPolicy((int(height), int(width)), int(channels))
     if tuple(policy.size) != (height, width) or policy.channels != channels:
         raise ValueError(f"pixel policy {policy.size}x{policy.channels} does not match the "
@@ -322,8 +321,6 @@ def contract_from_record(record: dict | None, where: str = "export.json") -> Mod
         inp = record["input"]
         policy_record = inp.get("pixel_policy")
         if policy_record is not None:
-            from digitkit.images.pixels import PixelPolicy
-
             policy = PixelPolicy.from_dict(policy_record, where)
             contract = image_contract(*policy.size, policy.channels,
                                       record["class_labels"], policy)

@@ -23,8 +23,7 @@ from __future__ import annotations
 import mmap
 import os
 
-from digitkit.model.adapters import CONVENTION_KEY
-from digitkit.model.contract import INPUT_NAME, OUTPUT_NAME
+from digitkit.model.contract import CONVENTION_KEY, INPUT_NAME, OUTPUT_NAME
 from digitkit.model.conventions import fits_layout
 
 _CONVENTION_KEY = CONVENTION_KEY.encode()

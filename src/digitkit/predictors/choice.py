@@ -46,7 +46,8 @@ from digitkit.errors import (
     UsageError,
     one_line,
 )
-from digitkit.predictors.runtimes import DEFAULT_DEVICE, RUNTIMES, Runtime, device_kind
+from digitkit.predictors.devices import DEFAULT_DEVICE, device_kind
+from digitkit.predictors.runtimes import RUNTIMES, Runtime
 
 #: `--runtime auto` and `--precision any`.
 AUTO = "auto"

@@ -24,7 +24,7 @@ from digitkit.environment import usable_cpus
 from digitkit.errors import DependencyError, ModelError, missing_extra, one_line
 from digitkit.model.contract import OUTPUT_NAME
 from digitkit.predictors.base import LazyPredictor, reshapes_to
-from digitkit.predictors.runtimes import DEFAULT_DEVICE, device_index, device_kind
+from digitkit.predictors.devices import DEFAULT_DEVICE, device_index, device_kind
 
 #: digitkit precision name -> OpenVINO inference precision and the CPU capability it needs.
 PRECISIONS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16")}

@@ -19,7 +19,7 @@ import numpy as np
 from digitkit.errors import DependencyError, ModelError, one_line
 from digitkit.model.contract import OUTPUT_NAME
 from digitkit.predictors.base import LazyPredictor, reshapes_to
-from digitkit.predictors.runtimes import DEFAULT_DEVICE, device_index, device_kind
+from digitkit.predictors.devices import DEFAULT_DEVICE, device_index, device_kind
 
 #: --device kind -> the execution provider that must run the session. "gpu" is CUDA: the
 #: NVIDIA GPU onnxruntime-gpu drives. Both providers come with onnxruntime-gpu (installed
@@ -42,7 +42,7 @@ class OrtSettings:
 
     threads: int | None = None
     spinning: bool = False
-    device: str = DEFAULT_DEVICE  # --device, as `runtimes.parse_device` gives it
+    device: str = DEFAULT_DEVICE  # --device, as `devices.parse_device` gives it
 
 
 DEFAULT_SETTINGS = OrtSettings()

@@ -35,7 +35,8 @@ from digitkit.model.files import (
     is_export_dir,
     read_export_dir,
 )
-from digitkit.predictors.runtimes import DEFAULT_DEVICE, RUNTIMES, Runtime, device_kind
+from digitkit.predictors.devices import DEFAULT_DEVICE, device_kind
+from digitkit.predictors.runtimes import RUNTIMES, Runtime
 
 #: The default precision: the float model as exported.
 DEFAULT_PRECISION = "fp32"

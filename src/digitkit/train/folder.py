@@ -135,8 +135,8 @@ class FolderTrainer:
         exist yet)."""
         import tempfile
 
+        import digitkit.train.folder_data as fd
         from digitkit.images.pixels import PixelPolicy
-        from digitkit.train import folder_data as fd
 
         cfg = self.config.resolved()
         arch = get_arch(cfg.arch, IMAGES)

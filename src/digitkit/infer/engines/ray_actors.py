@@ -75,7 +75,7 @@ class ModelPayload:
     data: bytes
     name: str
     runtime: str | None
-    device: str = "cpu"  # --device (predictors.runtimes.parse_device)
+    device: str = "cpu"  # --device (predictors.devices.parse_device)
     contract: object = None
 
     @property
