@@ -176,7 +176,8 @@ def test_another_folder_or_a_changed_file_recalibrates(general_export, image_set
     again = _auto(general_export, image_set, tmp_path / "b.csv", "--calibration", image_set)
     assert again.exit_code == 0 and "calibrating" not in again.output, again.output
     assert "from the cache" in again.output
-    # Another folder: the same classes, half the files.
+    # Another folder: the same classes, half the files, and one file no decoder takes
+    # (skipped and said, not counted).
     half = tmp_path / "half"
     for cls in CLASSES:
         (half / cls).mkdir(parents=True)
@@ -184,9 +185,14 @@ def test_another_folder_or_a_changed_file_recalibrates(general_export, image_set
             shutil.copyfile(f, half / cls / f.name)
     n = _images(half)
     assert 0 < n < _images(image_set)
+    (half / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     other = _auto(general_export, image_set, tmp_path / "c.csv", "--calibration", half)
     assert other.exit_code == 0, other.output
     assert "calibrating onnxruntime" in other.output
+    (note,) = [ln for ln in other.output.splitlines() if "not decodable" in ln]
+    assert note.startswith(f"digitkit: --runtime auto: 1 file of {half} left out, not "
+                           f"decodable (first: {half / 'cat' / 'broken.png'}: ")
+    assert note.endswith(f"checking on {n:,} calibration images in {half}")
     assert f"{n:,} calibration images in {half})" in other.output
     assert read_record(tmp_path / "c.csv", result_format("csv")).choice["check_images"] == n
     assert len(_records()) == 2

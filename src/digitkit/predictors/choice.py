@@ -193,7 +193,7 @@ class CheckImages:
         found = load_calibration(self.contract, self.folder, per_class_cap(k))
         return CheckSet(found.pixels.astype("float32", copy=False), found.labels,
                         self.source, f"calibration folder {self.folder}", k,
-                        skipped=len(found.failures))
+                        tuple(found.failures))
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ class CheckSet:
     source: str  # CheckImages.source
     data_source: str  # where they were read from, as the record says it
     classes: int
-    skipped: int = 0  # files of the folder that did not decode
+    failures: tuple = ()  # (path, reason) of the folder's files that did not decode
 
     @property
     def name(self) -> str:
@@ -583,9 +583,10 @@ def _calibrate_and_cache(found: Candidates, request: AutoRequest, check: CheckIm
         f"{request.batch} (a few seconds; cached for the next run)")
     start = time.monotonic()
     images = check.load()
-    if images.skipped:
-        say(f"digitkit: --runtime auto: {images.skipped:,} files of {check.folder} did not "
-            f"decode and are left out; checking on {images.name}")
+    if images.failures:
+        (first, why), n = images.failures[0], len(images.failures)
+        say(f"digitkit: --runtime auto: {n:,} file{'s' if n > 1 else ''} of {check.folder} "
+            f"left out, not decodable (first: {first}: {why}); checking on {images.name}")
     results = calibrate(found, images, request)
     ref = found.reference
     path = cache_path(key)
