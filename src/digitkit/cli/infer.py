@@ -20,7 +20,7 @@ from digitkit.infer.spec import (
     MAX_FILE_TIMEOUT,
 )
 from digitkit.infer.storage.shards import DEFAULT_SHARD_FORMAT, DEFAULT_SHARD_SIZE
-from digitkit.predictors.choice import ANY_PRECISION, AUTO
+from digitkit.predictors.choice import ANY_PRECISION, AUTO, CHECK_IMAGES
 from digitkit.predictors.serving import DEFAULT_PRECISION, precisions, serving_runtimes
 
 
@@ -63,7 +63,8 @@ class _ByteSize(click.ParamType):
               help="The runtime table's runtime that serves MODEL (OpenVINO and LiteRT: pip "
                    "install 'digitkit[runtimes]'); an export directory gives it its own copy. "
                    "auto: the fastest one (and precision, within --precision) whose labels "
-                   "on MNIST test images agree with fp32's, measured at --batch-size on this "
+                   "on check images (MNIST test images for a digit model, the --calibration "
+                   "folder for any other) agree with fp32's, measured at --batch-size on this "
                    "machine (a few seconds the first time, then cached); the choice and its "
                    "figures are said on stderr and recorded with the results. "
                    "Default: onnxruntime for .onnx or an export directory, tensorflow for a "
@@ -73,6 +74,11 @@ class _ByteSize(click.ParamType):
               help="What the runtime computes in: int8 runs the int8 ONNX copy "
                    "(model.int8.onnx), bf16 needs a CPU with native bf16 (openvino); any "
                    "(with --runtime auto): whichever passes its gate fastest.")
+@click.option("--calibration", type=click.Path(path_type=str), default=None, metavar="DIR",
+              help="A general image classifier's labelled folder (one subfolder per class, "
+                   "matched to its class names): the check images --runtime auto holds every "
+                   f"copy to (at most {CHECK_IMAGES:,}, spread over the classes). [default: the "
+                   "folder its export.json records, while it is there]")
 @device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE,
               show_default=True,

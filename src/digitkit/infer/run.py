@@ -55,7 +55,7 @@ def run_infer(spec: InferSpec, inputs: Iterable[str | os.PathLike],
 def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferSummary:
     # A model made elsewhere never runs on pixels it was not trained for: its convention is
     # resolved once, here, and every engine and worker runs the adapted copy.
-    from digitkit.predictors.choice import AUTO, choose
+    from digitkit.predictors.choice import AUTO, AutoRequest, choose
     from digitkit.predictors.runnable import runnable_model
     from digitkit.predictors.serving import check_device, serving_model
 
@@ -63,10 +63,11 @@ def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferS
     # convention below; every engine and worker opens that row on that copy.
     choice = None
     if spec.runtime == AUTO:  # the fastest row that passes the gate, chosen once, here
-        choice = choose(spec.model, spec.precision, batch=spec.batch_size, workers=spec.workers,
-                        device=spec.device, data=spec.data, trust_model=spec.trust_model,
-                        convention=spec.convention, say=warn)
-        spec = replace(spec, runtime=choice.group, precision=choice.precision)
+        request = AutoRequest(spec.batch_size, spec.precision, spec.workers, spec.device,
+                              spec.trust_model, spec.data, spec.calibration)
+        choice = choose(spec.model, request, spec.convention, say=warn)
+        spec = replace(spec, runtime=choice.group, precision=choice.precision,
+                       calibration=None)  # used: the row it chose takes no folder
     serving = serving_model(spec.model, spec.runtime, spec.precision)
     check_device(serving, spec.device)
     runnable = runnable_model(serving.path, spec.convention, spec.data,

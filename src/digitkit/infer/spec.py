@@ -20,6 +20,7 @@ from digitkit.images import MAX_FILE_SIZE
 from digitkit.infer.results.formats import result_format
 from digitkit.infer.results.rows import EncodedRows, RowCounts
 from digitkit.model.conventions import NO_FLAGS, ConventionFlags
+from digitkit.predictors.choice import AUTO
 
 #: Batch engine name -> the module defining its `ENGINE` (a `BatchEngine`), imported by
 #: `get_engine` only when a run asks for it.
@@ -86,6 +87,9 @@ class InferSpec:
         `predictors.devices.parse_device`); `run_infer` refuses, before any work, a device
         the runtime does not have or that is not there. runtime "auto": `run_infer` chooses
         the row first (`predictors.choice.choose`), precision "any" letting it choose that too.
+    calibration: runtime "auto" on a general image classifier: the labelled folder (one
+        subfolder per class, named like its classes) whose images the gate is measured on
+        (`predictors.choice.check_images`; None: the folder its export.json records).
     convention: the --input-* flags declaring how a model made elsewhere expects its pixels
         (none: digitkit's contract, or detected on MNIST test images from `data`);
         `run_infer` resolves it once and every engine runs the adapted copy.
@@ -112,6 +116,7 @@ class InferSpec:
     trust_model: bool = False
     device: str = "cpu"
     contract: object = None
+    calibration: str | os.PathLike | None = None
 
     @property
     def resolved_contract(self):
@@ -136,6 +141,9 @@ class InferSpec:
         if self.engine not in BATCH_ENGINES:
             raise UsageError(f"unknown engine {self.engine!r}; choose from "
                              f"{', '.join(BATCH_ENGINES)}")
+        if self.calibration is not None and self.runtime != AUTO:
+            raise UsageError("--calibration is for --runtime auto: the labelled images it "
+                             "holds every copy of a general image classifier to")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.top_k < 1 or self.top_k > 10:

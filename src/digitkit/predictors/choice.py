@@ -9,11 +9,19 @@
    process. A copy of an export directory is a candidate only if export.json records it as
    passed validation and its sha256 is still the one validated; a row whose extra is not
    installed (the row's `unavailable()`) is skipped, and the next fastest serves instead.
-2. The gate (`GATE`): on `CHECK_IMAGES` MNIST test images, a candidate's top-1 agreement
+2. The gate (`GATE`): on the check images (`check_images`), a candidate's top-1 agreement
    with the fp32 reference (the first fp32 row in table order, normally ONNX Runtime on the
    ONNX copy) must be at least `MIN_AGREEMENT` (`compare.agreement`, the rule export
    validation and bench follow), and its accuracy at most `MAX_ACCURACY_DROP_POINTS` below the
    reference's. A candidate that fails is never chosen, however fast.
+   The check images follow the model's contract: a digit model's are the first
+   `CHECK_IMAGES` MNIST test images; any other classifier's come from a labelled folder (one
+   subfolder per class, matched by name to the contract's class names), `infer --calibration
+   DIR` or else the folder export.json records under "calibration" while it is still there,
+   decoded by the contract's pixel policy exactly as export decodes it
+   (`model.detect.load_calibration`), at most `per_class_cap` files per class (`CHECK_IMAGES`
+   spread over the classes). Without a folder auto cannot hold a copy to the gate, and says
+   so in one line naming --calibration.
 3. Speed: each candidate that passes is timed as infer runs it: at infer's batch size, in a
    process of one thread when worker processes run the model (each worker is one core), or of
    every usable core with `--workers 0`; `predictors.timing.time_batch`, bench's own timing,
@@ -24,8 +32,10 @@
 Steps 2-3 are a calibration of a few seconds, said on stderr before it starts. Its result
 is cached (`cache_path`: a small JSON file under digitkit's cache directory, written
 atomically) under a key of everything it depends on: the sha256 of every candidate copy,
-batch size, threads, device, the precisions allowed, the gate, this machine (CPU model and
-core counts) and the runtimes' versions. The next run with the same key reads it and does
+batch size, threads, device, the precisions allowed, the gate, the check images (MNIST's
+count, or the folder, its per-class cap and a hash of its files' names, classes, sizes and
+mtimes: another folder, or a file added or changed, recalibrates), this machine (CPU model
+and core counts) and the runtimes' versions. The next run with the same key reads it and does
 not calibrate; a runtime made unavailable since is skipped from the cached ranking.
 """
 
@@ -33,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -61,7 +72,8 @@ MAX_ACCURACY_DROP_POINTS = 0.1
 GATE = {"min_top1_agreement": MIN_AGREEMENT,
         "max_accuracy_drop_points": MAX_ACCURACY_DROP_POINTS}
 #: Check images: 2,000 MNIST test images make 99.9% mean at most two disagreements, and every
-#: candidate classifies them in well under a second.
+#: candidate classifies them in well under a second. A general classifier's folder gives at
+#: most as many, spread evenly over its classes (`per_class_cap`).
 CHECK_IMAGES = 2000
 #: Timing: interleaved rounds of ROUND_SECONDS per candidate; with four or five candidates a
 #: calibration takes a few seconds in all, loads included.
@@ -71,7 +83,7 @@ ROUND_SECONDS = 0.25
 _NOT_CANDIDATES = ("tensorflow", "keras")
 #: Where the records live, under digitkit's cache directory (digitkit.data.cache_dir).
 CACHE_DIR = "runtime-choice"
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: the check images' source is recorded and keyed
 #: The distributions whose versions are part of the key: a new runtime version is new speed.
 _KEY_PACKAGES = ("numpy", "onnxruntime", "onnxruntime-gpu", "openvino", "ai-edge-litert")
 #: A record is a few kilobytes; anything larger is not ours.
@@ -113,6 +125,156 @@ class Choice:
     line: str
     record: dict
     sha256: str = ""  # of `path`, hashed once: the result file's record names it too
+
+
+@dataclass(frozen=True)
+class AutoRequest:
+    """What a run asks of `--runtime auto`: `batch` (infer's --batch-size), `precision`
+    (--precision: one, or `any`), `workers` (infer's: 0 runs the model in the main process on
+    every usable core, else each worker process is one core), `device`, `trust_model`, and
+    where the check images come from: `data` (the MNIST location, digit models) and
+    `calibration` (a labelled folder, any other classifier)."""
+
+    batch: int
+    precision: str = "fp32"
+    workers: int | None = None
+    device: str = DEFAULT_DEVICE
+    trust_model: bool = False
+    data: str | os.PathLike | None = None
+    calibration: str | os.PathLike | None = None
+
+    @property
+    def allowed(self) -> tuple[str, ...]:
+        return allowed_precisions(self.precision)
+
+    def regime(self) -> tuple[int, bool | None]:
+        """(threads, spinning) as infer runs the model: one core per worker process (or Ray
+        actor), or every usable core in this process with --workers 0 (ONNX Runtime then per
+        regime, as infer does)."""
+        from digitkit.environment import usable_cpus
+
+        return (usable_cpus(), None) if self.workers == 0 else (1, False)
+
+
+@dataclass(frozen=True)
+class CheckImages:
+    """Where the gate's labelled images come from (`check_images`): MNIST test images
+    (`folder` None) or a labelled folder; `identity`, what the cache key holds of them."""
+
+    contract: object
+    folder: str | None = None
+    data: str | os.PathLike | None = None
+    identity: dict = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        """What they are, for people: "MNIST test images", "calibration images in DIR"."""
+        return "MNIST test images" if self.folder is None \
+            else f"calibration images in {self.folder}"
+
+    def planned(self) -> str:
+        """What a calibration is about to read, before it is read."""
+        if self.folder is None:
+            return f"{CHECK_IMAGES:,} MNIST test images"
+        return (f"the {self.source} (at most "
+                f"{per_class_cap(self.contract.num_classes):,} per class)")
+
+    def load(self) -> CheckSet:
+        if self.folder is None:
+            from digitkit.data import load_mnist
+
+            mnist = load_mnist(self.data)
+            return CheckSet(mnist.x_test[:CHECK_IMAGES].astype("float32"),
+                            mnist.y_test[:CHECK_IMAGES], self.source, mnist.source,
+                            self.contract.num_classes)
+        from digitkit.model.detect import load_calibration
+
+        k = self.contract.num_classes
+        found = load_calibration(self.contract, self.folder, per_class_cap(k))
+        return CheckSet(found.pixels.astype("float32", copy=False), found.labels,
+                        self.source, f"calibration folder {self.folder}", k,
+                        tuple(found.failures))
+
+
+@dataclass(frozen=True)
+class CheckSet:
+    """The check images as tensors: `x` raw pixels of the contract, `y` class indices."""
+
+    x: object
+    y: object
+    source: str  # CheckImages.source
+    data_source: str  # where they were read from, as the record says it
+    classes: int
+    failures: tuple = ()  # (path, reason) of the folder's files that did not decode
+
+    @property
+    def name(self) -> str:
+        return f"{len(self.y):,} {self.source}"
+
+
+def per_class_cap(num_classes: int) -> int:
+    """Files read per class of a general model's check folder: `CHECK_IMAGES` in all, spread
+    evenly over its classes, at least one each (the gate's resolution, 99.9% of 2,000 images,
+    is then the same whatever the number of classes)."""
+    return max(1, math.ceil(CHECK_IMAGES / num_classes))
+
+
+def check_images(model: str | os.PathLike, contract, request: AutoRequest) -> CheckImages:
+    """The check images for `model` under `contract` (module docstring, step 2). UsageError
+    (one line) for --calibration on a digit model, or a general model with no folder."""
+    if contract.is_digit:
+        if request.calibration is not None:
+            raise UsageError("--calibration is for general image classifiers; --runtime auto "
+                             f"checks a digit model on {CHECK_IMAGES:,} MNIST test images "
+                             "(see --data)")
+        return CheckImages(contract, data=request.data,
+                           identity={"mnist_test": CHECK_IMAGES})
+    folder = request.calibration
+    if folder is None:
+        folder, why = _recorded_folder(model)
+        if folder is None:
+            raise UsageError(f"{model}: --runtime auto holds every copy to the fp32 reference "
+                             f"on labelled images: give --calibration DIR (one subfolder per "
+                             f"class, named like the model's classes){why}")
+    folder = os.fspath(folder)
+    return CheckImages(contract, folder, identity=_folder_identity(folder, contract))
+
+
+def _recorded_folder(model) -> tuple[str | None, str]:
+    """(the calibration folder export.json records for an export directory, when it is still
+    a readable folder; else None and why not, for the refusal)."""
+    from digitkit.model.files import is_export_dir, read_export_dir
+
+    if not is_export_dir(Path(model)):
+        return None, ""
+    recorded = read_export_dir(Path(model)).manifest.get("calibration")
+    folder = recorded.get("folder") if isinstance(recorded, dict) else None
+    if not isinstance(folder, str) or not folder:
+        return None, " (export.json records no calibration folder)"
+    # As recorded: a relative path is the one export was given, read from where we run.
+    if not os.path.isdir(folder) or not os.access(folder, os.R_OK | os.X_OK):
+        return None, (f" (the calibration folder export.json records, {folder}, is no longer "
+                      "a readable folder)")
+    return folder, ""
+
+
+def _folder_identity(folder: str, contract) -> dict:
+    """What a calibration on `folder` depends on, cheaply (no file decoded): its absolute
+    path, the per-class cap, and a hash of every image file's name, class, size and mtime."""
+    from digitkit.images.labelled import list_labelled
+
+    _, files = list_labelled(folder, contract.class_names)
+    digest = hashlib.sha256()
+    for path, k in files:
+        try:
+            st = os.stat(path)
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError as err:  # gone since it was listed: the decode will say so
+            stamp = f"unreadable:{err.errno}"
+        digest.update(f"{os.path.relpath(path, folder)}\0{k}\0{stamp}\n".encode(
+            "utf-8", "surrogateescape"))
+    return {"folder": os.path.abspath(folder), "files": len(files),
+            "per_class": per_class_cap(contract.num_classes), "sha256": digest.hexdigest()}
 
 
 def allowed_precisions(precision: str) -> tuple[str, ...]:
@@ -217,14 +379,13 @@ def machine() -> dict:
             "versions": library_versions(_KEY_PACKAGES)}
 
 
-def cache_key(found: Candidates, precision: str, batch: int, threads: int,
-              device: str) -> dict:
+def cache_key(found: Candidates, request: AutoRequest, check: CheckImages) -> dict:
     ref = found.reference
     return {"candidates": found.copies,
             "reference": None if ref is None else {ref.row.name: ref.sha256},
-            "precisions": list(allowed_precisions(precision)), "batch": batch,
-            "threads": threads, "device": device, "check_images": CHECK_IMAGES, "gate": GATE,
-            "machine": machine()}
+            "precisions": list(request.allowed), "batch": request.batch,
+            "threads": request.regime()[0], "device": request.device,
+            "check_images": check.identity, "gate": GATE, "machine": machine()}
 
 
 def cache_path(key: dict) -> Path:
@@ -256,9 +417,9 @@ def read_cached(path: Path, key: dict, found: Candidates) -> dict | None:
 # -- calibration ----------------------------------------------------------------------------
 
 
-def calibrate(found: Candidates, x, y, batch: int, threads: int, spinning: bool | None,
-              device: str, trust_model: bool = False) -> list[dict]:
-    """Every runnable candidate's gate figures and speed (module docstring, steps 2-3)."""
+def calibrate(found: Candidates, images: CheckSet, request: AutoRequest) -> list[dict]:
+    """Every runnable candidate's gate figures and speed on `images` (module docstring,
+    steps 2-3)."""
     import numpy as np
 
     from digitkit.predictors.compare import agreement
@@ -272,6 +433,8 @@ def calibrate(found: Candidates, x, y, batch: int, threads: int, spinning: bool 
     def accuracy(out) -> float:
         return float(np.mean(out.argmax(axis=1) == y))
 
+    x, y, batch = images.x, images.y, request.batch
+    threads, spinning = request.regime()
     results, loaded = [], {}
     reference_out = ref_acc = None
     order = list(found.runnable)
@@ -279,16 +442,17 @@ def calibrate(found: Candidates, x, y, batch: int, threads: int, spinning: bool 
         order.insert(0, found.reference)  # the reference, even where fp32 is not allowed
     for cand in order:
         try:
-            predictor = open_runtime(cand.row.name, cand.path, threads, spinning, trust_model,
-                                     device).load()
+            predictor = open_runtime(cand.row.name, cand.path, threads, spinning,
+                                     request.trust_model, request.device).load()
             out = outputs(predictor)
-            if out.shape != (len(x), 10):
-                raise ModelError(f"outputs of shape {out.shape}, not ({len(x)}, 10)")
+            if out.shape != (len(x), images.classes):
+                raise ModelError(f"outputs of shape {out.shape}, not ({len(x)}, "
+                                 f"{images.classes})")
         except Exception as err:  # noqa: BLE001 - a runtime's own error on these images
             why = err.message if isinstance(err, DigitkitError) else one_line(err)
             if cand is found.reference:
                 raise ModelError(f"{cand.path}: --runtime auto holds every copy to "
-                                 f"{cand.row.name} on MNIST test digits, which it cannot run "
+                                 f"{cand.row.name} on {images.name}, which it cannot run "
                                  f"({why}); name a --runtime") from err
             results.append(_result(cand, refused=f"failed to run: {why}"))
             continue
@@ -350,33 +514,32 @@ def pick(results: list[dict], found: Candidates,
     return None, skipped
 
 
-def choose(model: str | os.PathLike, precision: str = "fp32", *, batch: int,
-           workers: int | None, device: str = DEFAULT_DEVICE, data=None,
-           trust_model: bool = False, convention=None,
+def choose(model: str | os.PathLike, request: AutoRequest, convention=None,
            say: Callable[[str], None] = lambda line: None) -> Choice:
-    """The row and copy that serve `model` under `--runtime auto` (module docstring);
-    `convention`: the --input-* flags (`ConventionFlags`), which auto refuses."""
-    from digitkit.environment import usable_cpus
+    """The row and copy that serve `model` under `--runtime auto` as `request` asks (module
+    docstring); `convention`: the --input-* flags (`ConventionFlags`), which auto refuses."""
+    from digitkit.predictors.runnable import model_contract
 
     if convention is not None and convention.given:
         raise UsageError(f"{', '.join(convention.given)}: the input flags are for a model made "
                          "elsewhere, which runs through digitkit's adapter on the runtime you "
                          "name; --runtime auto compares digitkit's own copies")
-    found = candidates(model, precision, device, trust_model)
+    found = candidates(model, request.precision, request.device, request.trust_model)
+    contract = model_contract(model)
+    if contract.is_digit and request.calibration is not None:
+        check_images(model, contract, request)  # refused, even with nothing to measure
     if found.runnable == [found.reference]:  # nothing to compare it with: nothing to measure
         only = _only(found)
         say(f"digitkit: {only.line}")
         return only
-    # As infer runs the model: one core per worker process (or Ray actor), or every usable
-    # core in this process with --workers 0 (ONNX Runtime then per regime, as infer does).
-    threads, spinning = (usable_cpus(), None) if workers == 0 else (1, False)
-    key = cache_key(found, precision, batch, threads, device)
+    check = check_images(model, contract, request)
+    threads = request.regime()[0]
+    key = cache_key(found, request, check)
     path = cache_path(key)
     record = read_cached(path, key, found)
     if record is None:
-        record = _calibrate_and_cache(found, key, path, batch, threads, spinning, device, data,
-                                      trust_model, say)
-    chosen, passed_over = pick(record["results"], found, allowed_precisions(precision))
+        record = _calibrate_and_cache(found, request, check, key, say)
+    chosen, passed_over = pick(record["results"], found, request.allowed)
     if chosen is None:
         raise ModelError(f"{model}: --runtime auto: no candidate passes the gate and can run "
                          "here (" + "; ".join(
@@ -385,9 +548,10 @@ def choose(model: str | os.PathLike, precision: str = "fp32", *, batch: int,
     line = _evidence(record, chosen, found, passed_over, path, threads)
     say(f"digitkit: {line}")
     evidence = {"chosen": chosen["runtime"], "precision": chosen["precision"],
-                "batch": batch, "threads": threads, "device": device,
+                "batch": request.batch, "threads": threads, "device": request.device,
                 "reference": record["reference"], "gate": GATE,
                 "check_images": record["check_images"],
+                "check_images_source": record["check_source"],
                 "results": [{k: r[k] for k in ("runtime", "precision", "images_per_s",
                                                "top1_agreement", "accuracy", "refused")}
                             for r in record["results"]],
@@ -410,24 +574,28 @@ def _only(found: Candidates) -> Choice:
     return Choice(row.name, row.group, row.precision, cand.path, line, record, cand.sha256)
 
 
-def _calibrate_and_cache(found: Candidates, key: dict, path: Path, batch: int, threads: int,
-                         spinning, device: str, data, trust_model: bool, say) -> dict:
+def _calibrate_and_cache(found: Candidates, request: AutoRequest, check: CheckImages,
+                         key: dict, say) -> dict:
     from digitkit.artifacts import write_json_atomic
-    from digitkit.data import load_mnist
 
     names = ", ".join(c.row.name for c in found.runnable)
-    say(f"digitkit: --runtime auto: calibrating {names} on {CHECK_IMAGES:,} MNIST test images "
-        f"at batch {batch} (a few seconds; cached for the next run)")
+    say(f"digitkit: --runtime auto: calibrating {names} on {check.planned()} at batch "
+        f"{request.batch} (a few seconds; cached for the next run)")
     start = time.monotonic()
-    mnist = load_mnist(data)
-    x, y = mnist.x_test[:CHECK_IMAGES].astype("float32"), mnist.y_test[:CHECK_IMAGES]
-    results = calibrate(found, x, y, batch, threads, spinning, device, trust_model)
+    images = check.load()
+    if images.failures:
+        (first, why), n = images.failures[0], len(images.failures)
+        say(f"digitkit: --runtime auto: {n:,} file{'s' if n > 1 else ''} of {check.folder} "
+            f"left out, not decodable (first: {first}: {why}); checking on {images.name}")
+    results = calibrate(found, images, request)
     ref = found.reference
+    path = cache_path(key)
     record = {"version": RECORD_VERSION, "key": key,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "seconds": round(time.monotonic() - start, 2),
               "reference": None if ref is None else ref.row.name,
-              "check_images": int(len(x)), "data_source": mnist.source, "results": results}
+              "check_images": int(len(images.y)), "check_source": images.source,
+              "data_source": images.data_source, "results": results}
     try:
         write_json_atomic(path, record)
     except (OSError, DigitkitError) as err:  # a cache that cannot be written costs speed only
@@ -447,7 +615,8 @@ def _evidence(record: dict, chosen: dict, found: Candidates, passed_over: dict,
     gate = "no fp32 copy to hold it to (it is the only candidate)" if ref is None else (
         f"top-1 agreement {chosen['top1_agreement']:.2%}, accuracy {chosen['accuracy']:.2%} "
         f"against {ref} (gate: >= {MIN_AGREEMENT:.1%} agreement, accuracy within "
-        f"{MAX_ACCURACY_DROP_POINTS} points, {record['check_images']:,} MNIST test images)")
+        f"{MAX_ACCURACY_DROP_POINTS} points, {record['check_images']:,} "
+        f"{record['check_source']})")
     parts = [f"--runtime auto chose {chosen['runtime']} ({chosen['precision']}, "
              f"{chosen['copy']}): {speed(chosen)} at batch {record['key']['batch']} on "
              f"{threads} thread{'s' if threads > 1 else ''}; {gate}"]
@@ -469,5 +638,6 @@ def _evidence(record: dict, chosen: dict, found: Candidates, passed_over: dict,
     return "; ".join(parts)
 
 
-__all__ = ["ANY_PRECISION", "AUTO", "CHECK_IMAGES", "GATE", "Candidate", "Candidates", "Choice",
-           "calibrate", "candidates", "choose", "pick"]
+__all__ = ["ANY_PRECISION", "AUTO", "CHECK_IMAGES", "GATE", "AutoRequest", "Candidate",
+           "Candidates", "CheckImages", "CheckSet", "Choice", "calibrate", "candidates",
+           "check_images", "choose", "per_class_cap", "pick"]
