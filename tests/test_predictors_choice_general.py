@@ -128,10 +128,14 @@ def test_auto_on_a_general_export_checks_on_its_calibration_folder(general_expor
 
 
 def test_the_recorded_folder_serves_until_it_is_gone_then_one_line_names_calibration(
-        photos_onnx, image_set, tmp_path):
+        photos_onnx, image_set, tmp_path, monkeypatch):
     folder = tmp_path / "cal"
     shutil.copytree(image_set, folder)
-    export = _export(photos_onnx, tmp_path / "export", folder)
+    # Given relative to where export ran, recorded absolute: auto finds it from anywhere.
+    monkeypatch.chdir(tmp_path)
+    export = _export(photos_onnx, tmp_path / "export", Path("cal"))
+    assert json.loads((export / "export.json").read_text())["calibration"]["folder"] == str(folder)
+    monkeypatch.chdir(image_set)
     r = _auto(export, folder, tmp_path / "a.csv")
     assert r.exit_code == 0, r.output
     assert f"on the calibration images in {folder} (at most" in r.output

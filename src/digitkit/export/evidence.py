@@ -75,7 +75,8 @@ def load_calibration(root: str | os.PathLike | None, contract, say) -> Calibrati
     say(f"calibration: {len(found):,} images of {sum(1 for n in counts.values() if n)} "
         f"classes from {root}" + (f"; {skipped} files skipped (first: {found.failures[0][0]}: "
                                   f"{found.failures[0][1]})" if skipped else ""))
-    record = {"folder": str(root), "images": len(found), "per_class": counts,
+    # Absolute: `infer --runtime auto` reads it back from wherever it runs.
+    record = {"folder": os.path.abspath(root), "images": len(found), "per_class": counts,
               "skipped_files": skipped,
               "pixel_policy": contract.pixel_policy.to_dict()}
     return CalibrationSet(found.pixels, found.labels, f"calibration folder {root}", record)

@@ -251,7 +251,7 @@ def _recorded_folder(model) -> tuple[str | None, str]:
     folder = recorded.get("folder") if isinstance(recorded, dict) else None
     if not isinstance(folder, str) or not folder:
         return None, " (export.json records no calibration folder)"
-    # As recorded: a relative path is the one export was given, read from where we run.
+    # export records it absolute (older exports: as given, read from where we run).
     if not os.path.isdir(folder) or not os.access(folder, os.R_OK | os.X_OK):
         return None, (f" (the calibration folder export.json records, {folder}, is no longer "
                       "a readable folder)")
