@@ -212,12 +212,13 @@ def test_another_folder_or_a_changed_file_recalibrates(general_export, image_set
 @pytest.mark.parametrize(("runtime", "message"), [
     ("auto", "--calibration is for general image classifiers; --runtime auto checks a digit "
              "model on 2,000 MNIST test images (see --data)"),
-    ("onnxruntime", "--calibration is for --runtime auto: the labelled images it holds every "
-                    "copy of a general image classifier to"),
+    ("onnxruntime", "--calibration is for a general image classifier: the labelled images "
+                    "--runtime auto holds its copies to, or those its preprocessing is detected "
+                    "on when it was made elsewhere"),
 ])
 def test_calibration_where_it_means_nothing_is_a_usage_error(runtime, message, linear_onnx,
                                                              image_set, tmp_path):
-    """A digit model is checked on MNIST; a named runtime checks nothing."""
+    """A digit model is checked on MNIST; digitkit's own model is detected on nothing."""
     out = tmp_path / "rows.csv"
     r = run_cli("infer", linear_onnx, image_set, "-o", out, "--runtime", runtime,
                 "--calibration", image_set)

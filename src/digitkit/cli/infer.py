@@ -77,8 +77,9 @@ class _ByteSize(click.ParamType):
 @click.option("--calibration", type=click.Path(path_type=str), default=None, metavar="DIR",
               help="A general image classifier's labelled folder (one subfolder per class, "
                    "matched to its class names): the check images --runtime auto holds every "
-                   f"copy to (at most {CHECK_IMAGES:,}, spread over the classes). [default: the "
-                   "folder its export.json records, while it is there]")
+                   f"copy to (at most {CHECK_IMAGES:,}, spread over the classes) [default: the "
+                   "folder its export.json records, while it is there]; for a model made "
+                   "elsewhere, also what its preprocessing is detected on, as export detects it.")
 @device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE,
               show_default=True,

@@ -71,7 +71,11 @@ def _run_infer(spec, inputs, output, *, resume, force, progress, warn) -> InferS
     serving = serving_model(spec.model, spec.runtime, spec.precision)
     check_device(serving, spec.device)
     runnable = runnable_model(serving.path, spec.convention, spec.data,
-                              trust_model=spec.trust_model)
+                              trust_model=spec.trust_model, calibration=spec.calibration)
+    if spec.calibration is not None and (runnable.contract.is_digit or not runnable.adapted):
+        raise UsageError("--calibration is for a general image classifier: the labelled "
+                         "images --runtime auto holds its copies to, or those its "
+                         "preprocessing is detected on when it was made elsewhere")
     if runnable.line():
         warn(f"digitkit: {runnable.line()}")
     # What the rows are made with, recorded with them; a resume must match it.

@@ -20,7 +20,6 @@ from digitkit.images import MAX_FILE_SIZE
 from digitkit.infer.results.formats import result_format
 from digitkit.infer.results.rows import EncodedRows, RowCounts
 from digitkit.model.conventions import NO_FLAGS, ConventionFlags
-from digitkit.predictors.choice import AUTO
 
 #: Batch engine name -> the module defining its `ENGINE` (a `BatchEngine`), imported by
 #: `get_engine` only when a run asks for it.
@@ -141,9 +140,6 @@ class InferSpec:
         if self.engine not in BATCH_ENGINES:
             raise UsageError(f"unknown engine {self.engine!r}; choose from "
                              f"{', '.join(BATCH_ENGINES)}")
-        if self.calibration is not None and self.runtime != AUTO:
-            raise UsageError("--calibration is for --runtime auto: the labelled images it "
-                             "holds every copy of a general image classifier to")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.top_k < 1 or self.top_k > 10:

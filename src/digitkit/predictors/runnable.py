@@ -66,16 +66,19 @@ class Runnable:
         d = self.detection
         if d is None or d.how == "contract":
             return None
-        on = f" on {d.images:,} MNIST test images" if d.scores else ""
+        on = f" on {d.images:,} {d.data}" if d.scores else ""
         return (f"{self.source.name}: {d.summary()}{on}; running it through digitkit's "
                 f"adapter ({d.convention.describe(full=True)})")
 
 
 def runnable_model(path: str | os.PathLike, flags: ConventionFlags = NO_FLAGS,
                    data: str | os.PathLike | None = None,
-                   trust_model: bool = False) -> Runnable:
+                   trust_model: bool = False,
+                   calibration: str | os.PathLike | None = None) -> Runnable:
     """What to run for `path` (see the module docstring). `data`: the MNIST location for
-    detection (None: digitkit.data's resolution); loaded only for a model made elsewhere."""
+    detection (None: digitkit.data's resolution); loaded only for a digit model made
+    elsewhere. `calibration`: a labelled folder (--calibration DIR) a general classifier made
+    elsewhere is detected on, as export detects it; used only for such a model."""
     from digitkit.predictors.adapted import FOREIGN, contract_status
 
     model = identify(path)
@@ -95,7 +98,7 @@ def runnable_model(path: str | os.PathLike, flags: ConventionFlags = NO_FLAGS,
         if status != FOREIGN:
             contract = carried or (recorded.contract if recorded is not None else DIGIT_CONTRACT)
             return Runnable(model.path, model.path, recorded, contract=contract)
-    return _adapt(model.path, flags, data, trust_model)
+    return _adapt(model.path, flags, data, trust_model, calibration)
 
 
 # ------------------------------------------------------------------------ the contract
@@ -184,18 +187,39 @@ def runnable_path(path: str | os.PathLike, flags: ConventionFlags = NO_FLAGS,
     return run.path
 
 
-def _adapt(path: Path, flags: ConventionFlags, data, trust_model: bool) -> Runnable:
+def _adapt(path: Path, flags: ConventionFlags, data, trust_model: bool,
+           calibration=None) -> Runnable:
     from digitkit.model.detect import CONTRACT, resolve_convention
     from digitkit.predictors.adapted import adapted_copy, load_source
 
-    loaded = load_source(path, trust_model)
-    images, labels = _mnist_test(path, flags, data)
-    detection = resolve_convention(loaded.source, images, labels, flags)
+    loaded = load_source(path, trust_model, calibration=calibration)
+    if loaded.source.contract.is_digit:
+        images, labels = _mnist_test(path, flags, data)
+        name = None
+    else:
+        # A general classifier is never detected on MNIST: on its labelled folder, as export
+        # detects it, or (declared, or preparing its own pixels) on nothing; without either
+        # the model layer refuses in one line naming --calibration and the flags.
+        images, labels, name = _calibration_images(loaded.source.contract, calibration)
+    detection = resolve_convention(loaded.source, images, labels, flags, data=name)
     contract = detection.convention.contract
     if detection.how == CONTRACT:
         return Runnable(path, path, None, detection, contract)
     return Runnable(adapted_copy(loaded, detection.convention), path, detection.convention,
                     detection, contract)
+
+
+def _calibration_images(contract: ModelContract, calibration):
+    """(pixels, labels, "calibration images in DIR") of a --calibration folder, decoded as
+    export decodes it, at most the images detection scores, spread over the classes;
+    (None, None, None) without one."""
+    if calibration is None:
+        return None, None, None
+    from digitkit.model.detect import DEFAULT_DETECTION_IMAGES, calibration_data, load_calibration
+
+    found = load_calibration(contract, calibration,
+                             -(-DEFAULT_DETECTION_IMAGES // contract.num_classes))
+    return found.pixels, found.labels, calibration_data(found)
 
 
 #: Stand-in images when a declared convention is run without MNIST at hand: what the model
