@@ -53,3 +53,12 @@ def test_without_a_folder_or_flags_one_line_names_calibration(general_zoo, tmp_p
     assert line.startswith("digitkit: error: ") and "--calibration" in line, line
     assert "download" not in line and "MNIST" not in line, line
     assert not out.exists()
+
+
+def test_bench_detects_it_on_its_calibration_folder_too(general_zoo, tmp_path):
+    model, photos = general_zoo.path("nchw-onnx"), general_zoo.image_set
+    r = run_cli("bench", model, "--calibration", photos, "--runtimes", "onnxruntime",
+                "--batch-sizes", "1", "--iterations", "3", "--warmup", "1")
+    assert r.exit_code == 0, r.output
+    assert "MNIST" not in r.output.split("running it through digitkit's adapter")[0]
+    assert "calibration images in" in r.output, r.output

@@ -59,7 +59,7 @@ def run_bench(config: BenchConfig, *, progress=lambda msg: None, warn=lambda msg
     from digitkit.predictors.runnable import runnable_copies
 
     runnable_copies(models, config.models, conventions or NO_FLAGS, config.data, warn,
-                    config.trust_model)
+                    config.trust_model, config.calibration)
     runtime_plan = plan.plan_runtimes(models, runtimes, required, warn)
     image_paths = plan.find_images(config.images) if config.images else None
     # The input shape, pipeline and classes come from the models' contract.

@@ -179,9 +179,9 @@ def _needs_status(path: Path) -> bool:
 def runnable_path(path: str | os.PathLike, flags: ConventionFlags = NO_FLAGS,
                   data: str | os.PathLike | None = None,
                   say: Callable[[str], None] = lambda line: None,
-                  trust_model: bool = False) -> Path:
+                  trust_model: bool = False, calibration=None) -> Path:
     """runnable_model's path, telling `say` (once) what was resolved."""
-    run = runnable_model(path, flags, data, trust_model)
+    run = runnable_model(path, flags, data, trust_model, calibration)
     if run.line():
         say(run.line())
     return run.path
@@ -262,7 +262,7 @@ def recorded_copy(path: str | os.PathLike, convention: InputConvention,
 def runnable_copies(models: list[ModelCopies], args: Iterable[str | os.PathLike],
                     flags: ConventionFlags = NO_FLAGS, data=None,
                     say: Callable[[str], None] = lambda line: None,
-                    trust_model: bool = False) -> None:
+                    trust_model: bool = False, calibration=None) -> None:
     """Point every copy of `models` (bench's MODEL arguments, resolved) at what should run:
     a loose file given in `args` through runnable_model; the source copy of an export made
     from a foreign model (export.json records its convention) through its adapter. Export
@@ -281,7 +281,7 @@ def runnable_copies(models: list[ModelCopies], args: Iterable[str | os.PathLike]
             if p is None:
                 continue
             if Path(p) in loose:
-                setattr(m, attr, runnable_path(p, flags, data, say, trust_model))
+                setattr(m, attr, runnable_path(p, flags, data, say, trust_model, calibration))
             elif attr == "keras" and recorded:
                 setattr(m, attr, recorded_copy(p, InputConvention.from_dict(recorded),
                                                trust_model))
