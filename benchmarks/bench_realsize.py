@@ -36,9 +36,11 @@ Steps, each printed with its command line:
    OpenVINO on the int8 copy is not a row of digitkit's runtime table; it is timed here,
    labelled as outside `digitkit bench`, with the same predictor class and timing function
    bench uses (`OpenVinoPredictor` on model.int8.onnx, `predictors.timing.time_batch`).
-5. `digitkit infer EXPORT EVAL -o OUT.csv --runtime auto --precision any`: twice (the first
+5. `digitkit infer EXPORT EVAL -o OUT.csv --runtime auto --precision any` (with
+   `--calibration EVAL` where `digitkit infer --help` offers that option): twice (the first
    calibrates, the second reads the cached choice), and `--runtime onnxruntime` beside it,
-   whole processes: what auto chose and why (its stderr), and auto / ORT fp32.
+   whole processes: what auto chose and why (its stderr), and auto / ORT fp32. A run that
+   fails is reported with its one-line error, and the benchmark goes on.
 
 The infer pipeline against its per-stage ceiling on the same kind of photos is
 benchmarks/bench_infer_general.py's question (one script per question).
@@ -81,8 +83,10 @@ def cli(*args) -> list[str]:
     return [sys.executable, "-m", "digitkit", *map(str, args)]
 
 
-def run(cmd, echo_output: bool = True) -> tuple[subprocess.CompletedProcess, float]:
-    """Run a command (printed first), its output shown; (result, wall seconds)."""
+def run(cmd, echo_output: bool = True,
+        may_fail: bool = False) -> tuple[subprocess.CompletedProcess, float]:
+    """Run a command (printed first), its output shown; (result, wall seconds). A failure
+    ends the benchmark unless `may_fail` (then the caller reports it)."""
     say(command_line(cmd))
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -90,7 +94,7 @@ def run(cmd, echo_output: bool = True) -> tuple[subprocess.CompletedProcess, flo
     if echo_output:
         for line in (done.stdout + done.stderr).rstrip().splitlines():
             say("    " + line)
-    if done.returncode not in (0, 4):  # 4: a copy or row flagged, shown in the output
+    if done.returncode not in (0, 4) and not may_fail:  # 4: a copy or row flagged, shown
         raise SystemExit(f"failed ({done.returncode}): {command_line(cmd)}")
     return done, wall
 
@@ -274,23 +278,38 @@ def main(argv=None) -> None:
 
         say()
         out = work / "out.csv"
+        # auto holds every copy to the fp32 reference on its check images; where infer has a
+        # --calibration option (a labelled folder for a general model's gate), auto gets the
+        # evaluation photos; where it has none, auto runs as it is and what it does is shown.
+        helptext = subprocess.run(cli("infer", "--help"), capture_output=True, text=True).stdout
+        auto = ("--runtime", "auto", "--precision", "any")
+        if "--calibration DIR" in helptext:
+            auto += ("--calibration", str(evaluation))
+        else:
+            say("infer has no --calibration option here: auto runs with its own check images")
         rows = {}
-        for label, flags in (("auto (first: calibrates)", ("--runtime", "auto", "--precision",
-                                                          "any")),
-                             ("auto (cached choice)", ("--runtime", "auto", "--precision",
-                                                       "any")),
+        for label, flags in (("auto (first: calibrates)", auto), ("auto (cached choice)", auto),
                              ("onnxruntime fp32", ("--runtime", "onnxruntime"))):
             out.unlink(missing_ok=True)
-            done, wall = run(cli("infer", exported, evaluation, "-o", out, *flags))
+            done, wall = run(cli("infer", exported, evaluation, "-o", out, *flags),
+                             may_fail=True)
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+                rows[label] = (wall, None, f"exit {done.returncode}: {last}")
+                continue
             n = sum(1 for _ in out.open(encoding="utf-8")) - 1
-            rows[label] = (wall, n)
+            chose = next((line.strip() for line in reversed(done.stderr.splitlines())
+                          if "--runtime auto" in line), "")
+            rows[label] = (wall, n, chose)
         say()
-        say(f"{'infer, whole process':28s} {'s':>8s} {'images/s':>10s}")
-        for label, (wall, n) in rows.items():
-            say(f"{label:28s} {wall:8.2f} {n / wall:10.1f}")
-        ort = rows["onnxruntime fp32"][0]
-        say(f"auto (cached) / onnxruntime fp32: {ort / rows['auto (cached choice)'][0]:.2f} "
-            f"(rate ratio; start-up included, {rows['onnxruntime fp32'][1]} photos)")
+        say(f"{'infer, whole process':28s} {'s':>8s} {'images/s':>10s}  note")
+        for label, (wall, n, note) in rows.items():
+            rate = "-" if n is None else f"{n / wall:10.1f}"
+            say(f"{label:28s} {wall:8.2f} {rate:>10s}  {note[:140]}")
+        ort, cached = rows["onnxruntime fp32"], rows["auto (cached choice)"]
+        if ort[1] is not None and cached[1] is not None:
+            say(f"auto (cached) / onnxruntime fp32: {ort[0] / cached[0]:.2f} (whole process, "
+                f"start-up included, {ort[1]} photos)")
         say(f"load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
