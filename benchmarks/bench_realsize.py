@@ -5,6 +5,12 @@ models").
     python benchmarks/bench_realsize.py --photos 500 --duration 3 --repeat 3
     python benchmarks/bench_realsize.py --quick        # a small run that proves it works
 
+--quick (40 photos, 40 training photos, bench --duration 0.5) took about 10 minutes on a busy
+2-core machine (load average 7-10): building the model under TensorFlow, export's four
+validated copies (about 3 minutes) and bench's one process per runtime (about 5; each
+TensorFlow row loads TensorFlow) are most of it, so it cannot be made much shorter without
+dropping rows. A quiet machine with more cores takes a fraction of that.
+
 Steps, each printed with its command line:
 1. Photos: scripts/make_image_set.py's crops of scikit-image's sample photos (nothing is
    downloaded), scaled to --long-side pixels and saved as JPEGs (quality 90), one folder per
