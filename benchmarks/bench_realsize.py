@@ -36,7 +36,7 @@ Steps, each printed with its command line:
    states its agreement (bench flags it when it disagrees). On this random-backbone model it
    agreed with fp32 on 56-65% of export's parity inputs and on 33-40% of the 40 photos in
    bench (ORT int8; OpenVINO on the same copy) in the helper's --quick run: see
-   BENCHMARKS.md for why that says more about the model than about export.
+   BENCHMARKS.md (not investigated; the model may be the cause rather than export).
    At export's default --atol 1e-5 the fp32 ONNX and LiteRT copies of MobileNetV2 fail on
    float rounding alone (max |diff| about 2e-5 on probabilities, every top-1 the same): a
    deep network's float32 sums in another order.
