@@ -231,8 +231,13 @@ def main(argv=None) -> None:
     if args.quick:
         args.photos, args.train_photos, args.duration, args.repeat = 40, 40, 0.5, 1
     say(command_line([sys.executable, *sys.argv]))
+    from digitkit.bench.report import BENCH_PACKAGES
+    from digitkit.environment import cpu_model, library_versions
+
     say(f"load average: {', '.join(f'{v:.2f}' for v in os.getloadavg())} "
         f"({os.cpu_count()} CPUs; figures under load are not quiet ones)")
+    say(f"cpu: {cpu_model()}, {usable_cpus()} usable; "
+        + ", ".join(f"{k} {v}" for k, v in library_versions(BENCH_PACKAGES).items()))
     os.environ.setdefault("DIGITKIT_CACHE", tempfile.mkdtemp(prefix="digitkit-realsize-cache-"))
     batches = [int(b) for b in args.batch_sizes.split(",")]
 
