@@ -60,6 +60,7 @@ def test_help_reads_the_library_defaults():
         DEFAULT_MAX_ACCURACY_DROP,
         DEFAULT_N_IMAGES,
         DEFAULT_OPSET,
+        GENERAL_ATOL,
         MAX_OPSET,
         MIN_OPSET,
     )
@@ -69,7 +70,7 @@ def test_help_reads_the_library_defaults():
     text = " ".join(result.output.split())  # click wraps help text
     assert f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}). {DEFAULT_OPSET}:" in text
     assert f"[default: {DEFAULT_OPSET}]" in text
-    assert f"[default: {DEFAULT_ATOL}]" in text
+    assert f"[default: {DEFAULT_ATOL} for a digit model, {GENERAL_ATOL} for any other" in text
     assert f"[default: {DEFAULT_N_IMAGES}]" in text
     assert f"[default: {DEFAULT_MAX_ACCURACY_DROP}]" in text
     from digitkit.export.config import FORMAT_CHOICES

@@ -10,11 +10,14 @@ import pytest
 
 from digitkit.errors import UsageError
 from digitkit.export.config import (
+    DEFAULT_ATOL,
     DEFAULT_OPSET,
     FORMAT_CHOICES,
+    GENERAL_ATOL,
     MAX_OPSET,
     MIN_OPSET,
     ExportConfig,
+    default_atol,
 )
 
 
@@ -22,7 +25,12 @@ def test_defaults_and_format_normalisation():
     cfg = ExportConfig()
     assert cfg.formats == ("savedmodel", "onnx", "tflite") and cfg.quantize is None
     assert MIN_OPSET <= cfg.opset == DEFAULT_OPSET <= MAX_OPSET
-    assert cfg.atol == 1e-5 and cfg.n_images == 1000 and cfg.max_accuracy_drop == 1.0
+    assert cfg.atol is None and cfg.n_images == 1000 and cfg.max_accuracy_drop == 1.0
+    # --atol not given: by the kind of model, resolved once its contract is known
+    from digitkit.model.contract import DIGIT_CONTRACT, image_contract
+
+    assert default_atol(DIGIT_CONTRACT) == DEFAULT_ATOL == 1e-5
+    assert default_atol(image_contract(224, 224, 3, ("a", "b"))) == GENERAL_ATOL == 1e-4
     assert ExportConfig(formats="all").formats == ("savedmodel", "onnx", "tflite")
     assert ExportConfig(formats=("onnx", "savedmodel")).formats == ("savedmodel", "onnx")
     assert ExportConfig(formats="onnx", quantize="int8").formats == ("onnx",)

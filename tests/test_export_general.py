@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from _cli import run_cli
+from digitkit.export.config import GENERAL_ATOL
 
 pytest.importorskip("tensorflow")
 
@@ -83,6 +84,7 @@ def test_every_format_is_written_validated_and_recorded(rgb_export, image_set):
     assert cal["per_class"] == {name: 40 for name in CLASSES}
     assert manifest["source"]["class_names_from"] == "the model's own record"
     assert manifest["config"]["data_source"] == f"calibration folder {image_set}"
+    assert manifest["config"]["atol"] == GENERAL_ATOL  # a digit model's is 1e-5
     for name in ("savedmodel", "onnx", "onnx-int8", "tflite"):
         art = manifest["artifacts"][name]
         assert art["status"] == "passed", (name, art["validation"])

@@ -19,6 +19,7 @@ from digitkit.export.config import (
     DEFAULT_OUT_DIR_NAME,
     DEFAULT_RTOL,
     FORMAT_CHOICES,
+    GENERAL_ATOL,
     MAX_OPSET,
     MIN_OPSET,
     QUANTIZE_CHOICES,
@@ -45,9 +46,11 @@ from digitkit.model.files import INT8_FILE, ONNX_FILE
 @click.option("--max-accuracy-drop", type=float, default=DEFAULT_MAX_ACCURACY_DROP,
               show_default=True,
               help="Percentage points of test accuracy the int8 copy may lose.")
-@click.option("--atol", type=float, default=DEFAULT_ATOL, show_default=True,
+@click.option("--atol", type=float, default=None,
               help="Absolute part of the parity tolerance: |copy - source| <= atol + rtol * "
-                   "|source| for every output probability.")
+                   f"|source| for every output probability. [default: {DEFAULT_ATOL} for a "
+                   f"digit model, {GENERAL_ATOL} for any other image classifier (deeper "
+                   "networks round more)]")
 @click.option("--rtol", type=float, default=DEFAULT_RTOL, show_default=True,
               help="Relative part of the parity tolerance (as numpy.allclose).")
 @click.option("--images", "n_images", type=int, default=DEFAULT_N_IMAGES, show_default=True,

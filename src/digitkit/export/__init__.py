@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from digitkit.errors import ModelError, ValidationError
-from digitkit.export.config import DEFAULT_ATOL, DEFAULT_N_IMAGES, DEFAULT_RTOL, ExportConfig
+from digitkit.export.config import DEFAULT_N_IMAGES, DEFAULT_RTOL, ExportConfig, default_atol
 from digitkit.export.formats import FORMATS
 from digitkit.export.origin import check_source
 from digitkit.model.files import FAILED_SUFFIX, MANIFEST, ONNX, SOURCE_COPY
@@ -64,6 +64,8 @@ def export_model(source: str | os.PathLike, config: ExportConfig | None = None,
         import_tensorflow("digitkit export")
     src_sha = source_sha256(src)
     origin, data = origins.open_export_source(src_file, config, say)
+    if config.atol is None:  # the tolerance follows what kind of model it is
+        config = replace(config, atol=default_atol(origin.contract))
     ensure_dir(target.out)
     cases = parity_cases(data, config.n_images, origin.contract)
     origin.fill_reference(cases)  # the source under its own convention
@@ -151,7 +153,7 @@ def _report(say, manifest: dict, results: dict, origin) -> None:
         say(line)
 
 
-def validate_export_dir(export_dir: str | os.PathLike, data=None, atol: float = DEFAULT_ATOL,
+def validate_export_dir(export_dir: str | os.PathLike, data=None, atol: float | None = None,
                         n_images: int = DEFAULT_N_IMAGES, trust_model: bool = False,
                         rtol: float = DEFAULT_RTOL) -> list:
     """Re-check an existing export directory against its own source copy (no files written):
@@ -180,6 +182,7 @@ def validate_export_dir(export_dir: str | os.PathLike, data=None, atol: float = 
     copy = root / recorded.get("copy", SOURCE_COPY)
     if not copy.exists():
         raise ModelError(f"{root}: no {copy.name} here; not a digitkit export directory")
+    atol = default_atol(contract) if atol is None else atol
     config = ExportConfig(atol=atol, rtol=rtol, n_images=n_images, data=data,
                           trust_model=trust_model)
     if contract.is_digit:
