@@ -30,7 +30,6 @@ from digitkit.model.detect import (
     ConventionError,
     detect_convention,
     predict_under,
-    resolve_convention,
 )
 from digitkit.model.fitting import (
     MIN_PER_CLASS,
@@ -40,6 +39,7 @@ from digitkit.model.fitting import (
     halves_apart,
     nelder_mead,
 )
+from digitkit.model.resolve import resolve_convention
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 
