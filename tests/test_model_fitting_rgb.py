@@ -11,6 +11,7 @@ held out on 4,000 more."""
 
 from __future__ import annotations
 
+import functools
 import json
 from types import SimpleNamespace
 
@@ -61,8 +62,14 @@ def module_cache(tmp_path_factory):
         yield
 
 
+@functools.cache
+def _training_crops():
+    """The training crops, made once for both models."""
+    return photo_crops(TRAIN, seed=0, size=SIZE)
+
+
 def _train(mean, std, tmp_path, name):
-    x, y = photo_crops(TRAIN, seed=0, size=SIZE)
+    x, y = _training_crops()
     w, b = fit_softmax_regression(standardize_nchw(x, mean, std), y, len(NAMES))
     return write_linear_nchw_onnx(tmp_path / f"{name}.onnx", w, b, SIZE), (w, b)
 
