@@ -3,6 +3,7 @@
 and to `infer`'s first start, and what later starts pay once it is cached.
 
     python benchmarks/bench_fit.py [--data DIR] [--runs 3] [--images 200] [--keras]
+    python benchmarks/bench_fit.py --rgb [--runs 3]
 
 The model is an MNIST MLP trained here (numpy, one epoch) on (x/255 - 0.2)/0.45, constants
 no preset has, written as an NCHW ONNX file (what a PyTorch tutorial exports); with --keras
@@ -19,6 +20,12 @@ cost more. For each model, whole processes as a user runs them, each run interle
 
 and, in process, the fit alone (`refine` on the detection sample, fresh cache) with its passes
 over the calibration images, beside detection alone. Medians of --runs.
+
+--rgb: the fit of per-channel constants (six, against the gray model's two), in process
+only: the RGB model of tests/test_model_fitting_rgb.py (a linear classifier of 8x8 colour
+photo crops trained on (x/255 - (0.50,0.42,0.33))/(0.27,0.22,0.26), an NCHW ONNX with
+logits) on its 2,000 calibration crops; detection, the fit (fresh cache each run) and the fit
+read back.
 """
 
 from __future__ import annotations
@@ -107,14 +114,51 @@ def _in_process(model: Path, mnist, cache: Path) -> dict:
             "passes": fitted.fit.passes, "line": fitted.summary()}
 
 
+def _rgb(runs: int) -> None:
+    import test_model_fitting_rgb as t
+    from _general_models import photo_crops, write_labelled_pngs
+    from digitkit.model.detect import detect_convention, load_calibration
+    from digitkit.model.fitting import refine
+    from digitkit.predictors.adapted import load_source
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        path, _ = t._train(t.TRUE_MEAN, t.TRUE_STD, tmp, "rgb_fit")
+        folder = write_labelled_pngs(tmp / "calibration",
+                                     *photo_crops(t.CALIBRATION, 1, t.SIZE), t.NAMES)
+        source = load_source(path, calibration=folder).source
+        cal = load_calibration(source.contract, folder)
+        x, y = cal.pixels, cal.labels
+        rows: dict[str, list[float]] = {}
+        for run in range(runs):
+            os.environ["DIGITKIT_CACHE"] = str(tmp / f"cache-{run}")
+            start = time.perf_counter()
+            detection = detect_convention(source, x, y)
+            rows.setdefault("detection", []).append(time.perf_counter() - start)
+            start = time.perf_counter()
+            fitted = refine(source, detection, x, y)
+            rows.setdefault("the fit", []).append(time.perf_counter() - start)
+            start = time.perf_counter()
+            assert refine(source, detection, x, y).fit.cached
+            rows.setdefault("the fit read back", []).append(time.perf_counter() - start)
+        print(f"\nrgb: {fitted.summary()}")
+        print(f"  the fit: {fitted.fit.passes:.0f} passes over {len(x):,} images")
+        for label, times in rows.items():
+            print(f"  {label:<18} {statistics.median(times):8.3f} s  "
+                  + " ".join(f"{v:.3f}" for v in times))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=None)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--keras", action="store_true")
+    ap.add_argument("--rgb", action="store_true")
     args = ap.parse_args(argv)
     print("$ " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]), flush=True)
+    if args.rgb:
+        return _rgb(args.runs)
 
     from digitkit.data import write_png_folder
 

@@ -377,3 +377,126 @@ def write_general_export(out: Path, contract, calibration: np.ndarray, seed: int
     convert_tflite(model, out / "model.tflite", contract)
     (out / "export.json").write_text(json.dumps({"model": contract.to_dict()}))
     return out
+
+
+# -- Colour-photo crops and a converged linear classifier on per-channel constants no preset
+# has (issue 23's RGB fit): many small crops made in memory from the colour photos in
+# scikit-image, so that a model trained on thousands of them GENERALISES (a fit needs images
+# the model has not learned by heart: see digitkit.model.fitting).
+
+#: class name -> the skimage.data colour photo its crops are cut from, in the names' sorted
+#: order (a labelled folder's classes are its sorted subfolder names).
+COLOUR_PHOTOS = {"astronaut": "astronaut", "cat": "chelsea", "cells": "immunohistochemistry",
+                 "coffee": "coffee", "hubble": "hubble_deep_field",
+                 "motorcycle": "stereo_motorcycle", "retina": "retina", "rocket": "rocket"}
+#: Each photo is first shrunk to this shorter side (crops are cut from the small copy: the
+#: same pictures, a fraction of the decoding and resizing).
+PHOTO_SIDE = 160
+
+
+def _small_photo(name: str):
+    from PIL import Image
+    from skimage import data
+
+    a = getattr(data, name)()
+    a = a[0] if isinstance(a, tuple) else a  # stereo_motorcycle: (left, right, disparity)
+    im = Image.fromarray(a).convert("RGB")
+    f = PHOTO_SIDE / min(im.size)
+    return im.resize((round(im.width * f), round(im.height * f)), Image.Resampling.BOX)
+
+
+def photo_crops(per_class: int, seed: int, size: int, side=(0.5, 1.0)):
+    """(pixels uint8 (n, size, size, 3), labels): `per_class` seeded square crops of every
+    COLOUR_PHOTOS photo, `side` (a range) of its shorter side, maybe mirrored, brightness
+    x0.85..1.15, resized bilinear to size x size; classes in COLOUR_PHOTOS' order."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for k, name in enumerate(COLOUR_PHOTOS.values()):
+        src = _small_photo(name)
+        w, h = src.size
+        for _ in range(per_class):
+            s = rng.uniform(*side) * min(w, h)
+            left, top = rng.uniform(0, w - s), rng.uniform(0, h - s)
+            im = src.resize((size, size), Image.Resampling.BILINEAR,
+                            box=(left, top, left + s, top + s))
+            if rng.random() < 0.5:
+                im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            a = np.asarray(im, np.float32) * rng.uniform(0.85, 1.15)
+            xs.append(np.clip(a + 0.5, 0, 255).astype(np.uint8))
+            ys.append(k)
+    return np.stack(xs), np.array(ys, np.int64)
+
+
+def write_labelled_pngs(root: Path, pixels: np.ndarray, labels: np.ndarray,
+                        class_names) -> Path:
+    """A labelled folder root/<class>/<NNNN>.png of RGB pixels (lossless: decoding it at the
+    same size gives the pixels back)."""
+    from PIL import Image
+
+    root = Path(root)
+    for i, (p, k) in enumerate(zip(pixels, labels, strict=True)):
+        folder = root / class_names[k]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(p, "RGB").save(folder / f"{i:04d}.png")
+    return root
+
+
+def standardize_nchw(pixels: np.ndarray, mean, std) -> np.ndarray:
+    """(x/255 - mean)/std per channel, NHWC -> NCHW flattened (n, 3*H*W): what a PyTorch
+    user's Normalize + ToTensor feeds a model, computed here in numpy, independently of
+    digitkit's conventions."""
+    x = (pixels.astype(np.float32) / 255 - np.float32(mean)) / np.float32(std)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2).reshape(len(x), -1))
+
+
+def fit_softmax_regression(x: np.ndarray, y: np.ndarray, k: int, l2: float = 1e-4,
+                           max_iter: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """(W (d, K), b (K,)): multinomial logistic regression on x (n, d), full batch, L-BFGS
+    to convergence, an L2 penalty on W only. Converged and with free biases, the model's
+    training loss is stationary in its input's per-channel means (a mean shift is a bias
+    shift): a fit's optimum sits at the training constants up to noise, not at wherever an
+    unfinished optimiser stopped."""
+    from scipy.optimize import minimize  # scikit-image's own dependency
+
+    n, d = x.shape
+    x = x.astype(np.float64)
+    onehot = np.eye(k)[y]
+
+    def loss(theta):
+        w, b = theta[:d * k].reshape(d, k), theta[d * k:]
+        z = x @ w + b
+        z -= z.max(1, keepdims=True)
+        lse = np.log(np.exp(z).sum(1))
+        g = (np.exp(z - lse[:, None]) - onehot) / n
+        value = np.mean(lse - (z * onehot).sum(1)) + 0.5 * l2 * np.sum(w * w)
+        return value, np.concatenate([(x.T @ g + l2 * w).ravel(), g.sum(0)])
+
+    r = minimize(loss, np.zeros(d * k + k), jac=True, method="L-BFGS-B",
+                 options={"maxiter": max_iter, "gtol": 1e-7})
+    return r.x[:d * k].reshape(d, k).astype(np.float32), r.x[d * k:].astype(np.float32)
+
+
+def write_linear_nchw_onnx(path: Path, w: np.ndarray, b: np.ndarray, size: int,
+                           channels: int = 3) -> Path:
+    """The linear classifier as a PyTorch user's export: input "input" (batch, C, H, W),
+    Flatten, Gemm, output "logits" (no softmax, no metadata)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+             helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "main_graph",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                       ["batch", channels, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", w.shape[1]])],
+        initializer=[numpy_helper.from_array(np.ascontiguousarray(w.T), "fc.weight"),
+                     numpy_helper.from_array(b, "fc.bias")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                              producer_name="pytorch")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return Path(path)

@@ -22,10 +22,10 @@ from digitkit.model.detect import (
     detect_convention,
     detection_sample,
     output_kind,
-    resolve_convention,
     softmax,
 )
 from digitkit.model.foreign import SourceModel, check_classes
+from digitkit.model.resolve import resolve_convention
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,6 @@ from digitkit.model.detect import (
     ConventionError,
     detect_convention,
     predict_under,
-    resolve_convention,
 )
 from digitkit.model.fitting import (
     MIN_PER_CLASS,
@@ -40,6 +39,7 @@ from digitkit.model.fitting import (
     halves_apart,
     nelder_mead,
 )
+from digitkit.model.resolve import resolve_convention
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 
@@ -140,12 +140,20 @@ def test_fitted_constants_land_near_the_truth_and_the_copy_gives_the_models_labe
     assert preset_agree <= 0.99, (fitted_agree, preset_agree)
 
 
+FAR_MEAN, FAR_STD = 0.3, 0.15
+
+
+@pytest.fixture(scope="module")
+def far(mnist_dir, tmp_path_factory):
+    return _train(mnist_dir, FAR_MEAN, FAR_STD, tmp_path_factory, "far")
+
+
 def test_constants_far_from_every_preset_are_fitted_where_detection_refuses(
-        mnist_dir, tmp_path_factory, mnist_test, held_out):
+        far, mnist_test, held_out):
     """(x/255-0.3)/0.15: no preset makes it credible (78% under the nearest, below 80%), so
     detection alone refuses; the fit from the affine presets finds the constants."""
-    far_mean, far_std = 0.3, 0.15
-    path, weights = _train(mnist_dir, far_mean, far_std, tmp_path_factory, "far")
+    far_mean, far_std = FAR_MEAN, FAR_STD
+    path, weights = far
     source, d = _resolve(path, mnist_test)
     with pytest.raises(ConventionError, match="no input convention makes it a credible"):
         detect_convention(source, *mnist_test)
@@ -212,6 +220,23 @@ def test_halves_that_disagree_are_refused(off_preset, mnist_test, monkeypatch):
         _resolve(off_preset[0], mnist_test)
     text = str(err.value)
     assert "\n" not in text and "but not stably: the two halves of the 2,000" in text
+    assert "--input-mean" in text and "--input-std" in text
+
+
+def test_halves_whose_labels_differ_beyond_the_fits_effect_are_refused(far, mnist_test,
+                                                                       monkeypatch):
+    """The label rule at work: this model's halves (82% accurate) label ~1% of the 2,000
+    images differently, the fit relabels far more; a rule allowing a hundredth of the fit's
+    effect refuses, in one line naming the flags."""
+    import digitkit.model.fitting as fitting
+
+    monkeypatch.setattr(fitting, "STABLE_LABELS", 0.01)
+    with pytest.raises(ConventionError) as err:
+        _resolve(far[0], mnist_test)
+    text = str(err.value)
+    assert "\n" not in text and "but not stably: the two halves of the 2,000" in text
+    assert "differently (the means may differ by 0.05, the labels on at most 0.01 of the " \
+        in text
     assert "--input-mean" in text and "--input-std" in text
 
 

@@ -147,8 +147,9 @@ def test_keras_applications_model_takes_raw_pixels(tmp_path):
     keras = pytest.importorskip("keras")
     import numpy as np
 
-    from digitkit.model.detect import STATED, predict_under, resolve_convention
+    from digitkit.model.detect import STATED, predict_under
     from digitkit.model.foreign import RAW_FROM_LAYERS
+    from digitkit.model.resolve import resolve_convention
     from digitkit.predictors.adapted import FOREIGN, contract_status, load_source
 
     model = keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3),

@@ -186,9 +186,10 @@ def test_general_savedmodel_source(general_zoo, tmp_path):
     """A SavedModel made elsewhere (Keras' model.export of the NCHW torch fixture): opened
     under a general contract named by --calibration, detected on that folder, and its adapted
     SavedModel takes the contract's raw pixels and carries its contract in its assets."""
-    from digitkit.model.detect import load_calibration, resolve_convention
+    from digitkit.model.detect import load_calibration
     from digitkit.model.embedded import read_contract
     from digitkit.model.loading import load_keras_model, load_savedmodel
+    from digitkit.model.resolve import resolve_convention
 
     keras_model = load_keras_model(general_zoo.path("torch-nchw"), check_contract=False)
     keras_model.export(tmp_path / "sm", verbose=False)

@@ -272,7 +272,8 @@ def general_source(loaded, config, say) -> tuple[ExportSource, object]:
     own outputs the reference); any other is wrapped in the adapter and validated against
     the source run under its convention."""
     from digitkit.export.evidence import export_evidence
-    from digitkit.model.detect import CONTRACT, DETECTED, resolve_convention
+    from digitkit.model.detect import CONTRACT, DETECTED
+    from digitkit.model.resolve import resolve_convention
 
     contract = loaded.source.contract
     provenance = _provenance(loaded, config)
@@ -346,7 +347,8 @@ def adapted_source(loaded, flags, mnist, say) -> ExportSource:
     """A source made elsewhere (`loaded` by digitkit.predictors.adapted.load_source, which
     refused unsafe models as for every source): its convention resolved and printed with the
     evidence, wrapped in the adapter, and its own test accuracy measured."""
-    from digitkit.model.detect import DETECTED, resolve_convention
+    from digitkit.model.detect import DETECTED
+    from digitkit.model.resolve import resolve_convention
 
     detection = resolve_convention(loaded.source, mnist.x_test, mnist.y_test, flags)
     say(detection.summary() + (f" on {detection.images:,} MNIST test images"

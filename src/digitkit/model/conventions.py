@@ -611,7 +611,7 @@ def declared_convention(flags: ConventionFlags, input_shape,
     """The convention the flags declare for a model of `input_shape` under `contract`, or
     None when they do not declare one (no --input-scale or --preprocess: detect it). Outputs
     default to probabilities here; callers that can run the model check them
-    (digitkit.model.detect.resolve_convention does)."""
+    (digitkit.model.resolve.resolve_convention does)."""
     if not flags.declared:
         return None
     flags.check_for(contract)

@@ -22,7 +22,8 @@ times larger, so the loss separates what accuracy cannot. Why accuracy too: it i
 can judge ("96.0%"), and it is the credibility floor.
 
 Declared conventions (ConventionFlags with --input-scale) skip the scoring of candidates;
-`resolve_convention` is the one entry for both. Numpy only (the base install runs it).
+digitkit.model.resolve.resolve_convention is the one entry for both (and for the fit of
+digitkit.model.fitting, which builds on this module). Numpy only (the base install runs it).
 """
 
 from __future__ import annotations
@@ -40,9 +41,8 @@ from digitkit.model.conventions import (
     InputConvention,
     candidates,
     declare_hint,
-    declared_convention,
 )
-from digitkit.model.foreign import RAW_FROM_RECORD, SourceModel
+from digitkit.model.foreign import SourceModel
 
 #: MNIST test images scored per candidate. 2,000 put the standard error of a ~95% accuracy
 #: at 0.5 points (and paired differences between candidates, on the same images, well below
@@ -86,10 +86,6 @@ CREDIBLE_SIGMAS = 3.0
 #: What digit detection scores on, for messages.
 MNIST_DATA = "MNIST test images"
 CALIBRATION_DATA = "calibration images"
-#: Stand-in pictures when a convention is taken from flags or the model itself and no
-#: labelled images are at hand: what the model outputs (probabilities or logits) is read off
-#: them; nothing is scored.
-STAND_IN_IMAGES = 16
 
 
 class ConventionError(ModelError):
@@ -243,11 +239,11 @@ class Detection:
         return d
 
 
-def _refuse(source: SourceModel, why: str) -> ConventionError:
+def refusal(source: SourceModel, why: str) -> ConventionError:
     return ConventionError(f"{source.name}: {why}; {declare_hint(source.contract)}")
 
 
-def _outputs(source: SourceModel, flags: ConventionFlags, *outputs: np.ndarray) -> str:
+def outputs_read(source: SourceModel, flags: ConventionFlags, *outputs: np.ndarray) -> str:
     """What the model outputs: --outputs when given (probabilities only if they are), else
     read off its outputs."""
     found = output_kind(*outputs)
@@ -265,14 +261,14 @@ def detect_convention(source: SourceModel, images: np.ndarray, labels: np.ndarra
     the source's contract: MNIST test images for digits, a calibration folder's for a
     general contract; `data` names them for people); ConventionError when none is credible
     or the best two are too close."""
-    data = data or _data_name(source)
+    data = data or data_name(source)
     flags.check_for(source.contract)
     x, y = detection_sample(images, labels, n)
     layout = flags.layout_for(source.input_shape, source.contract)
     pool = [c for c in candidates(source.input_shape, layout=layout, contract=source.contract)
             if flags.allows(c)]
     raw = [source(c.apply(x)) for c in pool]
-    kind = _outputs(source, flags, *raw)
+    kind = outputs_read(source, flags, *raw)
     pool = [c.with_outputs(kind) for c in pool]
     probs = [softmax(o) if kind == LOGITS else o for o in raw]
     scored = [score(p, y, c) for p, c in zip(probs, pool, strict=True)]
@@ -282,11 +278,11 @@ def detect_convention(source: SourceModel, images: np.ndarray, labels: np.ndarra
     if not scores[0].credible:
         best = scores[0]
         if source.contract.is_digit:
-            raise _refuse(source, "no input convention makes it a credible digit classifier "
+            raise refusal(source, "no input convention makes it a credible digit classifier "
                           f"(best: {best.convention.describe()}, {best.accuracy:.1%} on "
                           f"{len(x)} {data}, below {MIN_ACCURACY:.0%})")
         k = source.contract.num_classes
-        raise _refuse(source, "no input convention makes it a credible classifier of its "
+        raise refusal(source, "no input convention makes it a credible classifier of its "
                       f"{k} classes (best: {best.convention.describe()}, {best.accuracy:.1%} "
                       f"on {len(x)} {data}, below {best.floor:.0%}: chance is {1 / k:.0%})")
     same = [i for i in order if np.max(np.abs(probs[i] - probs[best_i])) < EQUIVALENT_ATOL]
@@ -301,76 +297,15 @@ def detect_convention(source: SourceModel, images: np.ndarray, labels: np.ndarra
         if (other.convention not in equivalent and other.credible
                 and other.accuracy >= best.accuracy - CLOSE_ACCURACY
                 and other.loss <= best.loss * (1 + CLOSE_LOSS)):
-            raise _refuse(source, "input convention too close to call: "
+            raise refusal(source, "input convention too close to call: "
                           f"{best.convention.describe()} ({best.accuracy:.1%}, loss "
                           f"{best.loss:.3f}) vs {other.convention.describe()} "
                           f"({other.accuracy:.1%}, loss {other.loss:.3f}) on {len(x)} {data}")
     return detection
 
 
-def _data_name(source: SourceModel) -> str:
+def data_name(source: SourceModel) -> str:
     return MNIST_DATA if source.contract.is_digit else CALIBRATION_DATA
-
-
-def resolve_convention(source: SourceModel, images: np.ndarray | None,
-                       labels: np.ndarray | None, flags: ConventionFlags = NO_FLAGS,
-                       n: int = DEFAULT_DETECTION_IMAGES, data: str | None = None) -> Detection:
-    """The one entry for every command. In order: the declared convention (--input-scale or
-    --preprocess given: no candidates scored, the outputs read off the model unless --outputs
-    is given); the contract, for a model that presents it by name and no flags are given
-    (digitkit's own models and exports: nothing to adapt); the convention its embedded record
-    states; else `detect_convention` on the labelled images (MNIST test images for digits; a
-    calibration folder's for a general contract, `data` naming it); without labels, a general
-    model's own layers (SourceModel.stated), else a refusal naming --calibration and the flags.
-    The chosen convention's own accuracy is measured when labels are given. `images` may be
-    None when there are no labels (stand-ins are run to read the outputs)."""
-    contract = source.contract
-    data = data or _data_name(source)
-    flags.check_for(contract)
-    if (not contract.is_digit and images is not None
-            and tuple(np.shape(images)[1:]) != contract.pixels_shape):
-        # MNIST test images handed over for a general model (a caller that knows only
-        # digits) are not pictures of its classes: no evidence, as if none were given
-        images, labels = None, None
-    chosen = declared_convention(flags, source.input_shape, contract)
-    stated_by = None
-    if chosen is None and not flags.given and source.honours_contract:
-        chosen, how = InputConvention(layout=contract.layout, contract=contract), CONTRACT
-    elif chosen is None and not flags.given and source.stated is not None and (
-            labels is None or source.stated_by == RAW_FROM_RECORD):
-        chosen, how, stated_by = source.stated, STATED, source.stated_by
-    elif chosen is None:
-        if labels is None:
-            if contract.is_digit:
-                raise _refuse(source, "detecting its input convention needs labelled MNIST "
-                              "test images")
-            raise _refuse(source, "its input convention cannot be told: it records none and "
-                          "does not prepare its own pixels (no Rescaling/Normalization layer "
-                          "first)")
-        from digitkit.model.fitting import detect_and_fit  # an affine preset's constants fitted
-
-        return detect_and_fit(source, images, labels, flags, n, data=data)
-    else:
-        how = DECLARED
-    if images is None or len(images) == 0:
-        rng = np.random.default_rng(0)
-        x, y = rng.integers(0, 256, (STAND_IN_IMAGES, *contract.pixels_shape)).astype(
-            np.float32), None
-    elif labels is None:
-        x, y = images[:n], None
-    else:
-        x, y = detection_sample(images, labels, n)
-    out = source(chosen.apply(x))
-    if how == DECLARED or (how == STATED and stated_by != RAW_FROM_RECORD):
-        chosen = chosen.with_outputs(_outputs(source, flags, out))
-    elif how == CONTRACT and not is_simplex(out):
-        raise ConventionError(f"{source.name}: named like digitkit's contract "
-                              f"('{contract.input_name}' -> '{contract.output_name}') but its "
-                              f"outputs are not probabilities; {declare_hint(contract)}")
-    probs = softmax(out) if chosen.outputs == LOGITS else out
-    scores = (score(probs, y, chosen),) if y is not None else ()
-    return Detection(chosen, scores, how, len(x) if y is not None else 0, data=data,
-                     stated_by=stated_by)
 
 
 def load_calibration(contract, root, per_class: int | None = None):

@@ -4,7 +4,7 @@
 for. `runnable_model` decides once, in the main process:
 - a file that honours digitkit's contract (digitkit's own models and exports) or carries the
   convention metadata of digitkit's adapter runs as it is: nothing loaded, no data needed;
-- otherwise the input convention is resolved (digitkit.model.detect.resolve_convention:
+- otherwise the input convention is resolved (digitkit.model.resolve.resolve_convention:
   declared by the --input-* flags, or detected on labelled MNIST test images, loaded the
   way every command loads them) and the adapted copy (predictors.adapted.adapted_copy) is
   what runs, on every engine and in every worker process.
@@ -189,7 +189,8 @@ def runnable_path(path: str | os.PathLike, flags: ConventionFlags = NO_FLAGS,
 
 def _adapt(path: Path, flags: ConventionFlags, data, trust_model: bool,
            calibration=None) -> Runnable:
-    from digitkit.model.detect import CONTRACT, resolve_convention
+    from digitkit.model.detect import CONTRACT
+    from digitkit.model.resolve import resolve_convention
     from digitkit.predictors.adapted import adapted_copy, load_source
 
     loaded = load_source(path, trust_model, calibration=calibration)
