@@ -60,13 +60,17 @@ def test_size_limit_is_checked_before_reading(tmp_path, mnist_test):
     assert load_images([str(good)], max_file_size=size)[1] == [""]
 
 
-def test_read_file_through_a_folder_handle_is_the_same(tmp_path):
+def test_read_file_through_a_folder_handle_is_the_same(tmp_path, mnist_test):
+    """A path the system can name is read whole (the handle is not even opened); a file
+    nested past PATH_MAX is read through its folder's handle, and only with one."""
+    from _hostile import make_deep
+
     (tmp_path / "a.png").write_bytes(b"abc")
     (tmp_path / "b.png").write_bytes(b"defg")
     folder = Folder()
     try:
         got = [read_file(str(tmp_path / n), 10, folder) for n in ("a.png", "b.png")]
-        assert folder.path == str(tmp_path) and folder.fd is not None
+        assert folder.path is None and folder.fd is None
     finally:
         folder.close()
     assert got == [b"abc", b"defg"] == [read_file(tmp_path / n) for n in ("a.png", "b.png")]
@@ -74,6 +78,17 @@ def test_read_file_through_a_folder_handle_is_the_same(tmp_path):
         read_file(str(tmp_path / "nope" / "c.png"), 10, Folder())
     with pytest.raises(ImageError, match="is a directory"):
         read_file(str(tmp_path), 10)
+    (deep, parent), = make_deep(tmp_path / "deep", mnist_test[0][0])[0].items()
+    with pytest.raises(ImageError, match="path too long"):
+        read_file(deep)
+    folder = Folder()
+    try:
+        data = read_file(deep, MAX_FILE_SIZE, folder)
+        assert folder.path == parent and folder.fd is not None
+    finally:
+        folder.close()
+    assert data.startswith(b"\x89PNG")
+    assert load_images([deep])[1] == [""]
 
 
 @pytest.mark.parametrize("swap_to", ["/dev/zero", "fifo"])

@@ -169,7 +169,8 @@ def test_crash_reasons():
 
 def test_a_killed_run_leaves_no_process_behind(linear_onnx, png_test_dir, tmp_path):
     """kill -9 of a real `digitkit infer` with its workers busy (one of them hung in a
-    decode): the forkserver, every worker and the resource tracker must be gone soon."""
+    decode): every worker (and a forkserver and the resource tracker, where the run has
+    them) must be gone soon."""
     out = tmp_path / "out.csv"
     env = dict(os.environ, DIGITKIT_TEST_DECODER_FAULTS="sleep=*-hang.png")
     # Two tasks' worth of files, then one that hangs its worker (no time limit), then 10,000
@@ -193,7 +194,9 @@ def test_a_killed_run_leaves_no_process_behind(linear_onnx, png_test_dir, tmp_pa
         time.sleep(0.02)
     time.sleep(0.5)  # the hang has begun
     family = proc.children(recursive=True)
-    assert len(family) >= 4  # forkserver, its two workers, the resource tracker
+    # its two workers, forked from it (a run whose workers come from a forkserver: that
+    # server and the resource tracker too)
+    assert len(family) >= 2
     proc.kill()
     proc.wait()
     deadline = time.monotonic() + 15

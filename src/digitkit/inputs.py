@@ -38,9 +38,11 @@ _PIECE = 1 << 20
 
 
 class Folder:
-    """The folder of the files being read, opened once: stat() and open() then look up one
-    name each instead of walking the whole path twice (a chunk's files mostly share their
-    folder; this keeps the regular-file check a small part of reading a small file)."""
+    """The folder of the files being read, opened once (O_PATH), for the paths too long for
+    the system to name whole (ENAMETOOLONG): a file nested past PATH_MAX whose folder can
+    still be named is looked up by its own name through the folder's handle. Any other path
+    is looked up whole: going through a handle for every file saved no lookup time and cost
+    a path split per file."""
 
     __slots__ = ("path", "fd")
 
@@ -60,22 +62,36 @@ class Folder:
             os.close(self.fd)
         self.path = self.fd = None
 
+    def handle(self, path) -> tuple[str, int] | None:
+        """(the file's own name, its folder's handle) for `path`, or None when there is no
+        folder to go through (a bare name, or a folder that cannot be opened)."""
+        if not _DIR_FD or not isinstance(path, str):
+            return None
+        head, sep, tail = path.rpartition(os.sep)
+        if not (sep and tail):
+            return None
+        if head != self.path:
+            self.open(head)
+        return None if self.fd is None else (tail, self.fd)
+
 
 def read_regular(path, limit: int, folder: Folder | None = None,
                  error: Refusal = DataError) -> bytes:
     """The bytes of `path` if it is a regular file of at most `limit` bytes; else
     `error(path, reason)`. One stat, one open, usually one read: this runs once per file of
-    every batch."""
+    every batch. `folder`: the handle a path too long for the system is read through."""
     name, where = path, None
-    if folder is not None and _DIR_FD and isinstance(path, str):
-        head, sep, tail = path.rpartition(os.sep)
-        if sep and tail:
-            if head != folder.path:
-                folder.open(head)
-            if folder.fd is not None:
-                name, where = tail, folder.fd
     try:
-        st = os.stat(name, dir_fd=where)
+        try:
+            st = os.stat(path)
+        except OSError as err:
+            if err.errno != errno.ENAMETOOLONG or folder is None:
+                raise
+            through = folder.handle(path)
+            if through is None:
+                raise
+            name, where = through
+            st = os.stat(name, dir_fd=where)
         if st.st_mode & _S_IFMT != _S_IFREG:
             raise error(path, _directory_reason(path) if stat.S_ISDIR(st.st_mode)
                         else not_regular_reason(st.st_mode))

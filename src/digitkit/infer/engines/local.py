@@ -18,8 +18,10 @@ Design, for throughput at bounded memory:
   one file at a time, and gives the file that did it an error row. A run that fits in one
   chunk gets one worker, isolated all the same; only `workers=0` decodes in this process
   (no isolation, no time limit: for debugging).
-- The workers are forked from a forkserver that imported the decoder and ONNX Runtime once
-  (imports paid once rather than once per worker).
+- Workers that run the model are forked from the main process itself while it has loaded
+  no runtime and runs no thread of ours: they start with its imports and add only the
+  runtime and OpenCV. Otherwise they are forked from a forkserver that imported the decoder
+  and ONNX Runtime once (imports paid once rather than once per worker).
 - TensorFlow models (a SavedModel or Keras file, --runtime tensorflow) are predicted in the
   main process (TensorFlow in forked workers is asking for trouble); the workers then only
   decode.
@@ -32,6 +34,7 @@ Design, for throughput at bounded memory:
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from itertools import chain, islice
 
@@ -146,9 +149,15 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
         return
     if len(first) < task:
         workers = 1  # all of it is one task: more workers would only cost their start-up
-    # forkserver: workers are forked from a clean server that preloaded the decoder, never
-    # from this process (which may hold ONNX Runtime or TensorFlow threads by then).
-    start_workers_early()
+    # Workers that run the model are forked from this process while it runs no thread of
+    # ours and has loaded no runtime: they start with the modules it has imported already and
+    # import only the runtime and OpenCV, each in parallel; a forkserver would first import
+    # the whole stack again, on its own, while this process and the cores wait. Otherwise
+    # (TensorFlow runs here, or a thread is running) they come from a clean forkserver that
+    # preloaded the decoder, never from this process.
+    context = "fork" if in_workers and _CAN_FORK and _single_threaded() else "forkserver"
+    if context == "forkserver":
+        start_workers_early()
     if in_workers:
         setup = (_classify_worker, (str(serving.path), serving.runtime, top_k, fmt,
                                     limits.max_file_size, batch, spec.device, contract))
@@ -161,9 +170,15 @@ def local_engine(spec: InferSpec, paths: Iterable[str]) -> Iterator[EncodedRows]
     else:
         setup, finish = (decode_worker, (limits.max_file_size, decode)), predict_here
 
-    with WorkerPool(workers, *setup, limits.file_timeout) as pool:
+    with WorkerPool(workers, *setup, limits.file_timeout, context=context) as pool:
         for chunk, parts in pool.map(chunks, 2 * workers + 2):
             yield finish(chunk, parts)
+
+
+def _single_threaded() -> bool:
+    """Whether this process runs no thread of ours but the main one (the native pools of
+    numpy's BLAS, started at its import, take care of a fork themselves)."""
+    return threading.active_count() == 1
 
 
 def _chunks(it: Iterable, n: int) -> Iterator[list]:
