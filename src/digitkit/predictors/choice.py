@@ -357,6 +357,7 @@ def choose(model: str | os.PathLike, precision: str = "fp32", *, batch: int,
     """The row and copy that serve `model` under `--runtime auto` (module docstring);
     `convention`: the --input-* flags (`ConventionFlags`), which auto refuses."""
     from digitkit.environment import usable_cpus
+    from digitkit.predictors.serving import worker_regime
 
     if convention is not None and convention.given:
         raise UsageError(f"{', '.join(convention.given)}: the input flags are for a model made "
@@ -369,7 +370,7 @@ def choose(model: str | os.PathLike, precision: str = "fp32", *, batch: int,
         return only
     # As infer runs the model: one core per worker process (or Ray actor), or every usable
     # core in this process with --workers 0 (ONNX Runtime then per regime, as infer does).
-    threads, spinning = (usable_cpus(), None) if workers == 0 else (1, False)
+    threads, spinning = (usable_cpus(), None) if workers == 0 else worker_regime(batch)
     key = cache_key(found, precision, batch, threads, device)
     path = cache_path(key)
     record = read_cached(path, key, found)
