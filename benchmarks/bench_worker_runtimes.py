@@ -16,6 +16,9 @@ The ratio workers/calibration is what `auto` leaves out of its ranking when it i
 busy with other processes lower both alike; a runtime whose workers fight over one core lowers
 only its own). "cores used" is the workers' CPU seconds together over the wall of the phase
 they run at once: workers that share one core cannot exceed 1.0, whatever the outside load.
+"cores" names, for each worker, the core its calling thread ran on most and that core's share
+of the samples (every 5 ms, from a watcher thread): workers a runtime pins share one core
+("0:1.00 0:1.00"), workers the OS places do not have to.
 `--pinned` adds "openvino-pinned": OpenVINO with its default CPU pinning, as digitkit opened it
 before the pinning was turned off. The inputs are MNIST-sized random pixels
 (the speed of these models does not depend on the values). CPU seconds are printed beside wall.
@@ -75,11 +78,42 @@ def child(spec: dict) -> dict:
         predictor.predict(b)
     while time.time() < spec["start"]:
         time.sleep(0.001)
+    where = _Placement()
     c0, w0 = time.process_time(), time.perf_counter()
     for i in range(calls):
         predictor.predict(cycle[i % 4])
     wall = time.perf_counter() - w0
-    return {"images_per_s": calls * batch / wall, "wall": wall, "cpu": time.process_time() - c0}
+    cpu = time.process_time() - c0
+    return {"images_per_s": calls * batch / wall, "wall": wall, "cpu": cpu,
+            "busiest_core": where.stop()}
+
+
+class _Placement:
+    """Which core this (the calling) thread runs on, sampled by a watcher thread (the runtimes
+    release the GIL while they compute); `stop()` -> (the busiest core, its share of the
+    samples)."""
+
+    def __init__(self):
+        import threading
+
+        self.path = f"/proc/self/task/{threading.get_native_id()}/stat"
+        self.counts: dict[int, int] = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self):
+        while not self.done.is_set():
+            with open(self.path) as f:
+                cpu = int(f.read().rsplit(")", 1)[1].split()[36])  # field 39: last CPU
+            self.counts[cpu] = self.counts.get(cpu, 0) + 1
+            self.done.wait(0.005)
+
+    def stop(self) -> tuple[int, float]:
+        self.done.set()
+        self.thread.join()
+        core = max(self.counts, key=self.counts.get)
+        return core, self.counts[core] / sum(self.counts.values())
 
 
 def spawn(spec: dict) -> subprocess.Popen:
@@ -114,7 +148,7 @@ def main() -> None:
     names = args.runtimes.split(",") + (["openvino-pinned"] if args.pinned else [])
     base = {"export": str(args.export), "batch": args.batch_size, "calls": args.calls}
     figures = {n: {"calibration": [], "workers": [], "worker_cpu_per_image_us": [],
-                   "cores_used": []} for n in names}
+                   "cores_used": [], "busiest_cores": []} for n in names}
     for r in range(args.rounds):
         for n in names:
             cal = result(spawn({**base, "runtime": n, "mode": "calibration"}))
@@ -129,19 +163,23 @@ def main() -> None:
             figures[n]["workers"].append(per_worker)
             figures[n]["worker_cpu_per_image_us"].append(cpu)
             figures[n]["cores_used"].append(cores)
+            where = " ".join(f"{c}:{share:.2f}" for c, share in
+                             (w["busiest_core"] for w in ws))
+            figures[n]["busiest_cores"].append(where)
             print(f"round {r + 1} {n:16s} calibration {cal['images_per_s']:9,.0f}/s  "
                   f"{args.workers} workers {per_worker:9,.0f}/s each (slowest), "
-                  f"CPU {cpu:6.1f} us/image, cores used {cores:.2f}; "
+                  f"CPU {cpu:6.1f} us/image, cores used {cores:.2f}, cores {where}; "
                   f"ratio {per_worker / cal['images_per_s']:.2f}",
                   flush=True)
     print(f"\nbest of {args.rounds} rounds, batch {args.batch_size}, {args.workers} workers:")
     print(f"{'runtime':16s} {'calibration/s':>14s} {'per worker/s':>13s} {'ratio':>6s} "
-          f"{'worker CPU us/img':>18s} {'cores used':>11s}")
+          f"{'worker CPU us/img':>18s} {'cores used':>11s}  cores (each round)")
     for n, f in figures.items():
         cal, wrk = max(f["calibration"]), max(f["workers"])
         f.update(best_calibration=cal, best_workers=wrk, ratio=wrk / cal)
         print(f"{n:16s} {cal:14,.0f} {wrk:13,.0f} {wrk / cal:6.2f} "
-              f"{min(f['worker_cpu_per_image_us']):18.1f} {max(f['cores_used']):11.2f}")
+              f"{min(f['worker_cpu_per_image_us']):18.1f} {max(f['cores_used']):11.2f}  "
+              f"{' | '.join(f['busiest_cores'])}")
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     if args.json:
         args.json.write_text(json.dumps({"command": shlex.join(sys.argv), **vars(args) | {
