@@ -18,8 +18,10 @@ def test_fp32_matches_onnx_runtime_and_says_so(export_dir, mnist_test):
     ref = OnnxPredictor(export_dir / "model.onnx").predict(x)
     p = OpenVinoPredictor(export_dir / "model.onnx", threads=1)
     # fp32 asked for explicitly: the plugin's own default is bf16 on CPUs that have it.
+    # Never pinned: every infer worker would pin itself to core 0 (test_predictors_worker_settings).
     assert p.config() == {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1,
-                          "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+                          "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+                          "ENABLE_CPU_PINNING": False}
     for n in (1, 7, 50):
         out = p.predict(x[:n])
         assert out.shape == (n, 10) and out.dtype == np.float32

@@ -152,8 +152,9 @@ class AutoRequest:
         actor), or every usable core in this process with --workers 0 (ONNX Runtime then per
         regime, as infer does)."""
         from digitkit.environment import usable_cpus
+        from digitkit.predictors.serving import worker_regime
 
-        return (usable_cpus(), None) if self.workers == 0 else (1, False)
+        return (usable_cpus(), None) if self.workers == 0 else worker_regime(self.batch)
 
 
 @dataclass(frozen=True)

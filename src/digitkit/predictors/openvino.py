@@ -9,6 +9,14 @@ Threads and streams follow the bench thread count: one stream (calls come one at
 more streams would only split the threads) using `threads` threads, like ONNX Runtime's
 intra-op pool and TensorFlow's.
 
+Never pinned (ENABLE_CPU_PINNING off): on Linux the CPU plugin pins the thread that runs a
+request to the first cores of the machine for the length of each call, the calling thread
+itself at one thread. Every `infer` worker is a process with one thread, so every worker's
+OpenVINO pinned itself to core 0 and they took turns there while the other cores only decoded;
+one process alone (`auto`'s calibration, `bench`) never sees it. Unpinned, the OS places
+OpenVINO's threads like ONNX Runtime's and LiteRT's, which pin nothing
+(BENCHMARKS.md, "OpenVINO in infer's workers").
+
 `--device gpu[:N]` compiles for OpenVINO's GPU plugin ("GPU", "GPU.N"), refused in one line
 when OpenVINO lists no such device (`device_name`); the thread count is the CPU's business
 and is not passed there.
@@ -92,7 +100,13 @@ class OpenVinoPredictor(LazyPredictor):
                     "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
         return {"INFERENCE_PRECISION_HINT": PRECISIONS[self.precision][0],
                 "INFERENCE_NUM_THREADS": int(self.threads), "NUM_STREAMS": 1,
-                "PERFORMANCE_HINT": "LATENCY"}
+                "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+
+    def properties(self) -> dict:
+        """What the compiled model reports for each key of `config()`: the settings it runs
+        with, as OpenVINO took them (loads the model)."""
+        compiled = self.load()._request.get_compiled_model()
+        return {key: compiled.get_property(key) for key in self.config()}
 
     def _load(self):
         ov = import_openvino()

@@ -16,6 +16,12 @@ A serving runtime is then opened through the table's own opener (`open_runtime`)
 per-regime settings `bench` times, from one source, on `--device` (`check_device` refuses
 one the row does not have, or that is not there, before any work).
 
+A worker process (the local engine's workers) serves with one core's share of the machine:
+`worker_regime` is the one rule for its threads and spinning, `open_in_worker` the opener, and
+`auto`'s calibration times each candidate in that same regime when infer runs workers, so
+what it measures is what a worker runs (a runtime's own settings, such as OpenVINO's pinning,
+are its predictor's, the same for both).
+
 `--runtime auto` is decided before all this, by `predictors.choice.choose`: it names the
 row's group and precision, which then resolve here like any other request.
 """
@@ -179,6 +185,32 @@ def open_serving(model: str | os.PathLike, runtime: str | None, threads: int | N
     return RUNTIMES[runtime].open(model, threads, spinning, trust_model, device)
 
 
+#: How many cores a worker process's runtime takes: one, the workers fill every core between
+#: them (one per usable core by default) and decode on the same cores.
+WORKER_CORES = 1
+
+
+def worker_regime(batch: int) -> tuple[int, bool]:
+    """(threads, spinning) of a worker's runtime running batches of `batch`: ONNX Runtime's
+    `regime_settings` for one core, which every runtime's threads follow."""
+    from digitkit.predictors.ort import regime_settings
+
+    settings = regime_settings(batch, WORKER_CORES)
+    return settings.threads, settings.spinning
+
+
+def open_in_worker(model: str | os.PathLike, runtime: str | None, batch: int,
+                   device: str = DEFAULT_DEVICE, trust_model: bool = False):
+    """The predictor a worker process serves `model` with (see `open_serving`), in
+    `worker_regime(batch)`: what `auto`'s calibration times for a run with workers."""
+    from digitkit.predictors.ort import regime_settings
+
+    threads, spinning = worker_regime(batch)
+    return open_serving(model, runtime, threads, spinning,
+                        settings=regime_settings(batch, WORKER_CORES),
+                        trust_model=trust_model, device=device)
+
+
 def forkable(runtime: str | None, model: str | os.PathLike) -> bool:
     """Whether worker processes may run this runtime: every one but TensorFlow, which is
     asking for trouble in forked processes (it runs in the main process instead)."""
@@ -187,5 +219,6 @@ def forkable(runtime: str | None, model: str | os.PathLike) -> bool:
     return RUNTIMES[runtime].extra != RUNTIMES["tf-savedmodel"].extra
 
 
-__all__ = ["DEFAULT_PRECISION", "Serving", "check_device", "forkable", "open_serving", "precisions",
-           "serving_model", "serving_row", "serving_runtimes"]
+__all__ = ["DEFAULT_PRECISION", "WORKER_CORES", "Serving", "check_device", "forkable",
+           "open_in_worker", "open_serving", "precisions", "serving_model", "serving_row",
+           "serving_runtimes", "worker_regime"]

@@ -55,7 +55,7 @@ from digitkit.infer.results.formats import DEFAULT_FORMAT, encode_predictions, j
 from digitkit.infer.results.rows import row_names
 from digitkit.infer.spec import DEFAULT_BATCH_SIZE, BatchEngine, EncodedRows, InferSpec
 from digitkit.predictors import regime_settings
-from digitkit.predictors.serving import forkable, open_serving, serving_model
+from digitkit.predictors.serving import forkable, open_in_worker, open_serving, serving_model
 
 #: What the forkserver imports once for every worker: the worker code, the decoder (with
 #: OpenCV) and ONNX Runtime (imports paid once instead of once per worker).
@@ -67,8 +67,6 @@ _WORKER_PRELOAD = ["digitkit.infer.engines.local", "digitkit.infer.pool.isolatio
 #: it keeps the worker busy, and a worker crash retries at most 1,024 files one by one
 #: (BENCHMARKS.md, "Tasks of four batches").
 TASK_BATCHES = 4
-#: Each worker's own sessions get one core's regime: the workers already fill every core.
-_WORKER_ORT = regime_settings(DEFAULT_BATCH_SIZE, cores=1)
 #: Forking this process is safe on Linux before any ONNX Runtime session exists; elsewhere
 #: fork is not (macOS) or not there (Windows).
 _CAN_FORK = sys.platform.startswith("linux")
@@ -199,10 +197,10 @@ def start_workers_early() -> None:
 def _classify_worker(model_path: str, runtime: str | None, top_k: int, fmt: str,
                      max_file_size: int, batch_size: int, device: str = "cpu",
                      contract=None):
-    """A WorkerPool setup: the worker's own predictor (one thread, no spinning), loaded once,
-    before the worker reports ready (a model that does not load fails the run, not a file)."""
-    predictor = open_serving(model_path, runtime, 1, spinning=False,
-                             settings=_WORKER_ORT, device=device).load()
+    """A WorkerPool setup: the worker's own predictor (`open_in_worker`: one core's regime,
+    as `auto` calibrates), loaded once, before the worker reports ready (a model that does
+    not load fails the run, not a file)."""
+    predictor = open_in_worker(model_path, runtime, batch_size, device).load()
 
     def work(paths: list, timer: FileTimer) -> EncodedRows:
         return classify_encoded(predictor, paths, top_k, fmt, max_file_size, timer, batch_size,

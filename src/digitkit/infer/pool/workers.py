@@ -72,14 +72,20 @@ def start_forkserver(preload: list[str]) -> None:
         forkserver.ensure_running()
 
 
+_HELD = {signal.SIGINT, signal.SIGTERM}
+
+
 @contextmanager
 def sigint_held():
-    """Start processes inside this with SIGINT blocked: they inherit the mask (through exec
-    too), so a Ctrl-C while they start up and import (the forkserver's preload, a forked
-    worker before `_prepare_worker`) stays pending until they ignore it, instead of printing
-    their KeyboardInterrupt traceback; multiprocessing starts its resource tracker the same
-    way. Here a Ctrl-C meanwhile is held, then raised as usual."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    """Start processes inside this with SIGINT and SIGTERM blocked: they inherit the mask
+    (through exec too), so a Ctrl-C while they start up and import (the forkserver's preload,
+    a forked worker before `_prepare_worker`) stays pending until they ignore it, instead of
+    printing their KeyboardInterrupt traceback; multiprocessing starts its resource tracker
+    the same way. SIGTERM likewise: a worker forked from the main process inherits its
+    SIGTERM handler (`kill` as Ctrl-C) until `_prepare_worker` restores the default, and the
+    main process stopping its workers on a Ctrl-C must end one that is still starting, not
+    make it print a traceback. Here a signal meanwhile is held, then handled as usual."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
     try:
         yield
     finally:
@@ -139,6 +145,8 @@ def _prepare_worker(main_pid: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # The time limit: an overrun ends this process (see the module docstring).
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    # Started with both held (sigint_held): a SIGTERM sent meanwhile ends the worker now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
     threading.Thread(target=_exit_with, args=(main_pid,), daemon=True).start()
     _die_with_parent()
     # Over-limit images become error rows (the decoder checks first); Pillow's own warning
