@@ -326,8 +326,10 @@ def test_ctrl_c_while_the_workers_start_prints_no_traceback(delay, tmp_path, dig
 
     folder = tmp_path / "many"
     folder.mkdir()
-    for i in range(1000):  # more than one task: workers forked from the main process
-        os.link(digit_png, folder / f"{i:04d}.png")
+    # More than one task (workers forked from the main process), and enough that the run
+    # is still going at the longest delay now that forked workers start in a few ms.
+    for i in range(10_000):
+        os.link(digit_png, folder / f"{i:05d}.png")
     env = dict(os.environ)
     p = subprocess.Popen([sys.executable, "-m", "digitkit", "infer", linear_onnx, folder,
                           "--batch-size", "16", "--workers", "2", "-q"], env=env,
