@@ -20,6 +20,18 @@ def _shared_data() -> Path:
     return Path(os.environ.get("DIGITKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """Every test, and every digitkit process a test starts, caches (adapted copies, fits,
+    runtime choices, downloads) in one temporary directory of this session, never the user's
+    ~/.cache/digitkit. Tests of the cache itself set their own (`private_cache`, monkeypatch),
+    which wins for that test and gives this one back after it."""
+    path = tmp_path_factory.mktemp("digitkit-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DIGITKIT_CACHE", str(path))
+        yield path
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = _shared_data()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from _cli import run_cli
+from _export_copies import copies, predict, read_back
 from digitkit.export.config import GENERAL_ATOL
 
 pytest.importorskip("tensorflow")
@@ -35,38 +36,6 @@ def rgb_export(image_set, tmp_path_factory):
     result = run_cli("export", model_path, "--format", "all", "--quantize", "int8",
                      "--calibration", image_set, "--out", out, "--max-accuracy-drop", "5")
     return model_path, out, result, labelled
-
-
-def _copies(out):
-    return {"onnx": out / "model.onnx", "onnx-int8": out / "model.int8.onnx",
-            "savedmodel": out / "saved_model", "tflite": out / "model.tflite"}
-
-
-def _read_back(path):
-    """The contract a copy carries, read as a user's next command would: no flags."""
-    from digitkit.model.contract import contract_from_metadata
-    from digitkit.model.embedded import read_contract, read_tflite_contract
-
-    if path.suffix == ".onnx":
-        import onnx
-
-        props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-        return contract_from_metadata(props, str(path))
-    if path.suffix == ".tflite":
-        return read_tflite_contract(path)
-    return read_contract(path)
-
-
-def _predict(path, x):
-    from digitkit.predictors.litert import LiteRTPredictor
-    from digitkit.predictors.ort import OnnxPredictor
-    from digitkit.predictors.tf import SavedModelPredictor
-
-    if path.suffix == ".onnx":
-        return OnnxPredictor(path).predict(x)
-    if path.suffix == ".tflite":
-        return LiteRTPredictor(path, allow_tensorflow=True).predict(x)
-    return SavedModelPredictor(path).predict(x)
 
 
 def test_every_format_is_written_validated_and_recorded(rgb_export, image_set):
@@ -111,11 +80,11 @@ def test_every_copy_reads_back_its_contract_and_matches_the_source(rgb_export):
                         np.random.default_rng(5).uniform(0, 255, (6, 32, 32, 3))]
                        ).astype(np.float32)
     reference = np.asarray(keras_model(x, training=False))
-    for name, path in _copies(out).items():
-        contract = _read_back(path)
+    for name, path in copies(out).items():
+        contract = read_back(path)
         assert contract == source, name  # names, size, channels and policy, no flags
         assert contract.class_names == CLASSES and contract.pixels_shape == (32, 32, 3)
-        got = _predict(path, x)
+        got = predict(path, x)
         assert got.shape == (len(x), 5)
         if name == "onnx-int8":  # held to accuracy, not to atol
             assert np.mean(got.argmax(1) == reference.argmax(1)) >= 0.8
@@ -142,7 +111,7 @@ def test_a_gray_model_without_a_record_takes_names_from_the_calibration_folder(
     assert manifest["source"]["pixel_policy_from"] == \
         "the default with --resize, --crop-fraction"
     for name in ("onnx", "savedmodel", "tflite"):
-        contract = _read_back(_copies(out)[name])
+        contract = read_back(copies(out)[name])
         assert contract.class_names == CLASSES and contract.pixels_shape == (24, 24, 1)
         assert contract.pixel_policy.resize == "center-crop"
         assert contract.pixel_policy.crop_fraction == 0.875
@@ -174,16 +143,24 @@ def test_a_47_class_emnist_style_model_is_accepted_without_calibration(tmp_path)
         art = manifest["artifacts"][name]
         assert art["status"] == "passed" and "accuracy" not in art
         assert art["validation"]["cases"][0]["case"] == "random_pixels[seed=0]"
-        contract = _read_back(_copies(out)[name])
+        contract = read_back(copies(out)[name])
         assert contract.num_classes == 47 and list(contract.class_names) == names
         assert contract.pixels_shape == (28, 28, 1) and not contract.is_digit
 
 
-def test_int8_needs_a_calibration_folder(tmp_path):
+@pytest.fixture(scope="module")
+def small_untrained(tmp_path_factory):
+    """A 16x16 RGB 4-class .keras with random weights and no record, shared read-only by
+    the tests of refusals (they never write beside it)."""
     from _general_models import untrained_pixels_model
 
-    model_path = tmp_path / "m.keras"
+    model_path = tmp_path_factory.mktemp("small") / "m.keras"
     untrained_pixels_model(model_path, (16, 16), 3, 4)
+    return model_path
+
+
+def test_int8_needs_a_calibration_folder(small_untrained, tmp_path):
+    model_path = small_untrained
     result = run_cli("export", model_path, "--quantize", "int8", "--out", tmp_path / "e")
     assert result.exit_code == 2
     assert result.output.splitlines()[-1] == ("digitkit: error: --quantize int8 calibrates "
@@ -200,11 +177,8 @@ def test_int8_needs_a_calibration_folder(tmp_path):
     (["--crop-fraction", "1.5"], "crop fraction must be a number in (0, 1]"),
     (["--calibration", "{missing}"], "no such folder"),
 ])
-def test_bad_general_options_are_one_line(tmp_path, args, message):
-    from _general_models import untrained_pixels_model
-
-    model_path = tmp_path / "m.keras"
-    untrained_pixels_model(model_path, (16, 16), 3, 4)
+def test_bad_general_options_are_one_line(small_untrained, tmp_path, args, message):
+    model_path = small_untrained
     (tmp_path / "labels.txt").write_text("a\nb\nc\n")
     args = [a.format(labels=tmp_path / "labels.txt", missing=tmp_path / "nope") for a in args]
     result = run_cli("export", model_path, *args, "--out", tmp_path / "e")
@@ -277,7 +251,7 @@ def test_a_dynamic_input_size_is_fixed_by_input_size(tmp_path):
     assert manifest["model"]["input"]["shape"] == ["N", 20, 18, 3]
     for name in ("onnx", "savedmodel", "tflite"):
         assert manifest["artifacts"][name]["status"] == "passed"
-        assert _read_back(_copies(out)[name]).pixels_shape == (20, 18, 3)
+        assert read_back(copies(out)[name]).pixels_shape == (20, 18, 3)
     import onnx
 
     dims = onnx.load(str(out / "model.onnx")).graph.input[0].type.tensor_type.shape.dim

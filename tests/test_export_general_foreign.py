@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 
 from _cli import run_cli
+from _export_copies import COPY_FILES, copies, predict, read_back
 
 pytest.importorskip("tensorflow")
 
 CLASSES = ("astronaut", "brick", "cat", "coffee", "coins")
-FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "savedmodel": "saved_model",
-         "tflite": "model.tflite"}
 
 
 @pytest.fixture(scope="module", params=["tf", "torch-nchw", "nchw-onnx"])
@@ -27,32 +26,6 @@ def foreign_export(request, general_zoo, tmp_path_factory):
     result = run_cli("export", general_zoo.path(name), "--calibration", general_zoo.image_set,
                      "--quantize", "int8", "--max-accuracy-drop", "5", "--out", out)
     return name, out, result
-
-
-def _read_back(path):
-    from digitkit.model.contract import contract_from_metadata
-    from digitkit.model.embedded import read_contract, read_tflite_contract
-
-    if path.suffix == ".onnx":
-        import onnx
-
-        props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-        return contract_from_metadata(props, str(path))
-    if path.suffix == ".tflite":
-        return read_tflite_contract(path)
-    return read_contract(path)
-
-
-def _predict(path, x):
-    from digitkit.predictors.litert import LiteRTPredictor
-    from digitkit.predictors.ort import OnnxPredictor
-    from digitkit.predictors.tf import SavedModelPredictor
-
-    if path.suffix == ".onnx":
-        return OnnxPredictor(path).predict(x)
-    if path.suffix == ".tflite":
-        return LiteRTPredictor(path, allow_tensorflow=True).predict(x)
-    return SavedModelPredictor(path).predict(x)
 
 
 def test_the_convention_is_detected_on_the_calibration_folder(foreign_export, general_zoo):
@@ -72,8 +45,8 @@ def test_the_convention_is_detected_on_the_calibration_folder(foreign_export, ge
     assert recorded.to_dict() == general_zoo.convention(name).to_dict()
     assert manifest["source"]["detection"]["how"] == "detected"
     assert manifest["calibration"]["images"] == 200
-    expected = {"onnx", "onnx-int8"} if name.endswith("onnx") else set(FILES)
-    assert {k for k in manifest["artifacts"] if k in FILES} == expected
+    expected = {"onnx", "onnx-int8"} if name.endswith("onnx") else set(COPY_FILES)
+    assert {k for k in manifest["artifacts"] if k in COPY_FILES} == expected
     for k in expected:
         assert manifest["artifacts"][k]["status"] == "passed", manifest["artifacts"][k]
         cases = [c["case"] for c in manifest["artifacts"][k]["validation"]["cases"]]
@@ -94,13 +67,12 @@ def test_every_copy_reads_back_and_matches_the_source_under_its_convention(
                         np.random.default_rng(3).uniform(0, 255, (5, 24, 24, 3))]
                        ).astype(np.float32)
     reference = predict_under(source, convention, x)
-    for k, file in FILES.items():
-        path = out / file
+    for k, path in copies(out).items():
         if k not in manifest["artifacts"]:
             continue
-        contract = _read_back(path)
+        contract = read_back(path)
         assert contract.class_names == CLASSES and contract.pixels_shape == (24, 24, 3), k
-        got = _predict(path, x)
+        got = predict(path, x)
         if k == "onnx-int8":
             assert np.mean(got.argmax(1) == reference.argmax(1)) >= 0.8
         else:
