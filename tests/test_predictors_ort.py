@@ -24,11 +24,12 @@ def test_regime_is_what_was_measured():
 def test_infer_and_bench_take_ort_settings_from_one_function(linear_onnx, monkeypatch):
     """Whatever regime_settings says is what a bench runtime and infer's sessions run with:
     a changed rule changes both."""
-    from digitkit.infer.engines import local
     from digitkit.infer.spec import DEFAULT_BATCH_SIZE
+    from digitkit.predictors.serving import worker_regime
 
-    # infer: each worker runs batch-sized chunks on one core.
-    assert local._WORKER_ORT == regime_settings(DEFAULT_BATCH_SIZE, cores=1)
+    # infer: each worker (and auto's calibration of it) runs batch-sized chunks on one core.
+    settings = regime_settings(DEFAULT_BATCH_SIZE, cores=1)
+    assert worker_regime(DEFAULT_BATCH_SIZE) == (settings.threads, settings.spinning)
     # bench: the onnxruntime row asks the function at every batch size.
     seen = []
 
