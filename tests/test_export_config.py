@@ -67,3 +67,14 @@ def test_config_and_cli_import_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_int8_calibration_is_capped_by_the_calibrators_memory():
+    """ONNX Runtime's MinMax calibrator holds every intermediate output of every image: a
+    digit model keeps its 1,000 images, a 224x224x3 model gets 32 (300 were killed at 23 GB)."""
+    from digitkit.export.config import DEFAULT_CALIBRATION_IMAGES, calibration_cap
+
+    assert calibration_cap(28 * 28) == DEFAULT_CALIBRATION_IMAGES == 1000
+    assert calibration_cap(32 * 32 * 3) == 1000  # the test photo models: all of their images
+    assert calibration_cap(224 * 224 * 3) == 32
+    assert calibration_cap(4096 * 4096 * 3) == 1  # never none

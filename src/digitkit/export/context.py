@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from digitkit.export.config import DEFAULT_CALIBRATION_IMAGES, ExportConfig
+from digitkit.export.config import ExportConfig, calibration_cap
 from digitkit.export.formats import EXPORT_FORMATS
 from digitkit.model.loading import import_tensorflow
 
@@ -45,7 +45,18 @@ class ExportContext:
         return self.workdir / EXPORT_FORMATS[name].file
 
     def calibration_images(self):
-        return self.data.x_train[:DEFAULT_CALIBRATION_IMAGES]
+        """The int8 calibration images: MNIST's first training images for a digit model; a
+        general model's calibration folder (in class order) taken evenly, so every class
+        is in it; at most `calibration_cap` of them (the calibrator's memory)."""
+        import math
+
+        import numpy as np
+
+        x = self.data.x_train
+        n = min(len(x), calibration_cap(math.prod(self.contract.pixels_shape)))
+        if self.contract.is_digit or n == len(x):
+            return x[:n]
+        return x[np.linspace(0, len(x) - 1, n).round().astype(int)]
 
     @property
     def test_images(self) -> int:
