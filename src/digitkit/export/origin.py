@@ -144,8 +144,10 @@ class ExportSource:
         if self._accuracy is None:
             import numpy as np
 
-            preds = [self.reference(np.asarray(x[i:i + _ACCURACY_BATCH], np.float32))
-                     .argmax(axis=1) for i in range(0, len(x), _ACCURACY_BATCH)]
+            from digitkit.model.calls import in_calls
+
+            preds = [self.reference(np.asarray(part, np.float32)).argmax(axis=1)
+                     for part in in_calls(x, _ACCURACY_BATCH)]
             self._accuracy = float(np.mean(np.concatenate(preds) == np.asarray(y)))
         return self._accuracy
 
@@ -334,11 +336,12 @@ def own_source(model: ModelFile, keras_model,
     _REFERENCE_SLICE images, since its inputs may be 224x224x3 and a case 1,000 of them)."""
     import numpy as np
 
+    from digitkit.model.calls import call_batch, in_calls
+
     def reference(pixels):
-        if contract.is_digit or len(pixels) <= _REFERENCE_SLICE:
+        if contract.is_digit or len(pixels) <= call_batch(pixels, _REFERENCE_SLICE):
             return np.asarray(keras_model(pixels, training=False), dtype=np.float32)
-        return np.concatenate([reference(pixels[i:i + _REFERENCE_SLICE])
-                               for i in range(0, len(pixels), _REFERENCE_SLICE)])
+        return np.concatenate([reference(part) for part in in_calls(pixels, _REFERENCE_SLICE)])
 
     return ExportSource(model, contract, reference, model=keras_model)
 
@@ -453,8 +456,10 @@ def add_copy_accuracies(ctx, results: dict) -> None:
         path = ctx.path(name)
         if acc is None and res.error is None and path.exists():
             predictor = open_predictor(path, trust_model=ctx.config.trust_model)
-            preds = [predictor.predict(np.asarray(x[i:i + 1000], np.float32)).argmax(axis=1)
-                     for i in range(0, len(x), 1000)]
+            from digitkit.model.calls import in_calls
+
+            preds = [predictor.predict(np.asarray(part, np.float32)).argmax(axis=1)
+                     for part in in_calls(x)]
             acc = float(np.mean(np.concatenate(preds) == np.asarray(y)))
         if acc is None:
             continue

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from digitkit.export.validate import ArtifactValidation, Case, human_size, validate_onnx
+from digitkit.model.calls import in_calls
 from digitkit.model.contract import DIGIT_CONTRACT, ModelContract
 from digitkit.predictors.ort import OnnxPredictor
 
@@ -73,8 +74,7 @@ def onnx_accuracy(path: str | os.PathLike, x: np.ndarray, y: np.ndarray,
                   batch_size: int = 1000) -> float:
     """Top-1 accuracy (0..1) of an ONNX model over (x, y), in batches."""
     predictor = OnnxPredictor(path)
-    preds = [predictor.predict(x[i:i + batch_size]).argmax(axis=1)
-             for i in range(0, len(x), batch_size)]
+    preds = [predictor.predict(part).argmax(axis=1) for part in in_calls(x, batch_size)]
     pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
     return float(np.mean(pred == np.asarray(y))) if len(pred) else 0.0
 

@@ -102,8 +102,10 @@ FLOAT_ACCURACY_TOLERANCE = 0.05
 
 def predictor_accuracy(predictor, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> float:
     """Top-1 accuracy (0..1) of any predictor over (x, y), in batches."""
-    preds = [predictor.predict(np.asarray(x[i:i + batch_size], np.float32)).argmax(axis=1)
-             for i in range(0, len(x), batch_size)]
+    from digitkit.model.calls import in_calls
+
+    preds = [predictor.predict(np.asarray(part, np.float32)).argmax(axis=1)
+             for part in in_calls(x, batch_size)]
     return float(np.mean(np.concatenate(preds) == np.asarray(y))) if preds else 0.0
 
 

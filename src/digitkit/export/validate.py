@@ -156,13 +156,24 @@ def compare(name: str, runtime: str, run, cases: list[Case], atol: float | None,
     result = ArtifactValidation(name, runtime, atol, rtol=rtol)
     for case in cases:
         try:
-            outputs = run(case.pixels)
+            outputs = _run_in_calls(run, case.pixels)
         except Exception as e:  # noqa: BLE001 - any runtime failure is a validation failure
             result.cases.append(CaseResult(case.name, len(case.pixels), None, None, None, 0,
                                            False, f"run failed: {one_line(e)}"))
             continue
         result.cases.append(_compare_case(case, outputs, atol, rtol, contract))
     return result
+
+
+def _run_in_calls(run, pixels) -> dict:
+    """`run` over `pixels` in calls of `predictors.base.call_batch` images, the outputs joined:
+    one case of hundreds of 224x224x3 images at once would hold all their activations."""
+    from digitkit.model.calls import in_calls
+
+    parts = [run(part) for part in in_calls(pixels)]
+    if len(parts) == 1:
+        return parts[0]
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
 
 
 def _compare_case(case: Case, outputs: dict, atol: float | None, rtol: float,

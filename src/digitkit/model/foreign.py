@@ -66,8 +66,10 @@ class SourceModel:
                 and fits_layout(self.input_shape, c.layout, c))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        outs = [np.asarray(self.call(x[i:i + SOURCE_BATCH]), dtype=np.float32)
-                for i in range(0, len(x), SOURCE_BATCH)]
+        from digitkit.model.calls import in_calls
+
+        outs = [np.asarray(self.call(part), dtype=np.float32)
+                for part in in_calls(x, SOURCE_BATCH)]
         out = (np.concatenate(outs) if outs
                else np.zeros((0, self.contract.num_classes), np.float32))
         self.contract.check_classes(self.name, out.shape)
