@@ -2,7 +2,8 @@
 `export_dir`), real runtimes and real MNIST test images, with a cache of the test's own.
 
 What is held: the choice passes the gate and is recorded with the result file; a second run
-reads the cache instead of calibrating (the cache file is not rewritten); a runtime made
+reads the cache instead of calibrating (the cache file is not rewritten), and a batch size or
+a runtime opened another way calibrates again; a runtime made
 unimportable for real falls back to the next fastest of the cached ranking; a copy that
 export.json does not record as passed, that changed since, or that fails the gate, is never
 chosen. No figure is asserted: which runtime is fastest depends on the machine.
@@ -25,6 +26,7 @@ from _infer_folders import class_folders
 from digitkit.infer.results.formats import result_format
 from digitkit.infer.results.provenance import read_record
 from digitkit.predictors.choice import CACHE_DIR, MIN_AGREEMENT
+from digitkit.predictors.ort import FIXED_SESSION
 from digitkit.predictors.runtimes import RUNTIMES
 
 pytestmark = pytest.mark.usefixtures("private_cache")
@@ -92,7 +94,7 @@ def test_auto_chooses_the_fastest_row_that_passes_the_gate_and_records_why(
 
 
 def test_a_second_run_reads_the_cache_and_does_not_calibrate(export_dir, folder, mnist_dir,
-                                                             tmp_path):
+                                                             tmp_path, monkeypatch):
     first = _auto(export_dir, folder, tmp_path / "a.csv", mnist_dir)
     assert first.exit_code == 0, first.output
     assert "calibrating" in first.output and "cached in" in first.output
@@ -109,6 +111,14 @@ def test_a_second_run_reads_the_cache_and_does_not_calibrate(export_dir, folder,
     # Another batch size is another measurement.
     third = _auto(export_dir, folder, tmp_path / "c.csv", mnist_dir, "--batch-size", "32")
     assert third.exit_code == 0 and "calibrating" in third.output
+    # A runtime opened another way is another measurement: the key holds what each
+    # predictor hands its runtime, so a settings change in digitkit (here ORT's graph
+    # optimisation level, a real other level) recalibrates instead of reading an old speed.
+    cached = json.loads(path.read_text())
+    assert cached["key"]["options"]["onnxruntime"]["threads"] == 1
+    monkeypatch.setitem(FIXED_SESSION, "graph_optimization_level", "ORT_ENABLE_EXTENDED")
+    fourth = _auto(export_dir, folder, tmp_path / "d.csv", mnist_dir)
+    assert fourth.exit_code == 0 and "calibrating" in fourth.output
 
 
 _BLOCK_RUNTIMES = '''

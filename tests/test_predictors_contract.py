@@ -4,6 +4,7 @@ In the manner of scikit-learn's parametrize_with_checks: one set of checks, para
 `predictors.RUNTIMES`, so a new runtime row is checked the moment it is added. Each row is
 opened as `bench` opens it (`open_runtime`) on its copy of one real export, and must:
 - load: construct without loading, load once, on demand, and return itself;
+- options: what it hands its runtime, JSON values, stated without loading (auto's cache key);
 - predict: float32 probabilities (N, 10) for any batch size, agreeing with the Keras source;
 - bad file: a missing or unreadable model is a one-line ModelError naming the file;
 - missing extra: with its extra made unimportable for real (an import blocker installed by a
@@ -116,6 +117,19 @@ def test_load_is_lazy_once_and_returns_the_predictor(row, copies, reference):
     assert p.load() is p
     p.predict(np.zeros((2, *reference[0].shape[1:]), np.float32))
     assert calls == [1]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
+def test_options_are_stated_without_loading_and_follow_the_threads(row, copies):
+    # What auto's cache key holds of each row (`choice.run_options`): asked of a row that is
+    # not installed as well, so neither the runtime's module nor the model is opened here.
+    path = getattr(copies, row.copy)
+    one, two = open_runtime(row.name, path, threads=1), open_runtime(row.name, path, threads=2)
+    options = one.options()
+    assert options and json.loads(json.dumps(options)) == options
+    assert options == open_runtime(row.name, path, threads=1).options()
+    assert options != two.options()  # a timing depends on the threads
+    assert not one.loaded and not two.loaded
 
 
 @pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)

@@ -1,7 +1,8 @@
 """A worker runs each runtime as `auto` times it: the predictor `infer`'s workers open
 (`serving.open_in_worker`, what `_classify_worker` calls) and the one `auto`'s calibration opens
 for a run with workers (`open_runtime(row, copy, *worker_regime(batch))`, what
-`choice.calibrate` calls) are compared by what each runtime itself reports it runs with, on the
+`choice.calibrate` calls), and the one a Ray actor opens (`ray_actors.actor_predictor`), are
+compared by what each runtime itself reports it runs with, on the
 real runtimes. And OpenVINO, which pins the thread running a request to the first cores by
 default, leaves it where the OS put it: every worker pinned to core 0 was why OpenVINO ran at
 half its calibrated speed in infer's workers (BENCHMARKS.md, "OpenVINO in infer's workers")."""
@@ -69,6 +70,22 @@ def test_a_worker_runs_each_runtime_as_auto_calibrates_it(export_dir, name):
         assert settings["ENABLE_CPU_PINNING"] == "False"
     else:
         assert settings["num_threads"] == 1
+
+
+@pytest.mark.parametrize("name", _rows_here())
+def test_a_ray_actor_runs_each_runtime_as_a_local_worker_does(export_dir, name):
+    # The actor's predictor is built without Ray (the actor class only ships it); the same
+    # opener as a local worker, so the same settings, read back from the runtime itself.
+    from digitkit.infer.engines.ray_actors import actor_predictor
+    from digitkit.infer.spec import InferSpec
+
+    row = RUNTIMES[name]
+    actor = actor_predictor(InferSpec(model=export_dir, runtime=row.group,
+                                      precision=row.precision))
+    serving = serving_model(export_dir, row.group, row.precision)
+    worker = open_in_worker(serving.path, serving.runtime, DEFAULT_BATCH_SIZE)
+    assert type(actor) is type(worker) and actor.model_path == worker.model_path
+    assert reported(actor) == reported(worker)
 
 
 def _narrowed_during(run, calls: int) -> set[str]:

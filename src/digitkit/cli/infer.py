@@ -65,8 +65,9 @@ class _ByteSize(click.ParamType):
                    "auto: the fastest one (and precision, within --precision) whose labels "
                    "on check images (MNIST test images for a digit model, the --calibration "
                    "folder for any other) agree with fp32's, measured at --batch-size on this "
-                   "machine (a few seconds the first time, then cached); the choice and its "
-                   "figures are said on stderr and recorded with the results. "
+                   "machine (the first time: seconds for a small model, minutes for a "
+                   "224x224 one on few cores; then cached); the choice and its figures are "
+                   "said on stderr and recorded with the results. "
                    "Default: onnxruntime for .onnx or an export directory, tensorflow for a "
                    "SavedModel dir or .h5, litert for .tflite.")
 @click.option("--precision", type=click.Choice([*precisions(), ANY_PRECISION]),

@@ -37,12 +37,17 @@ class Predictor(Protocol):
     runtime: the runtime family it runs on ("onnxruntime", "openvino", "litert",
         "tensorflow"), as records and messages name it.
     model_path: the model file or directory it runs.
+    options: what it hands its runtime besides the model (threads, spinning, precision,
+        device, fixed session settings), JSON values, known without loading: a timing
+        depends on them, so `auto`'s cache key carries them.
     """
 
     runtime: str
     model_path: Path
 
     def load(self) -> Predictor: ...
+
+    def options(self) -> dict: ...
 
     def predict(self, pixels: np.ndarray) -> np.ndarray: ...
 
@@ -94,4 +99,7 @@ class LazyPredictor:
         return self
 
     def _load(self) -> None:
+        raise NotImplementedError
+
+    def options(self) -> dict:
         raise NotImplementedError

@@ -29,10 +29,14 @@
 4. The fastest wins. Its evidence (every candidate's figures, what was refused and why) is
    said once on stderr and recorded with the result file (`Choice.record`).
 
-Steps 2-3 are a calibration of a few seconds, said on stderr before it starts. Its result
+Steps 2-3 are a calibration, said on stderr before it starts: every candidate classifies the
+check images once, then ROUNDS timed rounds of at least one batch. Seconds for a digit model;
+for a 224x224 MobileNetV2 on one core, where a batch of 256 takes about 5 s, minutes
+(BENCHMARKS.md, "A 224x224x3 model: every runtime side by side"). Its result
 is cached (`cache_path`: a small JSON file under digitkit's cache directory, written
 atomically) under a key of everything it depends on: the sha256 of every candidate copy,
-batch size, threads, device, the precisions allowed, the gate, the check images (MNIST's
+batch size, threads, device, the options each runtime is opened with (`run_options`: the
+predictors' own `options()`), the precisions allowed, the gate, the check images (MNIST's
 count, or the folder, its per-class cap and a hash of its files' names, classes, sizes and
 mtimes: another folder, or a file added or changed, recalibrates), this machine (CPU model
 and core counts) and the runtimes' versions. The next run with the same key reads it and does
@@ -75,8 +79,8 @@ GATE = {"min_top1_agreement": MIN_AGREEMENT,
 #: candidate classifies them in well under a second. A general classifier's folder gives at
 #: most as many, spread evenly over its classes (`per_class_cap`).
 CHECK_IMAGES = 2000
-#: Timing: interleaved rounds of ROUND_SECONDS per candidate; with four or five candidates a
-#: calibration takes a few seconds in all, loads included.
+#: Timing: interleaved rounds of ROUND_SECONDS (and at least one call) per candidate; with
+#: four or five candidates of a digit model a calibration takes a few seconds in all.
 ROUNDS = 3
 ROUND_SECONDS = 0.25
 #: Groups that are never candidates (see the module docstring).
@@ -111,6 +115,9 @@ class Candidates:
     #: {row name: sha256 of its copy} of every row with a copy at an allowed precision,
     #: runnable here or not: the cache key, which a runtime made unavailable leaves as it was
     copies: dict[str, str] = field(default_factory=dict)
+    #: {row name: its copy} of the same rows, and the reference's: what `cache_key` asks each
+    #: row's predictor for the options it would run with
+    paths: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -312,7 +319,7 @@ def candidates(model: str | os.PathLike, precision: str = "fp32",
         copies = read_export_dir(p)
     artifacts = {a.get("path"): a for a in (copies.manifest.get("artifacts") or {}).values()
                  if isinstance(a, dict)}
-    runnable, excluded, reference, hashes, keyed = [], {}, None, {}, {}
+    runnable, excluded, reference, hashes, keyed, paths = [], {}, None, {}, {}, {}
     for row in RUNTIMES.values():
         path = getattr(copies, row.copy)
         if row.group in _NOT_CANDIDATES or path is None:
@@ -332,9 +339,11 @@ def candidates(model: str | os.PathLike, precision: str = "fp32",
         cand = Candidate(row, path, hashes[path])
         if why is None and reference is None and row.precision == "fp32":
             reference = cand  # the gate's reference, whether or not fp32 is allowed
+            paths[row.name] = Path(path)
         if row.precision not in allowed:
             continue
         keyed[row.name] = hashes[path]
+        paths[row.name] = Path(path)
         if why is not None:
             excluded[row.name] = why
         else:
@@ -343,7 +352,7 @@ def candidates(model: str | os.PathLike, precision: str = "fp32",
         detail = "; ".join(f"{k}: {v}" for k, v in excluded.items()) or (
             f"it has no copy a runtime runs at {' or '.join(allowed)}")
         raise ModelError(f"{p}: --runtime auto has nothing to choose from ({detail})")
-    return Candidates(runnable, reference, excluded, loose, keyed)
+    return Candidates(runnable, reference, excluded, loose, keyed, paths)
 
 
 def _not_validated(path: Path, sha256: str, artifacts: dict) -> str | None:
@@ -380,12 +389,27 @@ def machine() -> dict:
             "versions": library_versions(_KEY_PACKAGES)}
 
 
+def run_options(found: Candidates, request: AutoRequest) -> dict:
+    """{row name: the options its predictor runs with in this request's regime}, for every
+    keyed row and the reference, asked of the predictors themselves (nothing loaded, and a
+    row not installed answers as well): a change in how digitkit sets up a runtime (as
+    OpenVINO's pinning, turned off in this wave) is a new key and a new calibration, never
+    an old speed read back."""
+    from digitkit.predictors.runtimes import open_runtime
+
+    threads, spinning = request.regime()
+    return {name: open_runtime(name, path, threads, spinning, request.trust_model,
+                               request.device).options()
+            for name, path in found.paths.items()}
+
+
 def cache_key(found: Candidates, request: AutoRequest, check: CheckImages) -> dict:
     ref = found.reference
     return {"candidates": found.copies,
             "reference": None if ref is None else {ref.row.name: ref.sha256},
             "precisions": list(request.allowed), "batch": request.batch,
             "threads": request.regime()[0], "device": request.device,
+            "options": run_options(found, request),
             "check_images": check.identity, "gate": GATE, "machine": machine()}
 
 
@@ -484,8 +508,12 @@ def calibrate(found: Candidates, images: CheckSet, request: AutoRequest) -> list
             predictor = loaded.get(res["runtime"])
             if predictor is None:
                 continue
-            t = time_batch(predictor.predict, xs, batch, warmup=2 if r == 0 else 0,
-                           duration=ROUND_SECONDS, iterations=None)
+            # Only the throughput is wanted, and the gate's pass above has just run every
+            # candidate at this batch size (when the check images hold a full batch): no
+            # untimed calls then, and a round is one call where one call outlasts it (a
+            # 224x224 model's batch of 256 on one core takes seconds).
+            t = time_batch(predictor.predict, xs, batch, warmup=0, duration=ROUND_SECONDS,
+                           iterations=None, min_calls=1, first_call=r == 0 and len(xs) < batch)
             res["images_per_s"] = max(res["images_per_s"] or 0.0, t["images_per_s"])
     return results
 
@@ -581,7 +609,9 @@ def _calibrate_and_cache(found: Candidates, request: AutoRequest, check: CheckIm
 
     names = ", ".join(c.row.name for c in found.runnable)
     say(f"digitkit: --runtime auto: calibrating {names} on {check.planned()} at batch "
-        f"{request.batch} (a few seconds; cached for the next run)")
+        f"{request.batch} (each classifies them once, then {ROUNDS} timed rounds of at least "
+        "one batch: seconds for a small model, minutes for a large one on few cores; cached "
+        "for the next run)")
     start = time.monotonic()
     images = check.load()
     if images.failures:

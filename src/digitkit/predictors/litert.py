@@ -65,6 +65,9 @@ class LiteRTPredictor(LazyPredictor):
         self._interp = None
         self._batch = None
 
+    def options(self) -> dict:
+        return {"num_threads": self.threads, "delegate": "XNNPACK (the interpreter's default)"}
+
     def _load(self):
         interpreter_class, self.runtime_name = import_litert(self.allow_tensorflow)
         try:

@@ -102,6 +102,9 @@ class OpenVinoPredictor(LazyPredictor):
                 "INFERENCE_NUM_THREADS": int(self.threads), "NUM_STREAMS": 1,
                 "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
 
+    def options(self) -> dict:
+        return {"device": self.device, **self.config()}
+
     def properties(self) -> dict:
         """What the compiled model reports for each key of `config()`: the settings it runs
         with, as OpenVINO took them (loads the model)."""

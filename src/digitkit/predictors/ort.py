@@ -74,6 +74,13 @@ def regime_settings(batch: int, cores: int) -> OrtSettings:
     return OrtSettings(threads=cores, spinning=batch <= SPIN_MAX_BATCH)
 
 
+#: The settings every session gets whatever its regime (see `session_options` for why), by
+#: SessionOptions attribute and ORT enum member name.
+FIXED_SESSION = {"graph_optimization_level": "ORT_ENABLE_ALL",
+                 "execution_mode": "ORT_SEQUENTIAL", "inter_op_num_threads": 1,
+                 "log_severity_level": 3}
+
+
 def session_options(settings: OrtSettings = DEFAULT_SETTINGS):
     """The SessionOptions every digitkit session uses.
 
@@ -86,10 +93,11 @@ def session_options(settings: OrtSettings = DEFAULT_SETTINGS):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                          FIXED_SESSION["graph_optimization_level"])
+    so.execution_mode = getattr(ort.ExecutionMode, FIXED_SESSION["execution_mode"])
+    so.inter_op_num_threads = FIXED_SESSION["inter_op_num_threads"]
+    so.log_severity_level = FIXED_SESSION["log_severity_level"]
     if settings.threads:
         so.intra_op_num_threads = settings.threads
     if not settings.spinning:
@@ -186,6 +194,10 @@ class OnnxPredictor(LazyPredictor):
     def session(self):
         return self.load()._session
 
+    def options(self) -> dict:
+        return {**FIXED_SESSION, "threads": self.settings.threads,
+                "spinning": self.settings.spinning, "providers": providers(self.settings.device)}
+
     @property
     def input_names(self) -> list[str]:
         return [i.name for i in self.session.get_inputs()]
@@ -264,6 +276,11 @@ class RegimeOnnxPredictor(LazyPredictor):
 
     def _load(self):
         self.for_batch(1)
+
+    def options(self) -> dict:
+        # The regime rule's own source is digitkit's code: its inputs are what may differ.
+        return {**FIXED_SESSION, "cores": self.cores, "regime": "regime_settings",
+                "providers": providers(self.device)}
 
     @property
     def session(self):

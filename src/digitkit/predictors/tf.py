@@ -53,6 +53,9 @@ class SavedModelPredictor(LazyPredictor):
     def signature(self):
         return self.load()._sig
 
+    def options(self) -> dict:
+        return {"threads": self.threads, "signature": "serving_default"}
+
     def _load(self):
         configure_threads(self.threads)
         self._sig = load_savedmodel(self.model_path, self.trust_model)
@@ -82,6 +85,9 @@ class KerasPredictor(LazyPredictor):
         self.mode = mode
         self.trust_model = trust_model
         self._fn = None
+
+    def options(self) -> dict:
+        return {"threads": self.threads, "mode": self.mode}
 
     def _load(self):
         from digitkit.predictors.runnable import model_contract

@@ -2,9 +2,11 @@
 `infer --runtime auto` measures when it calibrates (predictors.choice), so the two figures are
 taken the same way.
 
-Per batch size: one first call (reported), `warmup` untimed calls, then timed calls for
-`duration` seconds (at least MIN_TIMED_CALLS) or exactly `iterations` calls, cycling through
-a few distinct batches of real images; throughput = images / wall seconds of the timed loop.
+Per batch size: one first call (reported; left out by a caller that has just run the
+predictor at this batch size), `warmup` untimed calls, then timed calls for `duration`
+seconds (at least `min_calls`, MIN_TIMED_CALLS unless the caller needs only the throughput)
+or exactly `iterations` calls, cycling through a few distinct batches of real images;
+throughput = images / wall seconds of the timed loop.
 """
 
 from __future__ import annotations
@@ -66,13 +68,17 @@ def percentiles(lat: list[float]) -> dict:
 
 
 def time_batch(run, x: np.ndarray, batch: int, warmup: int, duration: float | None,
-               iterations: int | None) -> dict:
+               iterations: int | None, min_calls: int = MIN_TIMED_CALLS,
+               first_call: bool = True) -> dict:
     """Time `run` (a predictor's `predict`) on batches of `batch` images of `x` (see the
-    module docstring); the figures as a JSON-ready dict."""
+    module docstring); the figures as a JSON-ready dict (first_call_ms None when
+    `first_call` is False)."""
     cycle = batches(x, batch)
-    t0 = time.perf_counter()
-    run(cycle[0])
-    first_call = time.perf_counter() - t0
+    first = None
+    if first_call:
+        t0 = time.perf_counter()
+        run(cycle[0])
+        first = (time.perf_counter() - t0) * 1e3
     for i in range(warmup):
         run(cycle[i % len(cycle)])
     lat = []
@@ -88,7 +94,7 @@ def time_batch(run, x: np.ndarray, batch: int, warmup: int, duration: float | No
         if iterations is not None:
             if i >= iterations:
                 break
-        elif t1 - start >= duration and i >= MIN_TIMED_CALLS:
+        elif t1 - start >= duration and i >= min_calls:
             break
     wall = time.perf_counter() - start
     return {
@@ -97,6 +103,6 @@ def time_batch(run, x: np.ndarray, batch: int, warmup: int, duration: float | No
         "seconds": wall,
         "images_per_s": batch * len(lat) / wall,
         "latency_ms": percentiles(lat),
-        "first_call_ms": first_call * 1e3,
+        "first_call_ms": first,
         "peak_rss_mb": peak_rss_mb(),
     }

@@ -29,14 +29,12 @@ from digitkit.infer.results.formats import encode_predictions
 from digitkit.infer.results.rows import EncodedRows, row_names
 from digitkit.infer.spec import DEFAULT_BATCH_SIZE, InferSpec, InputLimits
 from digitkit.infer.storage.uri_inputs import decode_uris, is_uri
-from digitkit.predictors import regime_settings
-from digitkit.predictors.serving import forkable, open_serving, serving_model
+from digitkit.predictors.serving import forkable, open_in_worker, serving_model
 
 RAY_HINT = "the ray engine needs Ray: pip install 'digitkit[ray]'"
-#: One thread per actor, on every runtime (ONNX Runtime's session settings here; and for the
-#: driver's check of the model): each actor reserves one CPU from Ray's scheduler and
-#: decoding is its work; no spinning, the actor's core is its own.
-_ACTOR_ORT = regime_settings(DEFAULT_BATCH_SIZE, cores=1)
+#: An actor runs its model as a local worker process does (`serving.open_in_worker`: one
+#: core, one thread, no spinning, the same runtime settings): each actor reserves one CPU
+#: from Ray's scheduler and decoding is its work.
 #: Ray sets up its own logging and prints INFO lines for every dataset; the CLI wants only
 #: real problems on stderr.
 _QUIET_LOGGERS = ("ray", "ray.data", "ray.data._internal")
@@ -62,8 +60,7 @@ def actor_predictor(spec: InferSpec):
         raise UsageError("the ray engine runs a model file (.onnx, .tflite) on ONNX Runtime, "
                          "OpenVINO or LiteRT, not TensorFlow; export the model with "
                          "`digitkit export` first")
-    return open_serving(serving.path, serving.runtime, 1, spinning=False, settings=_ACTOR_ORT,
-                        device=spec.device)
+    return open_in_worker(serving.path, serving.runtime, DEFAULT_BATCH_SIZE, device=spec.device)
 
 
 @dataclass(frozen=True)
@@ -181,8 +178,8 @@ def classifier_class(model: ModelPayload, limits: InputLimits | None = None):
             self._scratch = Path(tempfile.mkdtemp(prefix="digitkit-ray-"))
             path = self._scratch / model.name
             path.write_bytes(model.data)
-            self._predictor = open_serving(path, model.runtime, 1, spinning=False,
-                                           settings=_ACTOR_ORT, device=model.device).load()
+            self._predictor = open_in_worker(path, model.runtime, DEFAULT_BATCH_SIZE,
+                                             device=model.device).load()
             path.unlink()  # the runtime holds the model in memory (or a mapping) now
             self._filesystems: dict = {}
 
