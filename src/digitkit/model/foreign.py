@@ -263,14 +263,28 @@ def check_classes(name: str, output_shape) -> None:
 
 def keras_source(model, name: str | None = None,
                  contract: ModelContract | None = None) -> SourceModel:
-    """A loaded Keras model (one input, one output), called eagerly with training=False,
-    under `contract` (None: the one its shapes imply, `shape_contract`)."""
+    """A loaded Keras model (one input, one output), called with training=False in a traced
+    `tf.function`, under `contract` (None: the one its shapes imply, `shape_contract`).
+
+    Traced, not eager: the fit of a model's normalisation runs it a few hundred times over the
+    calibration images, and eager Keras spends most of a small model's call in Python (a
+    digit convnet on 1,000 images: 87 ms traced against 140-147 ms eager, the same outputs
+    bit for bit). A model the tracer cannot take runs eagerly, where its own error shows."""
     name = name or model.name
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelError(f"{name}: expected one input and one output, got "
                          f"{len(model.inputs)} and {len(model.outputs)}")
+    import tensorflow as tf
+
+    traced = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    eager = []  # set once tracing has failed: the model then always runs eagerly
 
     def call(x):
+        if not eager:
+            try:
+                return np.asarray(traced(x))
+            except Exception:  # noqa: BLE001 - eager Keras raises the model's own error
+                eager.append(True)
         return np.asarray(model(x, training=False))
 
     # Functional models name their outputs; a Sequential model's output is its last layer's.
