@@ -267,9 +267,9 @@ def keras_source(model, name: str | None = None,
     `tf.function`, under `contract` (None: the one its shapes imply, `shape_contract`).
 
     Traced, not eager: the fit of a model's normalisation runs it a few hundred times over the
-    calibration images, and eager Keras spends most of a small model's call in Python (a
-    digit convnet on 1,000 images: 87 ms traced against 140-147 ms eager, the same outputs
-    bit for bit). A model the tracer cannot take runs eagerly, where its own error shows."""
+    calibration images, and eager Keras spends much of a small model's call in Python; the
+    outputs are the same (BENCHMARKS.md, "Fitted normalisation: what the fit costs"). A model
+    the tracer cannot take runs eagerly, where its own error shows."""
     name = name or model.name
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelError(f"{name}: expected one input and one output, got "

@@ -30,9 +30,9 @@
    said once on stderr and recorded with the result file (`Choice.record`).
 
 Steps 2-3 are a calibration, said on stderr before it starts: every candidate classifies the
-check images once, then ROUNDS timed rounds of at least one batch. Seconds for a digit model;
-for a 224x224 MobileNetV2 on one core, where a batch of 256 takes about 5 s, minutes
-(BENCHMARKS.md, "A 224x224x3 model: every runtime side by side"). Its result
+check images once, then ROUNDS timed rounds of at least one batch: seconds for a digit model,
+minutes for a 224x224 one on few cores, where a single batch takes seconds (BENCHMARKS.md, "A
+224x224x3 model: every runtime side by side"). Its result
 is cached (`cache_path`: a small JSON file under digitkit's cache directory, written
 atomically) under a key of everything it depends on: the sha256 of every candidate copy,
 batch size, threads, device, the options each runtime is opened with (`run_options`: the
@@ -339,11 +339,11 @@ def candidates(model: str | os.PathLike, precision: str = "fp32",
         cand = Candidate(row, path, hashes[path])
         if why is None and reference is None and row.precision == "fp32":
             reference = cand  # the gate's reference, whether or not fp32 is allowed
-            paths[row.name] = Path(path)
+        if row.precision in allowed or cand is reference:
+            paths[row.name] = cand.path
         if row.precision not in allowed:
             continue
         keyed[row.name] = hashes[path]
-        paths[row.name] = Path(path)
         if why is not None:
             excluded[row.name] = why
         else:
@@ -510,8 +510,8 @@ def calibrate(found: Candidates, images: CheckSet, request: AutoRequest) -> list
                 continue
             # Only the throughput is wanted, and the gate's pass above has just run every
             # candidate at this batch size (when the check images hold a full batch): no
-            # untimed calls then, and a round is one call where one call outlasts it (a
-            # 224x224 model's batch of 256 on one core takes seconds).
+            # untimed calls then, and a round is one call where one call outlasts it, as a
+            # large model's does (bench's minimum of calls is for its percentiles).
             t = time_batch(predictor.predict, xs, batch, warmup=0, duration=ROUND_SECONDS,
                            iterations=None, min_calls=1, first_call=r == 0 and len(xs) < batch)
             res["images_per_s"] = max(res["images_per_s"] or 0.0, t["images_per_s"])

@@ -278,9 +278,8 @@ class RegimeOnnxPredictor(LazyPredictor):
         self.for_batch(1)
 
     def options(self) -> dict:
-        # The regime rule's own source is digitkit's code: its inputs are what may differ.
-        return {**FIXED_SESSION, "cores": self.cores, "regime": "regime_settings",
-                "providers": providers(self.device)}
+        # Threads and spinning follow each call's batch (`regime_settings`) on these cores.
+        return {**FIXED_SESSION, "cores": self.cores, "providers": providers(self.device)}
 
     @property
     def session(self):
