@@ -20,13 +20,14 @@ as 130.
 
 import os
 import signal
+import sys
 
 #: Exit code of an interrupted command (128 + SIGINT, as a shell reports one).
 EXIT_INTERRUPTED = 130
 _LINE = b"digitkit: error: interrupted\n"
 #: Set by `main`: the handlers are ours to switch (not under a test's CliRunner or a caller's
 #: own handler). `said`: the line is out already.
-_state = {"owned": False, "said": False, "term": signal.SIG_DFL}
+_state = {"owned": False, "said": False, "term": signal.SIG_DFL, "hook": None}
 
 
 def _interrupted(signum, frame) -> None:
@@ -40,14 +41,39 @@ def said_interrupted() -> None:
     _state["said"] = True
 
 
+def _redeliver(unraisable) -> None:
+    """sys.unraisablehook while a command runs. A KeyboardInterrupt raised while a finalizer
+    runs (a `__del__`, such as a multiprocessing connection's as the garbage collector frees
+    it) cannot leave it: Python would print it as "Exception ignored in ..." with a traceback
+    and drop the Ctrl-C. It is sent again instead, from another thread a moment later: sent
+    from here, it would be raised in here (and printed the same way). Should that land in a
+    finalizer too, it comes back here and goes round again. Anything else goes to the hook
+    there was."""
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        import _thread  # `threading`'s start waits for the thread: the interrupt would land there
+
+        _thread.start_new_thread(_resend_interrupt, ())
+        return
+    (_state["hook"] or sys.__unraisablehook__)(unraisable)
+
+
+def _resend_interrupt() -> None:
+    import time
+
+    time.sleep(0.01)  # the finalizer's thread runs on meanwhile (it holds the GIL now)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
 class interrupts_raised:
-    """While a command runs: Ctrl-C raises KeyboardInterrupt and SIGTERM has the action it
-    had (a command that stops on it, like `infer`, installs its own); around it, `main`'s
-    quiet exit. Does nothing unless `main` installed that exit. (A class: contextlib is one
-    import more before the handler.)"""
+    """While a command runs: Ctrl-C raises KeyboardInterrupt (re-sent when it lands in a
+    finalizer: `_redeliver`) and SIGTERM has the action it had (a command that stops on it,
+    like `infer`, installs its own); around it, `main`'s quiet exit. Does nothing unless
+    `main` installed that exit. (A class: contextlib is one import more before the handler.)"""
 
     def __enter__(self):
         if _state["owned"]:
+            _state["hook"] = sys.unraisablehook
+            sys.unraisablehook = _redeliver
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, _state["term"])
         return self
@@ -56,6 +82,7 @@ class interrupts_raised:
         if _state["owned"]:
             signal.signal(signal.SIGINT, _interrupted)
             signal.signal(signal.SIGTERM, _interrupted)
+            sys.unraisablehook = _state["hook"] or sys.__unraisablehook__
 
 
 def main(argv=None) -> None:
